@@ -1,0 +1,59 @@
+"""StagDrive (stag_sim): closed-loop driving simulation on logged camera data (Stag-1 as a simulator)."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+HERE = Path(__file__).parent
+version = {}
+exec((HERE / "stag_sim" / "version.py").read_text(), version)
+
+# envs/, agents/ and scenarios/ are top-level folders of the repository but install under the stag_sim
+# namespace (stag_sim.envs, ...), so nothing generic like `agents` lands in site-packages.
+PACKAGE_DIR = {
+    "stag_sim": "stag_sim",
+    "stag_sim.synth": "stag_sim/synth",
+    "stag_sim.ingest": "stag_sim/ingest",
+    "stag_sim.envs": "envs",
+    "stag_sim.agents": "agents",
+    "stag_sim.scenarios": "scenarios",
+}
+
+EXTRAS = {
+    # nuscenes-devkit 1.2.0 pins numpy<2 and Shapely~=2.0.3: an extra, so the core keeps numpy 2.
+    "nuscenes": ["nuscenes-devkit==1.2.0"],
+    "diffusion": ["diffusers>=0.30", "transformers>=4.40", "accelerate>=0.30"],
+    "carla": ["carla>=0.9.15,<0.10"],
+    "ray": ["ray[default]>=2.9"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2"],
+}
+
+setup(
+    name="stag-sim",
+    version=version["__version__"],
+    description="StagDrive: a closed-loop driving simulator that renders logged surround-view drives (Stag-1)",
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=list(PACKAGE_DIR),
+    package_dir=PACKAGE_DIR,
+    package_data={"stag_sim.scenarios": ["*.yaml"]},
+    install_requires=[
+        "numpy>=1.24",
+        "shapely>=2.0",
+        "pyyaml>=6.0",
+        "opencv-python-headless>=4.8",
+        "gymnasium>=1.0",
+        # A range, not a pin: CI installs the CPU build torch==2.13.0 first, which satisfies it.
+        "torch>=2.1",
+        "click>=8.1",
+        "tqdm>=4.64",
+    ],
+    extras_require=EXTRAS,
+    entry_points={"console_scripts": ["stag-sim = stag_sim.cli:main"]},
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)

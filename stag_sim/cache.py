@@ -1,0 +1,292 @@
+"""The scene cache: the on-disk format of a :class:`~stag_sim.scene_log.SceneLog`.
+
+One directory per scene::
+
+    <scene>/
+      scene.json              format name + version, scene facts, rig, object ids, and for every array file
+                              its dtype, shape, size and sha256
+      timestamps_us.npy ...   small and medium arrays as .npy (memory-mapped on load)
+      images.bin              all encoded frames back to back (JPEG/PNG bytes, as captured or encoded once)
+      images_index.npy        (T, C, 2) int64 (offset, length) into images.bin
+      depth.bin / depth_index.npy      16-bit PNG depth maps, same layout (optional)
+      lidar_points.npy / lidar_offsets.npy / ...                      (optional)
+      map.json                drivable area and lane centrelines as WKB hex (exact float64)
+
+Why this layout: .npy and raw blobs can be memory-mapped, so loading a scene reads only scene.json and
+the pages the simulator touches — a load costs milliseconds and no decoding — while images and depth stay
+compressed (JPEG/PNG inside one blob, not thousands of small files). Keeping the encoded bytes makes the
+SceneLog -> cache -> SceneLog round trip byte-exact and never re-encodes a nuScenes JPEG.
+
+Writes are atomic: everything is written to a hidden temporary directory beside the target and renamed into
+place only when complete, so a failure (or Ctrl-C) never leaves half a cache behind. Loading checks the
+format version, that every file exists with its recorded size, and (by default) its sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from stag_sim.camera import Camera, CameraIntrinsics, CameraRig
+from stag_sim.errors import SceneError, StagSimError
+from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
+
+FORMAT_NAME = "stag_sim.scene_cache"
+FORMAT_VERSION = 1
+META_FILE = "scene.json"
+
+# Arrays that are always present: attribute path -> (file name, dtype).
+_ARRAYS = {
+    "timestamps_us": np.int64,
+    "ego_poses": np.float64,
+    "camera_timestamps_us": np.int64,
+    "camera_ego_poses": np.float64,
+    "images_index": np.int64,
+    "objects_sizes": np.float64,
+    "objects_poses": np.float64,
+    "objects_valid": np.bool_,
+}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 22), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _rig_to_json(rig: CameraRig) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": c.name,
+            "intrinsics": {k: getattr(c.intrinsics, k) for k in ("fx", "fy", "cx", "cy", "width", "height")},
+            "T_ego_from_camera": c.T_ego_from_camera.tolist(),
+        }
+        for c in rig.cameras
+    ]
+
+
+def _rig_from_json(data: list[dict[str, Any]]) -> CameraRig:
+    return CameraRig(
+        tuple(
+            Camera(d["name"], CameraIntrinsics(**d["intrinsics"]), np.asarray(d["T_ego_from_camera"], dtype=np.float64))
+            for d in data
+        )
+    )
+
+
+def _map_to_json(m: SceneMap) -> dict[str, Any]:
+    return {
+        "drivable_area": m.drivable_area.wkb_hex,
+        "lane_ids": list(m.lane_ids),
+        "lanes": [ln.wkb_hex for ln in m.lanes],
+        "successors": [list(s) for s in m.successors],
+    }
+
+
+def _map_from_json(d: dict[str, Any]) -> SceneMap:
+    from shapely import wkb
+
+    return SceneMap(
+        drivable_area=wkb.loads(d["drivable_area"], hex=True),
+        lane_ids=tuple(d["lane_ids"]),
+        lanes=tuple(wkb.loads(h, hex=True) for h in d["lanes"]),
+        successors=tuple(tuple(s) for s in d["successors"]),
+    )
+
+
+def _atomic_target(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not overwrite:
+        raise SceneError(f"{out_dir}: already exists (pass overwrite=True / --overwrite to replace it)")
+    if out_dir.exists() and not (out_dir / META_FILE).is_file() and any(out_dir.iterdir()):
+        raise SceneError(f"{out_dir}: exists and is not a scene cache; refusing to replace it")
+
+
+def write_scene_cache(log: SceneLog, out_dir: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Write ``log`` as a scene cache at ``out_dir`` atomically; returns the final path.
+
+    The log is validated first. Raises :class:`SceneError` if ``out_dir`` exists (unless ``overwrite``).
+    """
+    out_dir = Path(out_dir)
+    log.validate()
+    _atomic_target(out_dir, overwrite)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
+    try:
+        files: dict[str, dict[str, Any]] = {}
+
+        def put_array(name: str, arr) -> None:
+            arr = np.ascontiguousarray(arr)
+            path = tmp / f"{name}.npy"
+            np.save(path, arr, allow_pickle=False)
+            files[path.name] = {"dtype": str(arr.dtype), "shape": list(arr.shape)}
+
+        def put_blob(name: str, store: FrameStore) -> None:
+            path = tmp / f"{name}.bin"
+            with open(path, "wb") as f:
+                f.write(memoryview(np.ascontiguousarray(store.blob)))
+            files[path.name] = {"codec": store.codec}
+            put_array(f"{name}_index", store.index)
+
+        put_array("timestamps_us", log.timestamps_us)
+        put_array("ego_poses", log.ego_poses)
+        put_array("camera_timestamps_us", log.camera_timestamps_us)
+        put_array("camera_ego_poses", log.camera_ego_poses)
+        put_blob("images", log.images)
+        if log.depth is not None:
+            put_blob("depth", log.depth)
+        if log.lidar is not None:
+            put_array("lidar_points", log.lidar.points)
+            put_array("lidar_offsets", log.lidar.offsets)
+            put_array("lidar_timestamps_us", log.lidar.timestamps_us)
+            put_array("lidar_ego_poses", log.lidar.ego_poses)
+            put_array("lidar_T_ego_from_lidar", log.lidar.T_ego_from_lidar)
+        put_array("objects_sizes", log.objects.sizes)
+        put_array("objects_poses", log.objects.poses)
+        put_array("objects_valid", log.objects.valid)
+        if log.map is not None:
+            (tmp / "map.json").write_text(json.dumps(_map_to_json(log.map)))
+            files["map.json"] = {}
+        for fname, info in files.items():
+            p = tmp / fname
+            info["bytes"] = p.stat().st_size
+            info["sha256"] = _sha256(p)
+        meta = {
+            "format": FORMAT_NAME,
+            "version": FORMAT_VERSION,
+            "name": log.name,
+            "source": log.source,
+            "num_frames": log.num_frames,
+            "duration_s": log.duration_s,
+            "rig": _rig_to_json(log.rig),
+            "objects": {"instance_ids": list(log.objects.instance_ids), "categories": list(log.objects.categories)},
+            "metadata": log.metadata,
+            "files": files,
+        }
+        (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
+        for p in tmp.iterdir():  # make the data durable before it becomes visible
+            with open(p, "rb") as f:
+                os.fsync(f.fileno())
+        if out_dir.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
+            os.replace(out_dir, trash / "old")
+            os.replace(tmp, out_dir)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out_dir
+
+
+def read_scene_meta(scene_dir: str | os.PathLike) -> dict[str, Any]:
+    """Read and check ``scene.json`` (format and version) without touching the arrays."""
+    scene_dir = Path(scene_dir)
+    meta_path = scene_dir / META_FILE
+    if not scene_dir.is_dir():
+        raise SceneError(f"{scene_dir}: no such scene cache directory")
+    if not meta_path.is_file():
+        raise SceneError(f"{meta_path}: missing; {scene_dir} is not a scene cache (create one with `stag-sim synth` or `stag-sim ingest`)")
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise SceneError(f"{meta_path}: corrupt JSON ({e})") from None
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT_NAME:
+        raise SceneError(f"{meta_path}: not a stag_sim scene cache (format {meta.get('format') if isinstance(meta, dict) else None!r})")
+    if meta.get("version") != FORMAT_VERSION:
+        raise SceneError(
+            f"{meta_path}: scene cache format version {meta.get('version')!r} is not supported "
+            f"(this stag_sim reads version {FORMAT_VERSION}); re-create the cache"
+        )
+    return meta
+
+
+def _check_files(scene_dir: Path, meta: dict[str, Any], verify: bool) -> None:
+    for fname, info in meta["files"].items():
+        p = scene_dir / fname
+        if not p.is_file():
+            raise SceneError(f"{p}: missing file of the scene cache")
+        size = p.stat().st_size
+        if size != info["bytes"]:
+            raise SceneError(f"{p}: corrupt ({size} bytes, scene.json records {info['bytes']})")
+        if verify and _sha256(p) != info["sha256"]:
+            raise SceneError(f"{p}: corrupt (sha256 does not match scene.json)")
+
+
+def load_scene_cache(scene_dir: str | os.PathLike, verify: bool = True, mmap: bool = True) -> SceneLog:
+    """Load a scene cache written by :func:`write_scene_cache`.
+
+    Args:
+        scene_dir: the scene directory.
+        verify: check every file's sha256 (sizes are always checked). Costs one read of the files.
+        mmap: memory-map arrays and blobs (default) instead of reading them into memory.
+
+    Raises:
+        SceneError: naming the file that is missing, corrupt, or of an unsupported version.
+    """
+    scene_dir = Path(scene_dir)
+    meta = read_scene_meta(scene_dir)
+    _check_files(scene_dir, meta, verify)
+    files = meta["files"]
+    mode = "r" if mmap else None
+
+    def arr(name: str) -> np.ndarray:
+        p = scene_dir / f"{name}.npy"
+        try:
+            a = np.load(p, mmap_mode=mode, allow_pickle=False)
+        except (ValueError, OSError) as e:
+            raise SceneError(f"{p}: corrupt array file ({e})") from None
+        info = files[p.name]
+        if str(a.dtype) != info["dtype"] or list(a.shape) != info["shape"]:
+            raise SceneError(f"{p}: holds {a.dtype}{list(a.shape)}, scene.json records {info['dtype']}{info['shape']}")
+        return a
+
+    def blob(name: str) -> FrameStore:
+        p = scene_dir / f"{name}.bin"
+        if p.stat().st_size == 0:
+            data = np.zeros(0, np.uint8)
+        elif mmap:
+            data = np.memmap(p, dtype=np.uint8, mode="r")
+        else:
+            data = np.fromfile(p, dtype=np.uint8)
+        return FrameStore(data, np.asarray(arr(f"{name}_index")), files[p.name]["codec"])
+
+    try:
+        rig = _rig_from_json(meta["rig"])
+        lidar = None
+        if "lidar_points.npy" in files:
+            lidar = LidarSweeps(
+                arr("lidar_points"), np.asarray(arr("lidar_offsets")), np.asarray(arr("lidar_timestamps_us")),
+                arr("lidar_ego_poses"), np.asarray(arr("lidar_T_ego_from_lidar")),
+            )
+        objects = ObjectTracks(
+            tuple(meta["objects"]["instance_ids"]), tuple(meta["objects"]["categories"]),
+            np.asarray(arr("objects_sizes")), arr("objects_poses"), np.asarray(arr("objects_valid")),
+        )
+        scene_map = _map_from_json(json.loads((scene_dir / "map.json").read_text())) if "map.json" in files else None
+        log = SceneLog(
+            name=meta["name"], source=meta["source"],
+            timestamps_us=np.asarray(arr("timestamps_us")), ego_poses=arr("ego_poses"), rig=rig,
+            images=blob("images"), camera_timestamps_us=np.asarray(arr("camera_timestamps_us")),
+            camera_ego_poses=arr("camera_ego_poses"), objects=objects,
+            depth=blob("depth") if "depth.bin" in files else None, lidar=lidar, map=scene_map,
+            metadata=meta.get("metadata", {}),
+        )
+    except StagSimError:
+        raise
+    except (KeyError, TypeError, ValueError) as e:
+        raise SceneError(f"{scene_dir / META_FILE}: inconsistent scene cache ({type(e).__name__}: {e})") from None
+    try:
+        log.validate()
+    except StagSimError as e:
+        raise SceneError(f"{scene_dir}: invalid scene cache: {e}") from None
+    return log

@@ -1,0 +1,276 @@
+"""Pinhole cameras, the six-camera rig, projection and unprojection.
+
+Camera frame is OpenCV: x right, y down, z forward (optical axis). Pixel (u, v): u along image columns,
+v along rows, pixel centres at integer coordinates (so the top-left pixel covers [-0.5, 0.5]^2), the same as
+OpenCV and nuScenes' ``view_points``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from stag_sim.errors import ValidationError
+from stag_sim.geometry import check_finite, check_transform, invert_transform, make_transform, rot_z
+
+#: Camera order everywhere in stag_sim (nuScenes order).
+CAMERA_NAMES: tuple[str, ...] = (
+    "CAM_FRONT",
+    "CAM_FRONT_RIGHT",
+    "CAM_BACK_RIGHT",
+    "CAM_BACK",
+    "CAM_BACK_LEFT",
+    "CAM_FRONT_LEFT",
+)
+
+#: Rotation taking OpenCV camera axes to ego axes for a camera looking along ego +x:
+#: camera z (forward) -> ego x, camera x (right) -> ego -y, camera y (down) -> ego -z.
+R_EGO_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+MIN_DEPTH = 1e-3  # [m] points closer than this to the image plane are treated as behind the camera
+
+
+@dataclass(frozen=True)
+class CameraIntrinsics:
+    """Pinhole intrinsics (no distortion; nuScenes images are undistorted).
+
+    Attributes:
+        fx, fy: focal lengths [px].
+        cx, cy: principal point [px], pixel-centre convention.
+        width, height: image size [px].
+    """
+
+    fx: float
+    fy: float
+    cx: float
+    cy: float
+    width: int
+    height: int
+
+    def validate(self) -> "CameraIntrinsics":
+        vals = np.array([self.fx, self.fy, self.cx, self.cy], dtype=np.float64)
+        check_finite(vals, "CameraIntrinsics (fx, fy, cx, cy)")
+        if self.fx <= 0 or self.fy <= 0:
+            raise ValidationError(f"CameraIntrinsics: focal lengths must be > 0 px, got fx={self.fx}, fy={self.fy}")
+        if int(self.width) != self.width or int(self.height) != self.height or self.width <= 0 or self.height <= 0:
+            raise ValidationError(f"CameraIntrinsics: width/height must be positive ints, got {self.width}x{self.height}")
+        return self
+
+    @property
+    def K(self) -> np.ndarray:
+        """(3, 3) float64 camera matrix."""
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]])
+
+    @property
+    def hfov(self) -> float:
+        """Horizontal field of view [rad]."""
+        return float(2.0 * np.arctan(self.width / (2.0 * self.fx)))
+
+    @classmethod
+    def from_K(cls, K, width: int, height: int) -> "CameraIntrinsics":
+        K = np.asarray(K, dtype=np.float64)
+        if K.shape != (3, 3):
+            raise ValidationError(f"camera matrix K: expected shape (3, 3), got {K.shape}")
+        if abs(K[0, 1]) > 1e-9:
+            raise ValidationError(f"camera matrix K: skew must be 0, got {K[0, 1]}")
+        return cls(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height))
+
+    @classmethod
+    def from_hfov(cls, hfov: float, width: int, height: int) -> "CameraIntrinsics":
+        """Square-pixel camera with horizontal field of view ``hfov`` [rad], principal point at the centre."""
+        f = width / (2.0 * np.tan(hfov / 2.0))
+        return cls(float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
+
+    def scaled(self, width: int, height: int) -> "CameraIntrinsics":
+        """The same camera at another resolution (pixel-centre convention preserved)."""
+        sx, sy = width / self.width, height / self.height
+        return CameraIntrinsics(
+            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, int(width), int(height)
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Camera:
+    """One calibrated camera of the rig.
+
+    Attributes:
+        name: one of :data:`CAMERA_NAMES`.
+        intrinsics: pinhole intrinsics.
+        T_ego_from_camera: (4, 4) float64 extrinsics, OpenCV camera frame -> ego frame [m].
+    """
+
+    name: str
+    intrinsics: CameraIntrinsics
+    T_ego_from_camera: np.ndarray
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "T_ego_from_camera", np.asarray(self.T_ego_from_camera, dtype=np.float64))
+
+    def validate(self) -> "Camera":
+        if self.name not in CAMERA_NAMES:
+            raise ValidationError(f"Camera.name: {self.name!r} is not one of {', '.join(CAMERA_NAMES)}")
+        self.intrinsics.validate()
+        if self.T_ego_from_camera.shape != (4, 4):
+            raise ValidationError(f"Camera {self.name}: T_ego_from_camera must be (4, 4), got {self.T_ego_from_camera.shape}")
+        check_transform(self.T_ego_from_camera, f"Camera {self.name}.T_ego_from_camera")
+        return self
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Camera)
+            and self.name == other.name
+            and self.intrinsics == other.intrinsics
+            and np.array_equal(self.T_ego_from_camera, other.T_ego_from_camera)
+        )
+
+
+@dataclass(frozen=True)
+class CameraRig:
+    """The six surround cameras, always in :data:`CAMERA_NAMES` order.
+
+    Attributes:
+        cameras: tuple of 6 :class:`Camera`, in nuScenes order.
+    """
+
+    cameras: tuple[Camera, ...]
+
+    def validate(self) -> "CameraRig":
+        names = tuple(c.name for c in self.cameras)
+        missing = [n for n in CAMERA_NAMES if n not in names]
+        if missing:
+            raise ValidationError(f"CameraRig: missing camera(s) {', '.join(missing)}; a rig needs all of {', '.join(CAMERA_NAMES)}")
+        if names != CAMERA_NAMES:
+            raise ValidationError(f"CameraRig: cameras must be in nuScenes order {CAMERA_NAMES}, got {names}")
+        for c in self.cameras:
+            c.validate()
+        return self
+
+    def __len__(self) -> int:
+        return len(self.cameras)
+
+    def __iter__(self):
+        return iter(self.cameras)
+
+    def __getitem__(self, key: int | str) -> Camera:
+        if isinstance(key, str):
+            for c in self.cameras:
+                if c.name == key:
+                    return c
+            raise KeyError(f"no camera named {key!r} in the rig (have {', '.join(c.name for c in self.cameras)})")
+        return self.cameras[key]
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return tuple(c.name for c in self.cameras)
+
+    @property
+    def T_ego_from_cameras(self) -> np.ndarray:
+        """(C, 4, 4) extrinsics of all cameras."""
+        return np.stack([c.T_ego_from_camera for c in self.cameras])
+
+    def T_world_from_cameras(self, T_world_from_ego) -> np.ndarray:
+        """Camera poses (..., C, 4, 4) for ego pose(s) ``T_world_from_ego`` (..., 4, 4): the rig moves rigidly."""
+        T = np.asarray(T_world_from_ego, dtype=np.float64)
+        return T[..., None, :, :] @ self.T_ego_from_cameras
+
+    def with_resolution(self, width: int, height: int) -> "CameraRig":
+        return CameraRig(tuple(Camera(c.name, c.intrinsics.scaled(width, height), c.T_ego_from_camera) for c in self.cameras))
+
+
+def camera_extrinsics(x: float, y: float, z: float, yaw: float, pitch: float = 0.0) -> np.ndarray:
+    """``T_ego_from_camera`` for a camera at (x, y, z) [m] in the ego frame, looking at heading ``yaw`` [rad]
+    (0 = forward, +pi/2 = left) and tilted down by ``pitch`` [rad]."""
+    # Tilt down = rotation about the camera x axis (right) by -pitch in OpenCV axes.
+    c, s = np.cos(pitch), np.sin(pitch)
+    R_tilt = np.array([[1.0, 0.0, 0.0], [0.0, c, -s], [0.0, s, c]])
+    R = rot_z(yaw) @ R_EGO_FROM_OPENCV @ R_tilt.T
+    return make_transform(R, [x, y, z])
+
+
+# (x, y, z) [m], yaw [deg], horizontal FOV [deg]: close to the nuScenes rig, with the FOVs asked by the design.
+_NUSCENES_LIKE = {
+    "CAM_FRONT": (1.70, 0.00, 1.51, 0.0, 70.0),
+    "CAM_FRONT_RIGHT": (1.55, -0.49, 1.49, -55.0, 70.0),
+    "CAM_BACK_RIGHT": (1.05, -0.48, 1.59, -110.0, 70.0),
+    "CAM_BACK": (0.03, 0.00, 1.57, 180.0, 110.0),
+    "CAM_BACK_LEFT": (1.04, 0.48, 1.56, 110.0, 70.0),
+    "CAM_FRONT_LEFT": (1.52, 0.49, 1.51, 55.0, 70.0),
+}
+
+
+def nuscenes_like_rig(width: int = 400, height: int = 224) -> CameraRig:
+    """A six-camera rig with nuScenes-like extrinsics: ~70 deg horizontal FOV, CAM_BACK ~110 deg."""
+    cams = []
+    for name in CAMERA_NAMES:
+        x, y, z, yaw_deg, fov_deg = _NUSCENES_LIKE[name]
+        cams.append(
+            Camera(name, CameraIntrinsics.from_hfov(np.radians(fov_deg), width, height), camera_extrinsics(x, y, z, np.radians(yaw_deg)))
+        )
+    return CameraRig(tuple(cams)).validate()
+
+
+def project(points_cam, intrinsics: CameraIntrinsics | np.ndarray):
+    """Project (N, 3) camera-frame points [m] to pixels.
+
+    Returns:
+        uv: (N, 2) float64 pixel coordinates (u = column, v = row).
+        depth: (N,) float64 z in the camera frame [m] (the z-buffer value, not the ray length).
+        in_front: (N,) bool, depth > MIN_DEPTH (uv is meaningless where False).
+    """
+    K = intrinsics.K if isinstance(intrinsics, CameraIntrinsics) else np.asarray(intrinsics, dtype=np.float64)
+    p = np.asarray(points_cam, dtype=np.float64).reshape(-1, 3)
+    z = p[:, 2]
+    in_front = z > MIN_DEPTH
+    zs = np.where(in_front, z, 1.0)
+    uv = np.stack([K[0, 0] * p[:, 0] / zs + K[0, 2], K[1, 1] * p[:, 1] / zs + K[1, 2]], axis=1)
+    return uv, z, in_front
+
+
+def unproject(uv, depth, intrinsics: CameraIntrinsics | np.ndarray) -> np.ndarray:
+    """Inverse of :func:`project`: pixels (N, 2) and z-depth (N,) [m] -> (N, 3) camera-frame points."""
+    K = intrinsics.K if isinstance(intrinsics, CameraIntrinsics) else np.asarray(intrinsics, dtype=np.float64)
+    uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
+    d = np.asarray(depth, dtype=np.float64).reshape(-1)
+    x = (uv[:, 0] - K[0, 2]) / K[0, 0] * d
+    y = (uv[:, 1] - K[1, 2]) / K[1, 1] * d
+    return np.stack([x, y, d], axis=1)
+
+
+def in_image(uv, intrinsics: CameraIntrinsics) -> np.ndarray:
+    """(N,) bool: pixel coordinates fall inside the image (pixel-centre convention)."""
+    uv = np.asarray(uv)
+    return (uv[:, 0] >= -0.5) & (uv[:, 0] < intrinsics.width - 0.5) & (uv[:, 1] >= -0.5) & (uv[:, 1] < intrinsics.height - 0.5)
+
+
+def project_world(points_world, T_world_from_camera, intrinsics: CameraIntrinsics):
+    """Project world points (N, 3) into a camera at ``T_world_from_camera``.
+
+    Returns ``uv`` (N, 2), ``depth`` (N,) [m] and ``visible`` (N,) bool (in front and inside the image).
+    """
+    T_cam_from_world = invert_transform(T_world_from_camera)
+    p = np.asarray(points_world, dtype=np.float64).reshape(-1, 3) @ T_cam_from_world[:3, :3].T + T_cam_from_world[:3, 3]
+    uv, depth, in_front = project(p, intrinsics)
+    return uv, depth, in_front & in_image(uv, intrinsics)
+
+
+def pixel_grid(width: int, height: int) -> np.ndarray:
+    """(H*W, 2) float64 pixel centres (u, v), row-major (v outer)."""
+    v, u = np.mgrid[0:height, 0:width]
+    return np.stack([u.ravel(), v.ravel()], axis=1).astype(np.float64)
+
+
+def unproject_depth_map(depth, intrinsics: CameraIntrinsics):
+    """Unproject a (H, W) z-depth map [m] (0 or non-finite = no return).
+
+    Returns ``points_cam`` (M, 3) float64 and ``pixel_index`` (M,) int64 flat row-major indices of the valid pixels.
+    """
+    depth = np.asarray(depth)
+    if depth.shape != (intrinsics.height, intrinsics.width):
+        raise ValidationError(
+            f"depth map: expected shape ({intrinsics.height}, {intrinsics.width}) to match the intrinsics, got {depth.shape}"
+        )
+    flat = depth.reshape(-1).astype(np.float64)
+    idx = np.flatnonzero(np.isfinite(flat) & (flat > 0))
+    uv = np.stack([idx % intrinsics.width, idx // intrinsics.width], axis=1).astype(np.float64)
+    return unproject(uv, flat[idx], intrinsics), idx

@@ -1,0 +1,120 @@
+"""The ``stag-sim`` command line.
+
+Every command turns a :class:`~stag_sim.errors.StagSimError` into one line on stderr and exit status 1, so
+bad input never ends in a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from stag_sim.errors import StagSimError
+
+
+def _friendly(fn):
+    """Report StagSimError as one line (exit 1) and Ctrl-C as 'interrupted' (exit 130)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except StagSimError as e:
+            click.echo(f"error: {e}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(130)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="stag-sim")
+def main() -> None:
+    """StagDrive: closed-loop driving simulation on logged surround-view camera data."""
+
+
+@main.command()
+@click.option("--out", "out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scene cache directory to write.")
+@click.option("--seed", default=0, show_default=True, help="Town and traffic seed (same seed, same bytes).")
+@click.option("--duration", default=20.0, show_default=True, help="Drive length [s].")
+@click.option("--width", default=400, show_default=True, help="Camera image width [px].")
+@click.option("--height", default=224, show_default=True, help="Camera image height [px].")
+@click.option("--workers", default=None, type=int, help="Render processes (default: up to 2). Output does not depend on it.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
+@_friendly
+def synth(out: Path, seed: int, duration: float, width: int, height: int, workers: int | None, overwrite: bool) -> None:
+    """Generate the synthetic town scene (no download) and write it as a scene cache."""
+    from stag_sim.cache import write_scene_cache
+    from stag_sim.summary import dir_size_bytes
+    from stag_sim.synth import generate_scene
+
+    if out.exists() and not overwrite:
+        raise StagSimError(f"{out}: already exists (add --overwrite to replace it)")
+    t0 = time.perf_counter()
+    log = generate_scene(seed=seed, duration_s=duration, width=width, height=height, progress=True, workers=workers)
+    t1 = time.perf_counter()
+    write_scene_cache(log, out, overwrite=overwrite)
+    t2 = time.perf_counter()
+    click.echo(
+        f"wrote {out}: {log.num_frames} frames x {len(log.rig)} cameras, {dir_size_bytes(out) / 2**20:.1f} MiB "
+        f"(generated in {t1 - t0:.1f} s, written in {t2 - t1:.1f} s)"
+    )
+
+
+@main.command()
+@click.argument("scene", type=click.Path(path_type=Path))
+@click.option("--time", "time_s", default=0.0, show_default=True, help="Contact sheet time [s] after the first frame.")
+@click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Contact sheet PNG to write [default: ./<scene name>_<time>s.png].")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the cache files (sizes are still checked).")
+@_friendly
+def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> None:
+    """Summarise a scene cache and write a contact sheet of its six cameras."""
+    from stag_sim.cache import load_scene_cache
+    from stag_sim.summary import scene_summary
+    from stag_sim.viz import contact_sheet, write_png
+
+    log = load_scene_cache(scene, verify=not no_verify)
+    click.echo(scene_summary(log, scene))
+    t = log.frame_at(time_s)
+    images = [log.images[t, c] if log.images.has(t, c) else None for c in range(len(log.rig))]
+    h, w = next(i for i in images if i is not None).shape[:2]
+    import numpy as np
+
+    images = [np.zeros((h, w, 3), np.uint8) if i is None else i for i in images]
+    rel = (log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
+    out = sheet or Path(f"{log.name}_{rel:.1f}s.png")
+    write_png(out, contact_sheet(images, log.rig.names, caption=f"{log.name}  t = {rel:.2f} s  (frame {t})"))
+    click.echo(f"contact sheet: {out}")
+
+
+@main.group()
+def ingest() -> None:
+    """Convert a logged drive from a dataset into a scene cache."""
+
+
+@ingest.command("nuscenes")
+@click.option("--dataroot", type=click.Path(path_type=Path), required=True, help="nuScenes root (holds samples/, sweeps/, maps/, <version>/).")
+@click.option("--version", "version", default="v1.0-mini", show_default=True, help="Table version folder.")
+@click.option("--scene", "scene_name", required=True, help="Scene name, e.g. scene-0061.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scene cache directory to write.")
+@click.option("--sweeps", is_flag=True, help="Also use the 12 Hz camera/LiDAR sweeps between keyframes.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
+@_friendly
+def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path, sweeps: bool, overwrite: bool) -> None:
+    """Convert one nuScenes scene (needs the extra: pip install 'stag-sim[nuscenes]')."""
+    from stag_sim.ingest.nuscenes import ingest_nuscenes_to_cache
+
+    t0 = time.perf_counter()
+    path = ingest_nuscenes_to_cache(dataroot, version, scene_name, out, overwrite=overwrite, use_sweeps=sweeps, progress=True)
+    click.echo(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""Human-readable facts about a scene (what ``stag-sim info`` prints)."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from stag_sim.scene_log import SceneLog
+
+
+def dir_size_bytes(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+def _mib(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB"
+
+
+def scene_summary(log: SceneLog, scene_dir: str | Path | None = None) -> str:
+    """A multi-line summary: duration, frames, cameras, depth sources, objects, map extent, sizes."""
+    T = log.num_frames
+    rate = (T - 1) / log.duration_s if log.duration_s > 0 else float("nan")
+    ego_xy = np.asarray(log.ego_poses)[:, :2, 3]
+    path_len = float(np.linalg.norm(np.diff(ego_xy, axis=0), axis=1).sum()) if T > 1 else 0.0
+    lines = [
+        f"scene      {log.name}  (source: {log.source})",
+        f"frames     {T} over {log.duration_s:.2f} s  (~{rate:.1f} Hz); ego drives {path_len:.1f} m",
+        "cameras",
+    ]
+    for c in log.rig:
+        i = c.intrinsics
+        x, y, z = c.T_ego_from_camera[:3, 3]
+        lines.append(f"  {c.name:<16} {i.width}x{i.height}  hfov {np.degrees(i.hfov):5.1f} deg  at ({x:+.2f}, {y:+.2f}, {z:+.2f}) m")
+    lines.append(f"images     {log.images.codec}, {_mib(log.images.nbytes)}")
+    lines.append(f"depth      {'dense maps (png16), ' + _mib(log.depth.nbytes) if log.depth is not None else 'none'}")
+    if log.lidar is not None:
+        n = np.diff(log.lidar.offsets)
+        lines.append(f"lidar      {len(log.lidar)} sweeps, {int(n.mean()) if len(n) else 0} points/sweep on average")
+    else:
+        lines.append("lidar      none")
+    cats = Counter(log.objects.categories)
+    lines.append(f"objects    {len(log.objects)} tracked: " + (", ".join(f"{k} x{v}" for k, v in sorted(cats.items())) or "none"))
+    if log.map is not None:
+        x0, y0, x1, y1 = log.map.bounds
+        lines.append(
+            f"map        drivable area {log.map.drivable_area.area:.0f} m^2, extent x [{x0:.0f}, {x1:.0f}] "
+            f"y [{y0:.0f}, {y1:.0f}] m ({x1 - x0:.0f} x {y1 - y0:.0f} m), {len(log.map.lanes)} lanes"
+        )
+    else:
+        lines.append("map        none")
+    if scene_dir is not None:
+        lines.append(f"on disk    {_mib(dir_size_bytes(scene_dir))} at {scene_dir}")
+    return "\n".join(lines)
