@@ -52,3 +52,15 @@ def test_import_stag_sim_stays_light():
     code = "import sys, stag_sim, stag_sim.cache, stag_sim.camera; print(sorted(m for m in ('torch', 'cv2', 'nuscenes', 'carla', 'diffusers') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
     assert out == "[]"
+
+
+def test_synth_then_info_end_to_end(tmp_path):
+    out = tmp_path / "town"
+    res = CliRunner().invoke(main, ["synth", "--out", str(out), "--duration", "1", "--width", "64", "--height", "36",
+                                    "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    assert "10 frames x 6 cameras" in res.output
+    res = CliRunner().invoke(main, ["info", str(out), "--sheet", str(tmp_path / "sheet.png")])
+    assert res.exit_code == 0, res.output
+    assert "synth-town-s0" in res.output and "source: synthetic" in res.output and "lanes" in res.output
+    assert (tmp_path / "sheet.png").stat().st_size > 1000
