@@ -36,6 +36,7 @@ import numpy as np
 
 from stag_sim.camera import Camera, CameraIntrinsics, CameraRig
 from stag_sim.errors import SceneError, StagSimError
+from stag_sim.fsutil import publish_mode
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
 
 FORMAT_NAME = "stag_sim.scene_cache"
@@ -121,6 +122,7 @@ def write_scene_cache(log: SceneLog, out_dir: str | os.PathLike, overwrite: bool
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
     try:
+        publish_mode(tmp, directory=True)
         files: dict[str, dict[str, Any]] = {}
 
         def put_array(name: str, arr) -> None:

@@ -20,7 +20,7 @@ def tiny_scene_log(
 ) -> SceneLog:
     """A small but complete SceneLog: ego driving +x at 5 m/s (10 Hz), two tracked cars, random images.
 
-    Values are random (from ``seed``) but all geometry is consistent and the log validates.
+    Images are random (from ``seed``); depth is a flat ground capped by a far plane at 30 m; the log validates.
     """
     from shapely.geometry import LineString, box
 
@@ -34,9 +34,15 @@ def tiny_scene_log(
     )
     depth = None
     if with_depth:
-        depth = FrameStore.from_arrays(
-            [[rng.uniform(1.0, 80.0, (height, width)).astype(np.float32) for _ in range(C)] for _ in range(T)], "depth-png16"
-        )
+        # flat ground seen from the (level) cameras, capped by a far plane at FAR [m]: smooth, plausible geometry
+        maps = []
+        for cam in rig:
+            i = cam.intrinsics
+            v = np.arange(height, dtype=np.float64)[:, None] - i.cy
+            height_above_ground = cam.T_ego_from_camera[2, 3]
+            ground = np.where(v > 0, height_above_ground * i.fy / np.maximum(v, 1e-9), np.inf)
+            maps.append(np.broadcast_to(np.minimum(ground, 30.0), (height, width)).astype(np.float32))
+        depth = FrameStore.from_arrays([maps for _ in range(T)], "depth-png16")
     lidar = None
     if with_lidar:
         sweeps = [np.concatenate([rng.uniform(-30, 30, (50, 3)), rng.uniform(0, 255, (50, 1))], 1) for _ in range(T)]

@@ -11,6 +11,7 @@ import numpy as np
 
 from stag_sim.camera import CAMERA_NAMES
 from stag_sim.errors import StagSimError
+from stag_sim.fsutil import publish_mode
 
 #: Contact-sheet layout: the front three cameras on top, the back three below, as seen from the driver's seat.
 SHEET_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"), ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))
@@ -54,6 +55,7 @@ def _atomic_path(path: Path) -> tuple[Path, Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
     os.close(fd)
+    publish_mode(tmp)
     return path, Path(tmp)
 
 

@@ -51,6 +51,7 @@ import numpy as np
 
 from stag_sim.camera import CAMERA_NAMES
 from stag_sim.errors import SceneError, ValidationError
+from stag_sim.fsutil import publish_mode
 from stag_sim.geometry import invert_transform, matrix_to_quat, transform_points
 from stag_sim.scene_log import SceneLog, SceneMap
 
@@ -104,6 +105,7 @@ def export_nuscenes(log: SceneLog, dataroot: str | os.PathLike, version: str = "
     _check_target(dataroot, version, overwrite)
     dataroot.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dataroot.name}.tmp-", dir=dataroot.parent))
+    publish_mode(tmp, directory=True)
     try:
         _write_dataset(log, tmp, version, location)
         if dataroot.exists():
