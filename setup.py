@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
 version = {}
@@ -10,10 +10,9 @@ exec((HERE / "stag_sim" / "version.py").read_text(), version)
 
 # envs/, agents/ and scenarios/ are top-level folders of the repository but install under the stag_sim
 # namespace (stag_sim.envs, ...), so nothing generic like `agents` lands in site-packages.
+CORE = ["stag_sim"] + [f"stag_sim.{p}" for p in find_packages("stag_sim")]
 PACKAGE_DIR = {
-    "stag_sim": "stag_sim",
-    "stag_sim.synth": "stag_sim/synth",
-    "stag_sim.ingest": "stag_sim/ingest",
+    **{p: p.replace(".", "/") for p in CORE},
     "stag_sim.envs": "envs",
     "stag_sim.agents": "agents",
     "stag_sim.scenarios": "scenarios",
@@ -25,7 +24,7 @@ EXTRAS = {
     "diffusion": ["diffusers>=0.30", "transformers>=4.40", "accelerate>=0.30"],
     "carla": ["carla>=0.9.15,<0.10"],
     "ray": ["ray[default]>=2.9"],
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3"],
 }
 
 setup(

@@ -17,4 +17,21 @@ _ROOT = _Path(__file__).resolve().parent.parent
 if (_ROOT / "setup.py").is_file() and (_ROOT / "envs" / "__init__.py").is_file() and str(_ROOT) not in __path__:
     __path__.append(str(_ROOT))
 
-__all__ = ["__version__"]
+ENV_ID = "StagDrive-v0"
+
+
+def _register_envs() -> None:
+    """Register StagDrive-v0 with Gymnasium (idempotent; gymnasium's registry is light to import)."""
+    from gymnasium.envs.registration import register, registry
+
+    if ENV_ID not in registry:
+        register(
+            id=ENV_ID,
+            entry_point="stag_sim.envs.stag_drive:StagDriveEnv",
+            vector_entry_point="stag_sim.envs.vector:StagDriveVectorEnv",
+        )
+
+
+_register_envs()
+
+__all__ = ["ENV_ID", "__version__"]

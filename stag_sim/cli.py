@@ -6,31 +6,14 @@ bad input never ends in a traceback.
 
 from __future__ import annotations
 
-import functools
-import sys
 import time
 from pathlib import Path
 
 import click
 
+from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import StagSimError
-
-
-def _friendly(fn):
-    """Report StagSimError as one line (exit 1) and Ctrl-C as 'interrupted' (exit 130)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except StagSimError as e:
-            click.echo(f"error: {e}", err=True)
-            sys.exit(1)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(130)
-
-    return wrapper
+from stag_sim.render.cli import fidelity, render
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -47,7 +30,7 @@ def main() -> None:
 @click.option("--height", default=224, show_default=True, help="Camera image height [px].")
 @click.option("--workers", default=None, type=int, help="Render processes (default: up to 2). Output does not depend on it.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
-@_friendly
+@one_line_errors
 def synth(out: Path, seed: int, duration: float, width: int, height: int, workers: int | None, overwrite: bool) -> None:
     """Generate the synthetic town scene (no download) and write it as a scene cache."""
     if out.exists() and not overwrite:
@@ -73,7 +56,7 @@ def synth(out: Path, seed: int, duration: float, width: int, height: int, worker
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Contact sheet PNG to write [default: ./<scene name>_<time>s.png].")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the cache files (sizes are still checked).")
-@_friendly
+@one_line_errors
 def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> None:
     """Summarise a scene cache and write a contact sheet of its six cameras."""
     from stag_sim.cache import load_scene_cache
@@ -98,37 +81,71 @@ def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> Non
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs"), show_default=True,
               help="Directory for the demo's outputs.")
 @click.option("--seed", default=0, show_default=True, help="Synthetic town seed.")
-@_friendly
-def demo(out: Path, seed: int) -> None:
-    """Build (or reuse) the embedded synthetic town and write a video and contact sheet of its drive.
+@click.option("--offset", default=1.5, show_default=True, help="Lateral start offset from the logged pose [m].")
+@one_line_errors
+def demo(out: Path, seed: int, offset: float) -> None:
+    """Closed loop on the embedded synthetic town: a route follower starts off the logged lane and drives
+    among IDM traffic while StagDrive renders its six cameras; writes a video and a metrics table.
 
-    No download: the town is generated on first use (under a minute) and cached in the user cache
-    directory ($STAG_SIM_CACHE, default ~/.cache/stag_sim).
+    No download: the town is generated on first use (about a minute) and cached in the user cache directory
+    ($STAG_SIM_CACHE, default ~/.cache/stag_sim), as is its 4D point cloud.
     """
+    import json
+
+    import gymnasium as gym
+    import numpy as np
     from tqdm import tqdm
 
-    from stag_sim.cache import load_scene_cache
+    import stag_sim  # noqa: F401  (registers StagDrive-v0)
+    from stag_sim.agents.pure_pursuit import PurePursuitAgent
+    from stag_sim.fsutil import atomic_open
     from stag_sim.paths import ensure_default_scene
-    from stag_sim.summary import scene_summary
-    from stag_sim.viz import contact_sheet, write_mp4, write_png
+    from stag_sim.viz import write_mp4
 
     t0 = time.perf_counter()
     scene_dir = ensure_default_scene(seed=seed, progress=True)
-    log = load_scene_cache(scene_dir)
-    click.echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {scene_dir}")
-    click.echo(scene_summary(log, scene_dir))
-    run_dir = out / f"demo-{log.name}"
-    rate = (log.num_frames - 1) / log.duration_s if log.duration_s > 0 else 10.0
+    env = gym.make("StagDrive-v0", scene=scene_dir, agents="idm", render_mode="rgb_array")
+    base = env.unwrapped
+    click.echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {scene_dir} ({base._renderer.scene.num_points / 1e6:.1f} M points)")
+    agent = PurePursuitAgent()
+    obs, info = env.reset(seed=seed, options={"ego_offset": (0.0, float(offset), 0.0)})
+    agent.reset(obs, info)
+    run_dir = out / f"demo-{base.log.name}"
+    rows, total = [], 0.0
+    bar = tqdm(total=base.max_steps, desc="closed loop", unit="step")
 
     def frames():
-        for t in tqdm(range(log.num_frames), desc="video", unit="frame"):
-            rel = (log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
-            yield contact_sheet(log.images.frame(t), log.rig.names, caption=f"{log.name}  logged drive  t = {rel:5.1f} s")
+        nonlocal obs, info, total
+        yield env.render()
+        while True:
+            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
+            total += reward
+            s = base._state
+            logged = base.world.logged_ego_pose(s.time_s)
+            rows.append({"t_s": round(s.time_s, 2), "speed_mps": round(s.ego.speed, 3),
+                         "dist_to_log_m": round(float(np.hypot(s.ego.x - logged[0, 3], s.ego.y - logged[1, 3])), 3),
+                         "route_completion": round(info["route_completion"], 4), "reward": round(reward, 4)})
+            bar.update(1)
+            yield env.render()
+            if terminated or truncated:
+                return
 
-    video = write_mp4(run_dir / "logged_drive.mp4", frames(), fps=rate)
-    mid = log.num_frames // 2
-    sheet = write_png(run_dir / "contact_sheet.png", contact_sheet(log.images.frame(mid), log.rig.names, caption=log.name))
-    click.echo(f"video:         {video}\ncontact sheet: {sheet}")
+    video = write_mp4(run_dir / "closed_loop.mp4", frames(), fps=base.metadata["render_fps"])
+    bar.close()
+    summary = {
+        "scene": base.log.name, "agent": "pure_pursuit", "start_offset_m": offset, "steps": len(rows),
+        "termination_reason": info["termination_reason"], "route_completion": round(info["route_completion"], 4),
+        "return": round(total, 3), "collision": info["collision"], "offroad": info["offroad"],
+        "final_dist_to_log_m": rows[-1]["dist_to_log_m"] if rows else None,
+    }
+    table = run_dir / "metrics.csv"
+    with atomic_open(table) as f:
+        f.write("\n".join([",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]) + "\n")
+    with atomic_open(run_dir / "summary.json") as f:
+        json.dump(summary, f, indent=1)
+    width = max(len(k) for k in summary)
+    click.echo("\n".join(f"  {k:<{width}}  {v}" for k, v in summary.items()))
+    click.echo(f"video:   {video}\nmetrics: {table} (per step), {run_dir / 'summary.json'}")
 
 
 @main.group()
@@ -143,7 +160,7 @@ def ingest() -> None:
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scene cache directory to write.")
 @click.option("--sweeps", is_flag=True, help="Also use the 12 Hz camera/LiDAR sweeps between keyframes.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
-@_friendly
+@one_line_errors
 def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path, sweeps: bool, overwrite: bool) -> None:
     """Convert one nuScenes scene (needs the extra: pip install 'stag-sim[nuscenes]')."""
     from stag_sim.ingest.nuscenes import ingest_nuscenes_to_cache
@@ -152,6 +169,9 @@ def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path
     path = ingest_nuscenes_to_cache(dataroot, version, scene_name, out, overwrite=overwrite, use_sweeps=sweeps, progress=True)
     click.echo(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
 
+
+main.add_command(render)
+main.add_command(fidelity)
 
 if __name__ == "__main__":
     main()

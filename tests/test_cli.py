@@ -1,8 +1,6 @@
 import subprocess
 import sys
 
-import numpy as np
-import pytest
 from click.testing import CliRunner
 
 from stag_sim.cache import write_scene_cache

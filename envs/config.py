@@ -1,0 +1,87 @@
+"""StagDrive-v0 settings: one frozen dataclass, validated; unknown keys are errors (never silently ignored)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+
+import numpy as np
+
+from stag_sim.camera import CAMERA_NAMES
+from stag_sim.errors import ValidationError
+
+ACTION_MODES = ("control", "trajectory")
+RENDERERS = ("point",)
+
+
+@dataclass(frozen=True)
+class EnvConfig:
+    """Everything ``gym.make("StagDrive-v0", **kwargs)`` accepts besides ``scene``, ``scenario``, ``render_mode``.
+
+    Attributes:
+        action_mode: ``control`` — (acceleration, steering) in [-1, 1]; ``trajectory`` — ``num_waypoints``
+            future (x, y) [m] in the ego frame, ``waypoint_dt`` [s] apart, tracked by pure pursuit + PI.
+        cameras: camera names to observe, in rig order (default all six).
+        image_size: (height, width) of observed images [px].
+        depth: add ``depth_<CAM>`` (H, W) float32 z-depth [m] observations.
+        agents: ``log_replay`` or ``idm``.
+        world: extra :class:`stag_sim.world.WorldConfig` values (``idm``, ``vehicle``, ``start_frame``, ...).
+        max_steps: truncate after this many steps (None: when the log ends).
+        num_route_points, route_spacing: the route observation: points every ``route_spacing`` [m] ahead.
+        num_waypoints, waypoint_dt: trajectory action shape and timing (default 8 x 0.5 s = 4 s, as NAVSIM).
+        reward_progress: reward per metre of route progress [1/m].
+        penalty_collision, penalty_offroad: subtracted on the terminating step.
+        penalty_clipped: subtracted per out-of-range action component.
+        renderer: ``point`` (the z-buffered point renderer).
+        voxel_size: static-cloud voxel edge for the 4D scene [m].
+    """
+
+    action_mode: str = "control"
+    cameras: tuple[str, ...] = CAMERA_NAMES
+    image_size: tuple[int, int] = (224, 400)
+    depth: bool = False
+    agents: str = "log_replay"
+    world: dict = field(default_factory=dict)
+    max_steps: int | None = None
+    num_route_points: int = 10
+    route_spacing: float = 2.0  # [m]
+    num_waypoints: int = 8
+    waypoint_dt: float = 0.5  # [s]
+    reward_progress: float = 0.1  # [1/m]
+    penalty_collision: float = 10.0
+    penalty_offroad: float = 10.0
+    penalty_clipped: float = 0.0
+    renderer: str = "point"
+    voxel_size: float = 0.05  # [m]
+
+    def validate(self) -> "EnvConfig":
+        if self.action_mode not in ACTION_MODES:
+            raise ValidationError(f"action_mode: {self.action_mode!r} is not one of {', '.join(ACTION_MODES)}")
+        unknown = [c for c in self.cameras if c not in CAMERA_NAMES]
+        if unknown or not self.cameras:
+            raise ValidationError(f"cameras: {list(self.cameras)} must be a non-empty subset of {', '.join(CAMERA_NAMES)}")
+        if len(self.image_size) != 2 or min(self.image_size) < 8:
+            raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
+        if self.renderer not in RENDERERS:
+            raise ValidationError(f"renderer: {self.renderer!r} is not one of {', '.join(RENDERERS)}")
+        for name in ("num_route_points", "num_waypoints"):
+            if int(getattr(self, name)) < 1:
+                raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")
+        for name in ("route_spacing", "waypoint_dt", "voxel_size"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValidationError(f"{name}: must be > 0, got {v}")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValidationError(f"max_steps: must be >= 1 or None, got {self.max_steps}")
+        return self
+
+    @classmethod
+    def from_kwargs(cls, **kwargs) -> "EnvConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown:
+            raise ValidationError(f"StagDrive-v0: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        if "cameras" in kwargs:
+            kwargs["cameras"] = tuple(c for c in CAMERA_NAMES if c in set(kwargs["cameras"])) if set(kwargs["cameras"]) <= set(CAMERA_NAMES) else tuple(kwargs["cameras"])
+        if "image_size" in kwargs:
+            kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
+        return cls(**kwargs).validate()

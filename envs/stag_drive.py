@@ -1,0 +1,251 @@
+"""StagDrive-v0: the Gymnasium env around the stateless world and the point renderer.
+
+One episode: the ego starts at the logged pose of ``start_frame``; each step it applies an action (control or a
+tracked trajectory) through the kinematic bicycle, the other agents move (log replay or IDM), the six cameras move
+rigidly with the ego, and the renderer draws what they see from the scene's 4D point cloud.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium import spaces
+
+from stag_sim.envs.config import EnvConfig
+from stag_sim.control import TrackerState, track
+from stag_sim.errors import ValidationError
+from stag_sim.geometry import invert_transform, transform_points
+from stag_sim.scene_log import SceneLog
+from stag_sim.world import World, WorldConfig, expert, reset, step
+
+EGO_STATE_FIELDS = ("speed", "accel", "yaw_rate", "steer")  # [m/s, m/s^2, rad/s, rad]
+EGO_STATE_BOUND = 100.0  # observation-space bound of every ego-state entry (far beyond any vehicle's limits)
+ROUTE_BOUND = 1e4  # [m] observation-space bound of route point coordinates
+DEPTH_BOUND = 1e4  # [m] observation-space bound of depth
+
+
+def load_scene(scene) -> tuple[SceneLog, Path | None]:
+    """A SceneLog and its cache dir from ``scene``: None (the embedded synthetic town), a path, or a SceneLog."""
+    from stag_sim.cache import load_scene_cache
+
+    if scene is None:
+        from stag_sim.paths import ensure_default_scene
+
+        path = ensure_default_scene(progress=True)
+        return load_scene_cache(path, verify=False), path
+    if isinstance(scene, SceneLog):
+        return scene, None
+    if isinstance(scene, (str, os.PathLike)):
+        return load_scene_cache(scene), Path(scene)
+    raise ValidationError(f"scene: expected None, a scene cache path or a SceneLog, got {type(scene).__name__}")
+
+
+class StagDriveEnv(gym.Env):
+    """Closed-loop driving on a logged scene. See the README's RL section and :class:`envs.config.EnvConfig`.
+
+    Observation (Dict): one ``(H, W, 3)`` uint8 image per observed camera (keys = camera names), ``ego``
+    (4,) float32 = (speed [m/s], accel [m/s^2], yaw_rate [rad/s], steer [rad]), ``route`` (2N,) float32 =
+    (x0, y0, x1, y1, ...) route points ahead in the ego frame [m] (flat, as vector policies expect), and optionally ``depth_<CAM>`` (H, W) float32 [m].
+
+    Info: ``termination_reason`` (collision / offroad / route_completed / truncated / None), ``expert_action``
+    (the log's action in this env's action space), ``progress`` [m], ``route_completion`` [0..1], ``collision``,
+    ``offroad``, ``collided_with``, ``clipped_actions`` (running count), ``time_s``, ``ego_pose`` (4, 4).
+    """
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
+
+    def __init__(self, scene=None, scenario=None, render_mode: str | None = None, renderer=None,
+                 _scene_dir: Path | None = None, **kwargs: Any) -> None:
+        if render_mode not in (None, "rgb_array"):
+            raise ValidationError(f"render_mode: {render_mode!r} is not supported (use None or 'rgb_array')")
+        if scenario is not None:
+            raise ValidationError("scenario: scenario files land with the evaluation issue; pass scene= and settings instead")
+        self.config = EnvConfig.from_kwargs(**kwargs)
+        self.render_mode = render_mode
+        self.log, self.scene_dir = load_scene(scene)
+        if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
+            self.scene_dir = Path(_scene_dir)
+        world_values = {"agents": self.config.agents, **self.config.world}
+        self.world = World(self.log, WorldConfig.from_dict(world_values))
+        h, w = self.config.image_size
+        self.rig = self.log.rig.with_resolution(w, h)
+        self.cam_index = [self.rig.names.index(c) for c in self.config.cameras]
+        self._renderer = renderer if renderer is not None else self._make_renderer()
+        veh = self.world.config.vehicle
+        self._accel_scale = (veh.max_decel, veh.max_accel)
+        obs = {c: spaces.Box(0, 255, (h, w, 3), np.uint8) for c in self.config.cameras}
+        obs["ego"] = spaces.Box(-EGO_STATE_BOUND, EGO_STATE_BOUND, (len(EGO_STATE_FIELDS),), np.float32)
+        obs["route"] = spaces.Box(-ROUTE_BOUND, ROUTE_BOUND, (2 * self.config.num_route_points,), np.float32)
+        if self.config.depth:
+            for c in self.config.cameras:
+                obs[f"depth_{c}"] = spaces.Box(0.0, DEPTH_BOUND, (h, w), np.float32)
+        self.observation_space = spaces.Dict(obs)
+        if self.config.action_mode == "control":
+            self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
+        else:
+            reach = veh.max_speed * self.config.waypoint_dt * self.config.num_waypoints  # [m]
+            self.action_space = spaces.Box(-reach, reach, (self.config.num_waypoints, 2), np.float32)
+        steps_in_log = int(np.floor((self.world.end_time_s - self._start_time()) / self.world.config.dt + 1e-6))
+        self.max_steps = min(self.config.max_steps or steps_in_log, steps_in_log)
+        self._state = None
+        self._tracker = TrackerState()
+        self._trail: list[tuple[float, float]] = []
+        self._clipped = 0
+        self._last_obs = None
+
+    # ---- rendering ---------------------------------------------------------------------------------------------
+    def _make_renderer(self):
+        from stag_sim.render import PointRenderer
+        from stag_sim.scene4d import Scene4DConfig, build_scene4d, load_scene4d
+
+        cfg = Scene4DConfig(voxel_size=self.config.voxel_size)
+        scene4d = load_scene4d(self.scene_dir, cfg) if self.scene_dir is not None else build_scene4d(self.log, cfg)
+        return PointRenderer(scene4d)
+
+    def _start_time(self) -> float:
+        f = self.world.config.start_frame
+        return float(self.log.timestamps_us[f] - self.log.timestamps_us[0]) * 1e-6
+
+    def camera_poses(self, state=None) -> np.ndarray:
+        """(C_observed, 4, 4) ``T_world_from_camera`` of the observed cameras in ``state`` (default: current)."""
+        state = state or self._state
+        return self.rig.T_world_from_cameras(state.ego.pose())[self.cam_index]
+
+    def _observe(self, state) -> dict:
+        poses, valid = self.world.agent_poses(state)
+        res = self._renderer.render(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid)
+        return self._assemble(state, res.rgb, res.depth)
+
+    def _assemble(self, state, rgb, depth) -> dict:
+        obs = {c: rgb[i] for i, c in enumerate(self.config.cameras)}
+        e = state.ego
+        obs["ego"] = np.array([e.speed, e.accel, e.yaw_rate, e.steer], np.float32)
+        obs["route"] = self._route_ahead(state)
+        if self.config.depth:
+            for i, c in enumerate(self.config.cameras):
+                obs[f"depth_{c}"] = depth[i].astype(np.float32)
+        return obs
+
+    def _route_ahead(self, state) -> np.ndarray:
+        s = state.route_s + self.config.route_spacing * np.arange(1, self.config.num_route_points + 1)
+        xy, _ = self.world.route.interpolate(s)
+        pts = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
+        return transform_points(invert_transform(state.ego.pose()), pts)[:, :2].reshape(-1).astype(np.float32)
+
+    # ---- actions -------------------------------------------------------------------------------------------------
+    def _to_controls(self, action) -> tuple[float, float, int]:
+        a = np.asarray(action, dtype=np.float64)
+        if a.shape != self.action_space.shape:
+            raise ValidationError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
+        if not np.all(np.isfinite(a)):
+            raise ValidationError(f"action: contains NaN or inf: {a.tolist()}")
+        clipped = np.clip(a, self.action_space.low, self.action_space.high)
+        n_clipped = int(np.count_nonzero(clipped != a))
+        veh = self.world.config.vehicle
+        if self.config.action_mode == "control":
+            u_acc, u_steer = clipped
+            accel = u_acc * (self._accel_scale[1] if u_acc > 0 else self._accel_scale[0])
+            return float(accel), float(u_steer * veh.max_steer), n_clipped
+        accel, steer, self._tracker = track(self._state.ego, clipped, self.config.waypoint_dt, self.world.config.dt, veh,
+                                            state=self._tracker)
+        return accel, steer, n_clipped
+
+    def expert_action(self, state=None) -> np.ndarray:
+        """The log's action from ``state`` in this env's action space (behaviour cloning / offline RL target)."""
+        state = state or self._state
+        veh = self.world.config.vehicle
+        if self.config.action_mode == "control":
+            accel, steer = expert(self.world, state)
+            u_acc = accel / (veh.max_accel if accel > 0 else veh.max_decel)
+            return np.clip(np.array([u_acc, steer / veh.max_steer], np.float32), -1.0, 1.0)
+        times = state.time_s + self.config.waypoint_dt * np.arange(1, self.config.num_waypoints + 1)
+        times = np.minimum(times, self.world.end_time_s)
+        poses = np.stack([self.world.logged_ego_pose(t) for t in times])
+        local = invert_transform(state.ego.pose()) @ poses
+        return np.clip(local[:, :2, 3], self.action_space.low, self.action_space.high).astype(np.float32)
+
+    # ---- gym API -------------------------------------------------------------------------------------------------
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        info = self._reset_state(options)
+        obs = self._observe(self._state)
+        self._last_obs = obs
+        return obs, info
+
+    def step(self, action):
+        reward, terminated, truncated, info = self._step_state(action)
+        obs = self._observe(self._state)
+        self._last_obs = obs
+        return obs, reward, terminated, truncated, info
+
+    # The two halves of reset/step without rendering, so the batched vector env can render all envs in one call.
+    def _reset_state(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        offset = options.pop("ego_offset", (0.0, 0.0, 0.0))
+        speed = options.pop("speed", None)
+        if options:
+            raise ValidationError(f"reset options: unknown key(s) {', '.join(sorted(options))}; known: ego_offset, speed")
+        self._state = reset(self.world, ego_offset=offset, speed=speed)
+        self._tracker = TrackerState()
+        self._trail = [(self._state.ego.x, self._state.ego.y)]
+        self._clipped = 0
+        return self._info(self._state, None)
+
+    def _step_state(self, action) -> tuple[float, bool, bool, dict]:
+        if self._state is None:
+            raise ValidationError("step() called before reset()")
+        accel, steer, n_clipped = self._to_controls(action)
+        self._clipped += n_clipped
+        prev = self._state
+        self._state = step(self.world, prev, accel, steer)
+        self._trail.append((self._state.ego.x, self._state.ego.y))
+        ev = self._state.events
+        reason = "collision" if ev["collision"] else "offroad" if ev["offroad"] else "route_completed" if ev["route_completed"] else None
+        terminated = reason is not None
+        truncated = not terminated and self._state.step >= self.max_steps
+        progress = self._state.route_s - prev.route_s
+        reward = self.config.reward_progress * progress - self.config.penalty_clipped * n_clipped
+        if ev["collision"]:
+            reward -= self.config.penalty_collision
+        if ev["offroad"]:
+            reward -= self.config.penalty_offroad
+        info = self._info(self._state, reason or ("truncated" if truncated else None))
+        info["progress"] = float(progress)
+        return float(reward), terminated, truncated, info
+
+    def _info(self, state, reason) -> dict:
+        ev = state.events
+        return {
+            "termination_reason": reason,
+            "expert_action": self.expert_action(state),
+            "progress": 0.0,
+            "route_completion": self._route_completion(state),
+            "collision": bool(ev.get("collision", False)),
+            "offroad": bool(ev.get("offroad", False)),
+            "collided_with": list(ev.get("collided_with", [])),
+            "clipped_actions": self._clipped,
+            "time_s": float(state.time_s),
+            "ego_pose": state.ego.pose(),
+        }
+
+    def _route_completion(self, state) -> float:
+        """Fraction [0, 1] of the route driven; 1 once within the completion margin of its end."""
+        usable = max(self.world.route_length - self.world.config.route_completion_margin, 1e-9)
+        return float(np.clip(state.route_s / usable, 0.0, 1.0))
+
+    def render(self):
+        if self.render_mode != "rgb_array" or self._last_obs is None:
+            return None
+        from stag_sim.envs.bev import bev_image
+        from stag_sim.viz import contact_sheet
+
+        h, w = self.config.image_size
+        images = [self._last_obs[c] if c in self._last_obs else np.zeros((h, w, 3), np.uint8) for c in self.rig.names]
+        sheet = contact_sheet(images, self.rig.names)
+        poses, valid = self.world.agent_poses(self._state)
+        bev = bev_image(self.world, self._state, poses, valid, self._trail, size=sheet.shape[0])
+        return np.concatenate([sheet, bev], axis=1)

@@ -1,0 +1,95 @@
+"""A native batched vector env: N StagDrive envs on one scene, all cameras rendered in ONE renderer call.
+
+Reached through ``gym.make_vec("StagDrive-v0", num_envs=N, vectorization_mode="vector_entry_point")``. The
+sub-envs share one 4D scene and renderer; each step advances every world, then renders N x C cameras with each
+env's own object poses in a single :meth:`PointRenderer.render` call. Autoreset follows Gymnasium's default
+next-step mode: the step after an episode ends resets that sub-env (its action is ignored, reward 0).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
+
+from stag_sim.envs.stag_drive import StagDriveEnv, load_scene
+from stag_sim.errors import ValidationError
+
+
+class StagDriveVectorEnv(VectorEnv):
+    """``num_envs`` StagDrive-v0 envs stepped together, rendered in one batched call."""
+
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(self, num_envs: int = 1, scene=None, render_mode: str | None = None, **kwargs: Any) -> None:
+        if int(num_envs) < 1:
+            raise ValidationError(f"num_envs: must be >= 1, got {num_envs}")
+        self.num_envs = int(num_envs)
+        log, scene_dir = load_scene(scene)
+        first = StagDriveEnv(scene=log, render_mode=render_mode, _scene_dir=scene_dir, **kwargs)
+        self.envs = [first] + [StagDriveEnv(scene=log, render_mode=render_mode, renderer=first._renderer,
+                                            _scene_dir=scene_dir, **kwargs) for _ in range(self.num_envs - 1)]
+        self.renderer = first._renderer
+        self.render_mode = render_mode
+        self.single_observation_space = first.observation_space
+        self.single_action_space = first.action_space
+        self.observation_space = batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = batch_space(self.single_action_space, self.num_envs)
+        self._autoreset = np.zeros(self.num_envs, bool)
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict | None = None):
+        seeds = seed if isinstance(seed, (list, tuple)) else [None if seed is None else seed + i for i in range(self.num_envs)]
+        if len(seeds) != self.num_envs:
+            raise ValidationError(f"reset: {len(seeds)} seeds for {self.num_envs} envs")
+        infos: dict = {}
+        for i, env in enumerate(self.envs):
+            super(StagDriveEnv, env).reset(seed=seeds[i])
+            infos = self._add_info(infos, env._reset_state(options), i)
+        self._autoreset[:] = False
+        return self._observe_all(), infos
+
+    def step(self, actions):
+        actions = np.asarray(actions)
+        rewards = np.zeros(self.num_envs)
+        terms = np.zeros(self.num_envs, bool)
+        truncs = np.zeros(self.num_envs, bool)
+        infos: dict = {}
+        for i, env in enumerate(self.envs):
+            if self._autoreset[i]:
+                info = env._reset_state(None)
+            else:
+                rewards[i], terms[i], truncs[i], info = env._step_state(actions[i])
+            infos = self._add_info(infos, info, i)
+        self._autoreset = terms | truncs
+        return self._observe_all(), rewards, terms, truncs, infos
+
+    def _observe_all(self):
+        """Render every env's cameras in one renderer call and assemble the batched observation."""
+        cams, intr, obj_poses, obj_mask = [], [], [], []
+        for env in self.envs:
+            poses, valid = env.world.agent_poses(env._state)
+            T = env.camera_poses()
+            cams.append(T)
+            intr += [env.rig[i].intrinsics for i in env.cam_index]
+            obj_poses.append(np.repeat(poses[None], len(T), axis=0))
+            obj_mask.append(np.repeat(valid[None], len(T), axis=0))
+        res = self.renderer.render(np.concatenate(cams), intr, np.concatenate(obj_poses), np.concatenate(obj_mask))
+        C = len(self.envs[0].cam_index)
+        per_env = []
+        for i, env in enumerate(self.envs):
+            obs = env._assemble(env._state, res.rgb[i * C:(i + 1) * C], res.depth[i * C:(i + 1) * C])
+            env._last_obs = obs
+            per_env.append(obs)
+        out = create_empty_array(self.single_observation_space, self.num_envs)
+        return concatenate(self.single_observation_space, per_env, out)
+
+    def render(self):
+        if self.render_mode != "rgb_array":
+            return None
+        return np.stack([env.render() for env in self.envs])
+
+    def close_extras(self, **kwargs):
+        for env in self.envs:
+            env.close()

@@ -1,0 +1,358 @@
+"""PointRenderer: render a :class:`~stag_sim.scene4d.Scene4D` from any camera poses, with objects at any pose."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from stag_sim.camera import CameraIntrinsics, CameraRig
+from stag_sim.errors import RendererError, StagSimError
+from stag_sim.geometry import check_transform
+from stag_sim.render.splat import (
+    EMPTY_KEY, MAX_FOOTPRINT_PX, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb, push_pull_fill, sky_bins,
+    splat_keys,
+)
+from stag_sim.scene4d import SKY_BINS, Scene4D, VoxelAccumulator
+
+BACKENDS = ("numpy", "torch")
+
+
+@dataclass(frozen=True)
+class RenderConfig:
+    """Renderer settings.
+
+    Attributes:
+        chunk_size: edge of the spatial-index chunks [m].
+        max_range: points farther than this from the camera (z) are not drawn [m].
+        near: points closer than this (z) are not drawn [m].
+        lod_factor: level of detail: a chunk is drawn at the coarsest level that keeps this many points per pixel
+            of its projected bounding box; 0 draws every point [-].
+        lod_levels: levels of detail, each at twice the previous voxel size (1 = none) [-].
+        footprint_scale: multiplies the projected voxel size before choosing a splat footprint [-].
+        max_footprint_px: footprints are capped at this many pixels a side (at most ``MAX_FOOTPRINT_PX``, 16) [px].
+        fill_holes: fill pixels no point reached (sky model above the horizon, push-pull below).
+        backend: ``numpy`` (CPU) or ``torch`` (same algorithm on ``device``; the CUDA path).
+        device: torch device for the torch backend (``cpu``, ``cuda``, ``cuda:1`` ...).
+    """
+
+    chunk_size: float = 8.0
+    max_range: float = 80.0
+    near: float = 0.1
+    lod_factor: float = 1.5
+    lod_levels: int = 4
+    footprint_scale: float = 1.0
+    max_footprint_px: int = 16
+    fill_holes: bool = True
+    backend: str = "numpy"
+    device: str = "cpu"
+
+    def validate(self) -> "RenderConfig":
+        for name in ("chunk_size", "max_range", "near", "footprint_scale"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise RendererError(f"RenderConfig.{name}: must be a finite value > 0, got {v}")
+        if not (np.isfinite(self.lod_factor) and self.lod_factor >= 0):
+            raise RendererError(f"RenderConfig.lod_factor: must be >= 0 (0 disables LOD), got {self.lod_factor}")
+        if int(self.lod_levels) != self.lod_levels or not 1 <= self.lod_levels <= 6:
+            raise RendererError(f"RenderConfig.lod_levels: must be an int in [1, 6], got {self.lod_levels}")
+        if int(self.max_footprint_px) != self.max_footprint_px or not 1 <= self.max_footprint_px <= MAX_FOOTPRINT_PX:
+            raise RendererError(f"RenderConfig.max_footprint_px: must be an int in [1, {MAX_FOOTPRINT_PX}], "
+                                f"got {self.max_footprint_px}")
+        if self.near >= self.max_range:
+            raise RendererError(f"RenderConfig: near ({self.near} m) must be < max_range ({self.max_range} m)")
+        if self.backend not in BACKENDS:
+            raise RendererError(f"RenderConfig.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class RenderResult:
+    """What the cameras see.
+
+    Attributes:
+        rgb: (..., H, W, 3) uint8 colour, holes filled when ``fill_holes``.
+        depth: (..., H, W) float32 z-depth [m] of the nearest splat, 0 where no point landed.
+        valid: (..., H, W) bool, True where a point landed (False = hole or sky, filled in ``rgb``).
+    """
+
+    rgb: np.ndarray
+    depth: np.ndarray
+    valid: np.ndarray
+
+    def __iter__(self):
+        return iter((self.rgb, self.depth, self.valid))
+
+    @property
+    def hole_fraction(self) -> float:
+        """Fraction of pixels no point reached."""
+        return float(1.0 - self.valid.mean()) if self.valid.size else 0.0
+
+    def validate(self) -> "RenderResult":
+        lead = self.valid.shape
+        if self.rgb.shape != lead + (3,) or self.rgb.dtype != np.uint8:
+            raise RendererError(f"RenderResult.rgb: expected {lead + (3,)} uint8, got {self.rgb.shape} {self.rgb.dtype}")
+        if self.depth.shape != lead or self.depth.dtype != np.float32:
+            raise RendererError(f"RenderResult.depth: expected {lead} float32, got {self.depth.shape} {self.depth.dtype}")
+        return self
+
+
+class PointRenderer:
+    """Z-buffered point splatting of a :class:`Scene4D` (static cloud + objects placed at given poses).
+
+    Build once per scene (indexing and levels of detail cost ~1 s per million points), then call :meth:`render` or
+    :meth:`render_rigs` every step. Stateless between calls: the same inputs give the same bytes.
+
+    Args:
+        scene: the 4D scene.
+        config: renderer settings (default :class:`RenderConfig`).
+    """
+
+    def __init__(self, scene: Scene4D, config: RenderConfig | None = None) -> None:
+        self.scene = scene
+        self.config = (config or RenderConfig()).validate()
+        self.index = ChunkIndex(scene.static_points, scene.static_colors, self.config.chunk_size, scene.voxel_size,
+                                self.config.lod_levels)
+        self._ids = {oid: k for k, oid in enumerate(scene.instance_ids)}
+        # per object and level of detail: (4, M) float32 homogeneous box-frame points, (M,) int32 colours
+        self._obj_points: list[list[tuple[np.ndarray, np.ndarray]]] = []
+        self._obj_voxels = scene.object_voxel_size * 2.0 ** np.arange(self.config.lod_levels)
+        radii = []
+        for o in scene.objects:
+            levels = [(o.points, o.colors)]
+            for vs in self._obj_voxels[1:]:
+                acc = VoxelAccumulator(vs)
+                acc.add(*levels[-1])
+                levels.append(acc.result())
+            packed = []
+            for p, c in levels:
+                xyz1 = np.ones((4, len(p)), np.float32)
+                xyz1[:3] = p.T
+                packed.append((xyz1, pack_rgb(c)))
+            self._obj_points.append(packed)
+            radii.append(float(np.sqrt((np.abs(o.points) ** 2).sum(1).max())) + 1e-3 if len(o.points) else 0.0)
+        self._obj_radii = np.asarray(radii, np.float64)
+        self._obj_counts = np.array([[len(p[1]) for p in lv] for lv in self._obj_points], np.float64).reshape(
+            len(radii), self.config.lod_levels)
+        self._sky = _complete_sky(scene.sky_colors, scene.sky_valid)
+        self._torch = None
+        if self.config.backend == "torch":
+            from stag_sim.render.torch_backend import TorchSplatter
+
+            self._torch = TorchSplatter(self.index, self._obj_points, self.config.device)
+
+    # --- inputs ------------------------------------------------------------------------------------------------
+
+    def _check_cameras(self, camera_poses, intrinsics) -> tuple[np.ndarray, np.ndarray, int, int]:
+        poses = np.asarray(camera_poses, dtype=np.float64)
+        if poses.shape == (4, 4):
+            poses = poses[None]
+        if poses.ndim != 3 or poses.shape[1:] != (4, 4):
+            raise RendererError(f"camera_poses: expected (N, 4, 4) T_world_from_camera, got shape {poses.shape}")
+        for i, T in enumerate(poses):
+            try:
+                check_transform(T, f"camera_poses[{i}]")
+            except StagSimError as e:
+                raise RendererError(f"{e} (a camera needs a finite rigid pose to look somewhere)") from None
+        intr = [intrinsics] * len(poses) if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
+        if len(intr) != len(poses):
+            raise RendererError(f"intrinsics: got {len(intr)} for {len(poses)} camera poses (give one, or one per pose)")
+        for i, k in enumerate(intr):
+            if not isinstance(k, CameraIntrinsics):
+                raise RendererError(f"intrinsics[{i}]: expected a CameraIntrinsics, got {type(k).__name__}")
+            try:
+                k.validate()
+            except StagSimError as e:
+                raise RendererError(f"intrinsics[{i}]: {e}") from None
+        sizes = {(k.width, k.height) for k in intr}
+        if len(sizes) > 1:
+            raise RendererError(f"intrinsics: all cameras of one call must share an image size, got {sorted(sizes)}")
+        w, h = sizes.pop() if sizes else (1, 1)
+        K = np.array([[k.fx, k.fy, k.cx, k.cy] for k in intr], np.float64).reshape(-1, 4)
+        return poses, K, int(w), int(h)
+
+    def _check_objects(self, object_poses, object_mask, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """-> poses (N, K, 4, 4) (possibly a broadcast view) and mask (N, K) bool."""
+        K = len(self.scene.objects)
+        if object_poses is None:
+            return np.zeros((n, K, 4, 4)), np.zeros((n, K), bool)
+        if isinstance(object_poses, Mapping):
+            poses = np.tile(np.eye(4), (K, 1, 1))
+            mask = np.zeros(K, bool)
+            for oid, T in object_poses.items():
+                if oid not in self._ids:
+                    raise RendererError(f"object_poses: no object with instance id {oid!r} in scene {self.scene.name!r}")
+                poses[self._ids[oid]] = np.asarray(T, np.float64)
+                mask[self._ids[oid]] = True
+        else:
+            poses = np.asarray(object_poses, np.float64)
+            mask = np.ones(poses.shape[:-2], bool) if object_mask is None else np.asarray(object_mask, bool)
+        if poses.shape[-3:] != (K, 4, 4) or poses.ndim not in (3, 4) or (poses.ndim == 4 and poses.shape[0] != n):
+            raise RendererError(f"object_poses: expected ({K}, 4, 4) or ({n}, {K}, 4, 4) in scene object order, got {poses.shape}")
+        if mask.shape != poses.shape[:-2]:
+            raise RendererError(f"object_mask: expected shape {poses.shape[:-2]}, got {mask.shape}")
+        if mask.any():
+            sel = poses[mask]
+            bad = ~np.isfinite(sel).all(axis=(1, 2))
+            if bad.any():
+                raise RendererError(f"object_poses: non-finite pose for object {self._name_of(poses, mask, bad)}")
+            try:
+                check_transform(sel, "object_poses")
+            except StagSimError as e:
+                raise RendererError(str(e)) from None
+        return np.broadcast_to(poses, (n, K, 4, 4)), np.broadcast_to(mask, (n, K))
+
+    def _name_of(self, poses, mask, bad) -> str:
+        k = np.argwhere(mask)[np.flatnonzero(bad)[0]][-1]
+        return repr(self.scene.instance_ids[int(k)])
+
+    # --- rendering ---------------------------------------------------------------------------------------------
+
+    def render(self, camera_poses, intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
+               object_poses: Mapping[str, np.ndarray] | np.ndarray | None = None,
+               object_mask: np.ndarray | None = None, *, cull: bool = True) -> RenderResult:
+        """Render N cameras in one call.
+
+        Args:
+            camera_poses: (N, 4, 4) ``T_world_from_camera`` (OpenCV camera frame) [m]; a single (4, 4) gives N = 1.
+            intrinsics: one :class:`CameraIntrinsics` for all, or one per camera (same image size).
+            object_poses: where to draw the objects: ``{instance_id: (4, 4) T_world_from_object}`` (objects not
+                named are not drawn), or an array (K, 4, 4) / (N, K, 4, 4) in scene object order with
+                ``object_mask`` (K,) / (N, K) bool (None = all). None draws no objects.
+            cull: frustum culling and level of detail; False splats every point into every camera (the
+                brute-force reference of the benchmark).
+
+        Returns:
+            :class:`RenderResult` with (N, H, W, ...) arrays.
+
+        Raises:
+            RendererError: non-finite or non-rigid poses, mismatched intrinsics, unknown object ids.
+        """
+        poses, K, w, h = self._check_cameras(camera_poses, intrinsics)
+        obj_poses, obj_mask = self._check_objects(object_poses, object_mask, len(poses))
+        n = len(poses)
+        cfg = self.config
+        cams = CameraBatch.make(poses, K, w, h, cfg.near, ZLayout.reach_px(cfg.max_footprint_px))
+        ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
+        obj_sets = self._visible_objects(cams, obj_poses, obj_mask, cull)
+        layout = ZLayout.make(n, w, h, cfg.max_footprint_px)
+        if self._torch is not None:
+            keys = self._torch.splat(ranges, obj_sets, cams, layout, self._obj_voxels, cfg)
+        else:
+            zbuf = np.full(layout.size, EMPTY_KEY, np.int64)
+            keys = np.empty((n, h, w), np.int64)
+
+            for i in range(n):
+                for pix, kk in self._camera_writes(cams, i, ranges[i], obj_sets[i], layout):
+                    np.minimum.at(zbuf, pix, kk)
+                keys[i] = layout.compose(zbuf, i)
+        rgb, depth, valid = decode_zbuffer(keys)
+        if cfg.fill_holes:
+            for i in range(n):
+                if not valid[i].all():
+                    self._fill(rgb[i], valid[i], poses[i], K[i])
+        return RenderResult(rgb, depth, valid)
+
+    def _visible_objects(self, cams: CameraBatch, obj_poses, obj_mask, cull: bool) -> list[list[tuple[int, int, np.ndarray]]]:
+        """Per camera, [(object index, level of detail, T_cam_from_object)] of the objects to draw.
+
+        Level of detail as for static chunks: the coarsest level with ``lod_factor`` points per pixel of the
+        object's projected bounding disc (level 0 for objects reaching behind the camera, or without culling).
+        """
+        cfg = self.config
+        out = []
+        for i in range(len(cams)):
+            ks = np.flatnonzero(obj_mask[i])
+            level = np.zeros(len(ks), np.int64)
+            if len(ks) and cull:
+                centres, radii = obj_poses[i, ks, :3, 3], self._obj_radii[ks]
+                vis = _spheres_in_camera(cams, i, centres, radii, cfg.max_range, cfg.near)
+                ks, centres, radii = ks[vis], centres[vis], radii[vis]
+                if cfg.lod_factor > 0 and len(ks):
+                    z = centres @ cams.planes[i, 4, :3] + cams.planes[i, 4, 3] + cfg.near - radii  # nearest z [m]
+                    disc = np.pi * (radii * cams.K[i, 0] / np.maximum(z, 1e-3)) ** 2  # projected area [px]
+                    enough = self._obj_counts[ks, 1:] >= cfg.lod_factor * disc[:, None]
+                    level = np.where(z > cfg.near, enough.sum(1), 0)
+                else:
+                    level = np.zeros(len(ks), np.int64)
+            out.append([(int(k), int(lv), cams.T_cam_from_world[i] @ obj_poses[i, k]) for k, lv in zip(ks, level)])
+        return out
+
+    def _camera_writes(self, cams: CameraBatch, i: int, rng, objs, layout: ZLayout):
+        """Yield the (pix, keys) z-buffer writes of camera i: static levels, then objects."""
+        cfg = self.config
+        args = (cams.K[i], layout, layout.camera_offsets(i))
+        for level, starts, counts in rng:
+            yield from splat_keys(*self.index.gather(starts, counts), cams.T_cam_from_world[i], *args,
+                                  float(self.index.voxel_sizes[level]), cfg.near, cfg.max_range, cfg.max_footprint_px,
+                                  cfg.footprint_scale)
+        for k, level, T in objs:
+            yield from splat_keys(*self._obj_points[k][level], T, *args, float(self._obj_voxels[level]), cfg.near,
+                                  cfg.max_range, cfg.max_footprint_px, cfg.footprint_scale)
+
+    def _fill(self, rgb: np.ndarray, valid: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> None:
+        """Fill the holes (0) of one (H, W, 3) image in place: sky colour above the horizon, push-pull below."""
+        weight = valid.view(np.uint8) * np.uint8(255)
+        if self._sky is not None:
+            holes = np.flatnonzero(~valid)
+            bins = sky_bins(T_wc, K, rgb.shape[1], holes, SKY_BINS)
+            up = bins >= 0
+            if up.any():
+                rgb.reshape(-1, 3)[holes[up]] = self._sky[bins[up]]
+                weight.reshape(-1)[holes[up]] = 255
+        push_pull_fill(rgb, weight)
+
+    def render_rigs(self, T_world_from_ego, rig: CameraRig,
+                    object_poses: Mapping[str, np.ndarray] | Sequence[Mapping[str, np.ndarray]] | np.ndarray | None = None,
+                    object_mask: np.ndarray | None = None, *, cull: bool = True) -> RenderResult:
+        """Render E rigs (E envs x C cameras) in one call.
+
+        Args:
+            T_world_from_ego: (E, 4, 4) ego poses (or (4, 4) for one env).
+            rig: the camera rig (all cameras of one size).
+            object_poses: one dict for every env, a list of E dicts, or (E, K, 4, 4) with ``object_mask`` (E, K).
+
+        Returns:
+            :class:`RenderResult` with (E, C, H, W, ...) arrays, cameras in rig order.
+        """
+        ego = np.asarray(T_world_from_ego, np.float64)
+        if ego.shape == (4, 4):
+            ego = ego[None]
+        if ego.ndim != 3 or ego.shape[1:] != (4, 4):
+            raise RendererError(f"T_world_from_ego: expected (E, 4, 4), got shape {ego.shape}")
+        E, C = len(ego), len(rig)
+        cam_poses = rig.T_world_from_cameras(ego).reshape(E * C, 4, 4)
+        intr = [c.intrinsics for c in rig.cameras] * E
+        K = len(self.scene.objects)
+        if isinstance(object_poses, (list, tuple)):
+            if len(object_poses) != E:
+                raise RendererError(f"object_poses: got {len(object_poses)} dicts for {E} envs")
+            arrs = [self._check_objects(d, None, 1) for d in object_poses]
+            object_poses = np.repeat(np.stack([a[0][0] for a in arrs]), C, axis=0)
+            object_mask = np.repeat(np.stack([a[1][0] for a in arrs]), C, axis=0)
+        elif isinstance(object_poses, np.ndarray) and object_poses.ndim == 4:
+            if object_poses.shape[:2] != (E, K):
+                raise RendererError(f"object_poses: expected ({E}, {K}, 4, 4), got {object_poses.shape}")
+            object_poses = np.repeat(object_poses, C, axis=0)
+            object_mask = None if object_mask is None else np.repeat(np.asarray(object_mask, bool), C, axis=0)
+        res = self.render(cam_poses, intr, object_poses, object_mask, cull=cull)
+        h, w = res.valid.shape[1:]
+        return RenderResult(res.rgb.reshape(E, C, h, w, 3), res.depth.reshape(E, C, h, w), res.valid.reshape(E, C, h, w))
+
+
+def _spheres_in_camera(cams: CameraBatch, i: int, centres: np.ndarray, radii: np.ndarray, max_range: float,
+                       near: float) -> np.ndarray:
+    """(M,) bool: spheres that may hold points camera i sees (see :meth:`CameraBatch.sphere_visible`)."""
+    planes = cams.planes[i]
+    s = centres @ planes[:, :3].T + planes[:, 3]
+    return np.all(s >= -radii[:, None], axis=1) & (s[:, 4] + near - radii < max_range)
+
+
+def _complete_sky(colors: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
+    """(SKY_BINS, 3) uint8 sky colours with unseen bins copied from the nearest seen bin; None if none was seen."""
+    seen = np.flatnonzero(valid)
+    if len(seen) == 0:
+        return None
+    nearest = seen[np.argmin(np.abs(np.arange(len(valid))[:, None] - seen[None]), axis=1)]
+    return np.asarray(colors)[nearest]

@@ -1,0 +1,561 @@
+"""Scene4D: the logged drive as a 4D point cloud, the geometric core of Stag-1.
+
+Stag-1 decouples space from time: the static world is one fused point cloud in the world frame, and every
+tracked object is a point cloud in its *own box frame*, accumulated over all frames in which it was seen. At
+render time the static cloud is drawn as is and each object cloud is placed at whatever pose the simulator
+asks for (logged, replayed, or moved by traffic), so the scene can be re-rendered at any time and from any
+camera pose.
+
+Build (:func:`build_scene4d`):
+
+* static background: every frame's dense depth map is unprojected into the world (or, without depth, each LiDAR
+  sweep is coloured by the cameras of its frame); points inside the (slightly inflated) box of any tracked object
+  are dropped; the rest is fused and voxel-downsampled (mean position and mean colour per voxel).
+* objects: points inside an object's box go to that object's cloud, in its box frame, voxel-downsampled the same
+  way. An object that collected fewer than ``min_object_points`` points gets a coloured box proxy (points on the
+  box surface) so it never vanishes silently.
+* sky: the mean colour of never-hit pixels (depth 0) per elevation bin, used by the renderer to fill the sky.
+
+:func:`load_scene4d` builds once and caches the result next to the scene cache as
+``<scene_dir>/scene4d-<key>.npz`` (written atomically), where the key hashes the build parameters, the scene's
+``scene.json`` and :data:`SCENE4D_VERSION`; changed inputs or parameters give a new key and a rebuild.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stag_sim.camera import CameraIntrinsics, unproject
+from stag_sim.errors import SceneError, ValidationError
+from stag_sim.fsutil import atomic_open
+from stag_sim.geometry import check_finite, invert_transform, matrix_to_quat, quat_to_matrix
+from stag_sim.scene_log import SceneLog
+
+#: Bumped whenever the build algorithm or the file layout changes (invalidates cached builds).
+SCENE4D_VERSION = 1
+
+#: Number of sky-colour bins over ray elevation [0, pi/2] rad.
+SKY_BINS = 16
+
+_VOXEL_BITS = 21  # bits per axis of the packed voxel key: 2^21 voxels per axis (105 km at 0.05 m)
+_VOXEL_OFFSET = 1 << (_VOXEL_BITS - 1)
+_MERGE_EVERY = 4_000_000  # raw points buffered (at least) before a voxel merge
+
+
+@dataclass(frozen=True)
+class Scene4DConfig:
+    """Build parameters of a :class:`Scene4D` (all of them go into the cache key).
+
+    Attributes:
+        voxel_size: static-cloud voxel edge [m].
+        object_voxel_size: object-cloud voxel edge [m].
+        max_depth: depth / LiDAR returns farther than this are ignored [m].
+        box_margin: the object boxes are inflated by this much (each side, and on top) when points are removed
+            from the static cloud [m]; points within ``ground_clearance`` of the box bottom stay static (road).
+        ground_clearance: height above the box bottom below which points are treated as road [m].
+        min_object_points: objects with fewer accumulated points get a box-surface proxy [-].
+        exclude_frames: frame indices left out of the cloud (held-out evaluation).
+        frame_stride: use every ``frame_stride``-th frame [-].
+        pixel_stride: use every ``pixel_stride``-th pixel of each depth map in u and v [-].
+    """
+
+    voxel_size: float = 0.05
+    object_voxel_size: float = 0.04
+    max_depth: float = 80.0
+    box_margin: float = 0.25
+    ground_clearance: float = 0.05
+    min_object_points: int = 200
+    exclude_frames: tuple[int, ...] = ()
+    frame_stride: int = 1
+    pixel_stride: int = 1
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
+
+    def validate(self) -> "Scene4DConfig":
+        for name in ("voxel_size", "object_voxel_size", "max_depth"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v > 0):
+                raise ValidationError(f"Scene4DConfig.{name}: must be a finite value > 0, got {v}")
+        for name in ("box_margin", "ground_clearance"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValidationError(f"Scene4DConfig.{name}: must be a finite value >= 0 m, got {v}")
+        for name in ("frame_stride", "pixel_stride"):
+            if int(getattr(self, name)) < 1:
+                raise ValidationError(f"Scene4DConfig.{name}: must be an int >= 1, got {getattr(self, name)}")
+        if self.min_object_points < 0:
+            raise ValidationError(f"Scene4DConfig.min_object_points: must be >= 0, got {self.min_object_points}")
+        return self
+
+    def key(self) -> dict:
+        """JSON-serialisable form (for cache keys and files)."""
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True, eq=False)
+class ObjectCloud:
+    """The accumulated points of one tracked object, in its box frame (box centre, x forward, z up).
+
+    Attributes:
+        instance_id: the object's instance id in the scene log.
+        category: its category name.
+        size: (3,) float64 box (length, width, height) [m].
+        points: (M, 3) float32 positions in the box frame [m].
+        colors: (M, 3) uint8 RGB.
+        is_proxy: True when the points were (partly) synthesised on the box surface because too few were seen.
+    """
+
+    instance_id: str
+    category: str
+    size: np.ndarray
+    points: np.ndarray
+    colors: np.ndarray
+    is_proxy: bool
+
+    def validate(self) -> "ObjectCloud":
+        if self.points.ndim != 2 or self.points.shape[1] != 3 or self.points.dtype != np.float32:
+            raise ValidationError(f"ObjectCloud {self.instance_id}: points must be (M, 3) float32, got {self.points.shape} {self.points.dtype}")
+        if self.colors.shape != self.points.shape or self.colors.dtype != np.uint8:
+            raise ValidationError(f"ObjectCloud {self.instance_id}: colors must be {self.points.shape} uint8, got {self.colors.shape} {self.colors.dtype}")
+        if len(self.points) == 0:
+            raise ValidationError(f"ObjectCloud {self.instance_id}: has no points (a proxy should have been made)")
+        return self
+
+
+@dataclass(frozen=True, eq=False)
+class Scene4D:
+    """A logged drive as a static world cloud plus per-object clouds that can be placed at any pose.
+
+    Attributes:
+        name: the scene's name.
+        static_points: (N, 3) float32 world positions [m] (voxel means).
+        static_colors: (N, 3) uint8 RGB.
+        voxel_size: static voxel edge [m] (the renderer's point footprint).
+        objects: one :class:`ObjectCloud` per tracked instance, in the scene log's object order.
+        object_voxel_size: object voxel edge [m].
+        timestamps_us: (T,) int64 frame times of the log [us].
+        object_poses: (T, K, 4, 4) float64 logged ``T_world_from_object``.
+        object_valid: (T, K) bool.
+        sky_colors: (SKY_BINS, 3) uint8 mean sky colour per ray-elevation bin over [0, pi/2] rad.
+        sky_valid: (SKY_BINS,) bool, the bin saw sky pixels.
+        config: the build parameters.
+    """
+
+    name: str
+    static_points: np.ndarray
+    static_colors: np.ndarray
+    voxel_size: float
+    objects: tuple[ObjectCloud, ...]
+    object_voxel_size: float
+    timestamps_us: np.ndarray
+    object_poses: np.ndarray
+    object_valid: np.ndarray
+    sky_colors: np.ndarray
+    sky_valid: np.ndarray
+    config: Scene4DConfig
+
+    @property
+    def instance_ids(self) -> tuple[str, ...]:
+        return tuple(o.instance_id for o in self.objects)
+
+    @property
+    def num_points(self) -> int:
+        """Static plus object points."""
+        return int(len(self.static_points) + sum(len(o.points) for o in self.objects))
+
+    def validate(self) -> "Scene4D":
+        if self.static_points.ndim != 2 or self.static_points.shape[1] != 3 or self.static_points.dtype != np.float32:
+            raise ValidationError(f"Scene4D.static_points: expected (N, 3) float32, got {self.static_points.shape} {self.static_points.dtype}")
+        if self.static_colors.shape != self.static_points.shape or self.static_colors.dtype != np.uint8:
+            raise ValidationError(f"Scene4D.static_colors: expected {self.static_points.shape} uint8, got {self.static_colors.shape} {self.static_colors.dtype}")
+        check_finite(self.static_points, "Scene4D.static_points")
+        T, K = len(self.timestamps_us), len(self.objects)
+        if self.object_poses.shape != (T, K, 4, 4) or self.object_valid.shape != (T, K):
+            raise ValidationError(f"Scene4D: object_poses {self.object_poses.shape} / object_valid {self.object_valid.shape} "
+                                  f"do not match {T} frames x {K} objects")
+        if self.sky_colors.shape != (SKY_BINS, 3) or self.sky_valid.shape != (SKY_BINS,):
+            raise ValidationError(f"Scene4D.sky_colors: expected ({SKY_BINS}, 3), got {self.sky_colors.shape}")
+        for o in self.objects:
+            o.validate()
+        return self
+
+    def object_poses_at(self, time_s: float) -> dict[str, np.ndarray]:
+        """Logged object poses at ``time_s`` [s] after the first frame: ``{instance_id: (4, 4) T_world_from_object}``.
+
+        Poses are interpolated linearly (translation, normalised quaternion) between the two neighbouring frames
+        when the object is valid in both, else taken from the nearest frame where it is valid within one frame.
+        """
+        ts = (self.timestamps_us - self.timestamps_us[0]) * 1e-6
+        t = float(np.clip(time_s, ts[0], ts[-1]))
+        i1 = int(np.clip(np.searchsorted(ts, t, side="right"), 1, max(len(ts) - 1, 1)))
+        i0 = i1 - 1 if len(ts) > 1 else 0
+        i1 = min(i1, len(ts) - 1)
+        a = 0.0 if i1 == i0 else (t - ts[i0]) / (ts[i1] - ts[i0])
+        out = {}
+        for k, oid in enumerate(self.instance_ids):
+            v0, v1 = bool(self.object_valid[i0, k]), bool(self.object_valid[i1, k])
+            if v0 and v1:
+                P0, P1 = self.object_poses[i0, k], self.object_poses[i1, k]
+                q0, q1 = matrix_to_quat(P0[:3, :3]), matrix_to_quat(P1[:3, :3])
+                if np.dot(q0, q1) < 0:
+                    q1 = -q1
+                T = np.eye(4)
+                T[:3, :3] = quat_to_matrix((1 - a) * q0 + a * q1)
+                T[:3, 3] = (1 - a) * P0[:3, 3] + a * P1[:3, 3]
+                out[oid] = T
+            elif v0 or v1:
+                out[oid] = np.array(self.object_poses[i0 if (v0 and (a < 0.5 or not v1)) else i1, k])
+        return out
+
+    # --- (de)serialisation ---------------------------------------------------------------------------------
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write as one uncompressed ``.npz`` (fast to load), atomically."""
+        path = Path(path)
+        offsets = np.zeros(len(self.objects) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(o.points) for o in self.objects])
+        cat = lambda xs, shape, dt: np.concatenate(xs) if xs else np.zeros(shape, dt)  # noqa: E731
+        meta = {"version": SCENE4D_VERSION, "name": self.name, "voxel_size": self.voxel_size,
+                "object_voxel_size": self.object_voxel_size, "config": self.config.key(),
+                "instance_ids": list(self.instance_ids), "categories": [o.category for o in self.objects],
+                "is_proxy": [o.is_proxy for o in self.objects]}
+        arrays = dict(
+            meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
+            static_points=self.static_points, static_colors=self.static_colors,
+            object_points=cat([o.points for o in self.objects], (0, 3), np.float32),
+            object_colors=cat([o.colors for o in self.objects], (0, 3), np.uint8),
+            object_offsets=offsets, object_sizes=np.array([o.size for o in self.objects]).reshape(-1, 3),
+            timestamps_us=self.timestamps_us, object_poses=self.object_poses, object_valid=self.object_valid,
+            sky_colors=self.sky_colors, sky_valid=self.sky_valid,
+        )
+        with atomic_open(path, "wb") as f:
+            np.savez(f, **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Scene4D":
+        """Read a file written by :meth:`save`; raises :class:`SceneError` if it is corrupt or of another version."""
+        path = Path(path)
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                d = {k: z[k] for k in z.files}
+            meta = json.loads(d["meta"].tobytes().decode())
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile, json.JSONDecodeError) as e:
+            raise SceneError(f"{path}: corrupt Scene4D file ({type(e).__name__}: {e})") from None
+        if meta.get("version") != SCENE4D_VERSION:
+            raise SceneError(f"{path}: Scene4D version {meta.get('version')!r}, this stag_sim reads {SCENE4D_VERSION}; rebuild it")
+        cfg = meta["config"]
+        cfg["exclude_frames"] = tuple(cfg["exclude_frames"])
+        off = d["object_offsets"]
+        objects = tuple(
+            ObjectCloud(oid, cat, d["object_sizes"][k], d["object_points"][off[k]:off[k + 1]],
+                        d["object_colors"][off[k]:off[k + 1]], bool(px))
+            for k, (oid, cat, px) in enumerate(zip(meta["instance_ids"], meta["categories"], meta["is_proxy"]))
+        )
+        return cls(meta["name"], d["static_points"], d["static_colors"], float(meta["voxel_size"]), objects,
+                   float(meta["object_voxel_size"]), d["timestamps_us"], d["object_poses"], d["object_valid"],
+                   d["sky_colors"], d["sky_valid"], Scene4DConfig(**cfg)).validate()
+
+
+# --- voxel fusion ----------------------------------------------------------------------------------------------
+
+
+class VoxelAccumulator:
+    """Streams points in, keeps one (mean position, mean colour) per occupied voxel.
+
+    Args:
+        voxel_size: voxel edge [m].
+    """
+
+    def __init__(self, voxel_size: float) -> None:
+        self.voxel_size = float(voxel_size)
+        self._keys = np.zeros(0, np.int64)
+        self._sums = np.zeros((0, 7), np.float64)  # x, y, z, r, g, b, count
+        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._pending_n = 0
+
+    def add(self, points, colors) -> None:
+        """Add (n, 3) points [m] (float) with (n, 3) uint8 colours."""
+        if len(points):
+            self._pending.append((np.asarray(points, np.float64), np.asarray(colors)))
+            self._pending_n += len(points)
+            # merge when the buffer is as large as the fused set: total cost O(n log n), not O(n^2 / buffer)
+            if self._pending_n >= max(_MERGE_EVERY, len(self._keys)):
+                self._merge()
+
+    def _merge(self) -> None:
+        if not self._pending:
+            return
+        pts = np.concatenate([p for p, _ in self._pending])
+        cols = np.concatenate([c for _, c in self._pending]).astype(np.float64)
+        self._pending, self._pending_n = [], 0
+        ijk = np.floor(pts / self.voxel_size).astype(np.int64) + _VOXEL_OFFSET
+        if ijk.size and (ijk.min() < 0 or ijk.max() >= (1 << _VOXEL_BITS)):
+            raise SceneError(f"points span more than {(1 << _VOXEL_BITS) * self.voxel_size:.0f} m; increase voxel_size")
+        keys = (ijk[:, 0] << (2 * _VOXEL_BITS)) | (ijk[:, 1] << _VOXEL_BITS) | ijk[:, 2]
+        keys = np.concatenate([self._keys, keys])
+        vals = np.concatenate([self._sums, np.concatenate([pts, cols, np.ones((len(pts), 1))], axis=1)])
+        order = np.argsort(keys)
+        keys = keys[order]
+        starts = np.concatenate([[0], np.flatnonzero(keys[1:] != keys[:-1]) + 1])
+        self._keys = keys[starts]
+        self._sums = np.add.reduceat(vals[order], starts, axis=0)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """(M, 3) float32 mean positions and (M, 3) uint8 mean colours, ordered by voxel key (deterministic)."""
+        self._merge()
+        n = self._sums[:, 6:7]
+        if len(n) == 0:
+            return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8)
+        return (self._sums[:, :3] / n).astype(np.float32), np.clip(np.round(self._sums[:, 3:6] / n), 0, 255).astype(np.uint8)
+
+
+# --- build ------------------------------------------------------------------------------------------------------
+
+_CATEGORY_COLORS = {"vehicle": (200, 40, 40), "human": (240, 200, 40), "cycle": (40, 160, 220), "movable": (230, 120, 20)}
+
+
+def _category_color(category: str) -> tuple[int, int, int]:
+    for key, col in _CATEGORY_COLORS.items():
+        if key in category:
+            return col
+    return (180, 180, 180)
+
+
+def box_proxy_points(size, spacing: float) -> np.ndarray:
+    """(M, 3) float32 points on the surface of a box of ``size`` (length, width, height) [m] centred at the origin,
+    on a grid of about ``spacing`` [m]."""
+    size = np.asarray(size, np.float64)
+    faces = []
+    for axis in range(3):
+        a, b = [i for i in range(3) if i != axis]
+        na, nb = (max(2, int(np.ceil(size[i] / spacing)) + 1) for i in (a, b))
+        ga, gb = np.meshgrid(np.linspace(-size[a] / 2, size[a] / 2, na), np.linspace(-size[b] / 2, size[b] / 2, nb), indexing="ij")
+        for sign in (-1.0, 1.0):
+            f = np.zeros((ga.size, 3))
+            f[:, a], f[:, b], f[:, axis] = ga.ravel(), gb.ravel(), sign * size[axis] / 2
+            faces.append(f)
+    return np.unique(np.concatenate(faces).astype(np.float32), axis=0)
+
+
+def _in_box(p_obj: np.ndarray, half: np.ndarray, margin: float, bottom_cut: float) -> np.ndarray:
+    """(n,) bool: object-frame points inside the box of half-extent ``half`` inflated by ``margin`` (sides and top),
+    above ``bottom_cut`` [m] over the box bottom."""
+    return ((np.abs(p_obj[:, 0]) <= half[0] + margin) & (np.abs(p_obj[:, 1]) <= half[1] + margin)
+            & (p_obj[:, 2] <= half[2] + margin) & (p_obj[:, 2] >= -half[2] + bottom_cut))
+
+
+def _box_window(T_cam_from_obj: np.ndarray, half: np.ndarray, intr: CameraIntrinsics, stride: int):
+    """Pixel window (v0, v1, u0, u1) on the strided grid that can hold the box, or None when it is not in view."""
+    corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * half
+    pc = corners @ T_cam_from_obj[:3, :3].T + T_cam_from_obj[:3, 3]
+    if np.all(pc[:, 2] <= 1e-3):
+        return None
+    if np.any(pc[:, 2] <= 1e-3):  # straddles the image plane: test the whole image
+        u0, u1, v0, v1 = 0, intr.width, 0, intr.height
+    else:
+        u = intr.fx * pc[:, 0] / pc[:, 2] + intr.cx
+        v = intr.fy * pc[:, 1] / pc[:, 2] + intr.cy
+        u0, u1 = max(int(np.floor(u.min())), 0), min(int(np.ceil(u.max())) + 1, intr.width)
+        v0, v1 = max(int(np.floor(v.min())), 0), min(int(np.ceil(v.max())) + 1, intr.height)
+        if u0 >= u1 or v0 >= v1:
+            return None
+    return (-(-v0 // stride), -(-v1 // stride), -(-u0 // stride), -(-u1 // stride))
+
+
+def _sky_elevation_bins(T_world_from_cam: np.ndarray, uv: np.ndarray, intr: CameraIntrinsics) -> np.ndarray:
+    """(n,) int sky bin of the world elevation of pixel rays (-1 below the horizon)."""
+    rays = np.stack([(uv[:, 0] - intr.cx) / intr.fx, (uv[:, 1] - intr.cy) / intr.fy, np.ones(len(uv))], 1)
+    d = rays @ T_world_from_cam[:3, :3].T
+    elev = np.arctan2(d[:, 2], np.hypot(d[:, 0], d[:, 1]))
+    return np.where(elev >= 0, np.minimum((elev / (np.pi / 2) * SKY_BINS).astype(np.int64), SKY_BINS - 1), -1)
+
+
+def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: bool = False) -> Scene4D:
+    """Fuse a scene log into a :class:`Scene4D` (see the module docstring). Uses dense depth when the log has it,
+    else LiDAR sweeps coloured by the cameras.
+
+    Raises:
+        SceneError: when every frame is excluded, or nothing at all was reconstructed.
+    """
+    from tqdm import tqdm
+
+    cfg = (config or Scene4DConfig()).validate()
+    T, C, K = log.num_frames, len(log.rig), len(log.objects)
+    frames = [t for t in range(0, T, cfg.frame_stride) if t not in set(cfg.exclude_frames)]
+    if not frames:
+        raise SceneError(f"{log.name}: no frames left to build the 4D scene from (exclude_frames={list(cfg.exclude_frames)})")
+    static = VoxelAccumulator(cfg.voxel_size)
+    objs = [VoxelAccumulator(cfg.object_voxel_size) for _ in range(K)]
+    halves = np.asarray(log.objects.sizes, np.float64) / 2
+    sky_sum, sky_n = np.zeros((SKY_BINS, 3)), np.zeros(SKY_BINS)
+    poses = np.asarray(log.objects.poses)
+    valid = np.asarray(log.objects.valid)
+    use_depth = log.depth is not None
+    for t in tqdm(frames, desc=f"scene4d {log.name}", unit="frame", disable=not progress):
+        live = np.flatnonzero(valid[t])
+        T_obj_from_world = {k: invert_transform(poses[t, k]) for k in live}
+        if use_depth:
+            for c in range(C):
+                _add_depth_frame(log, t, c, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n)
+        else:
+            _add_lidar_sweep(log, t, cfg, live, T_obj_from_world, halves, static, objs)
+    static_pts, static_cols = static.result()
+    objects = []
+    for k in range(K):
+        pts, cols = objs[k].result()
+        is_proxy = len(pts) < cfg.min_object_points
+        if is_proxy:
+            proxy = box_proxy_points(log.objects.sizes[k], cfg.object_voxel_size * 2)
+            pts = np.concatenate([pts, proxy])
+            cols = np.concatenate([cols, np.tile(np.array(_category_color(log.objects.categories[k]), np.uint8), (len(proxy), 1))])
+        objects.append(ObjectCloud(log.objects.instance_ids[k], log.objects.categories[k],
+                                   np.asarray(log.objects.sizes[k], np.float64).copy(), pts, cols, bool(is_proxy)))
+    if len(static_pts) == 0 and not any(len(o.points) for o in objects):
+        raise SceneError(f"{log.name}: no depth or LiDAR return within {cfg.max_depth} m; nothing to build a 4D scene from")
+    sky_valid = sky_n > 0
+    sky = np.zeros((SKY_BINS, 3), np.uint8)
+    sky[sky_valid] = np.clip(np.round(sky_sum[sky_valid] / sky_n[sky_valid, None]), 0, 255).astype(np.uint8)
+    return Scene4D(log.name, static_pts, static_cols, cfg.voxel_size, tuple(objects), cfg.object_voxel_size,
+                   np.asarray(log.timestamps_us, np.int64).copy(), poses.astype(np.float64).copy(), valid.copy(),
+                   sky, sky_valid, cfg).validate()
+
+
+def _route_points(p_world, cols, live, T_obj_from_world, halves, cfg, static, objs) -> None:
+    """Split world points between the static accumulator and the objects whose boxes contain them."""
+    keep = np.ones(len(p_world), bool)
+    for k in live:
+        T = T_obj_from_world[k]
+        p_obj = p_world @ T[:3, :3].T + T[:3, 3]
+        inside = _in_box(p_obj, halves[k], 0.0, cfg.ground_clearance)
+        objs[k].add(p_obj[inside], cols[inside])
+        keep &= ~_in_box(p_obj, halves[k], cfg.box_margin, cfg.ground_clearance)
+    static.add(p_world[keep], cols[keep])
+
+
+def _add_depth_frame(log, t, c, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n) -> None:
+    if not (log.depth.has(t, c) and log.images.has(t, c)):
+        return
+    intr = log.rig[c].intrinsics
+    depth = log.depth[t, c]
+    rgb = log.images[t, c]
+    if depth.shape != (intr.height, intr.width) or rgb.shape[:2] != depth.shape:
+        raise SceneError(f"{log.name}: frame ({t}, {c}) depth {depth.shape} / image {rgb.shape[:2]} do not match the "
+                         f"{intr.width}x{intr.height} intrinsics")
+    s = cfg.pixel_stride
+    depth, rgb = depth[::s, ::s], rgb[::s, ::s]
+    vv, uu = np.mgrid[0:depth.shape[0], 0:depth.shape[1]]
+    T_wc = log.camera_poses(t)[c]
+    hit = depth > 0
+    sky_px = ~hit
+    if np.any(sky_px):
+        uv_sky = np.stack([uu[sky_px] * s, vv[sky_px] * s], 1).astype(np.float64)
+        bins = _sky_elevation_bins(T_wc, uv_sky, intr)
+        ok = bins >= 0
+        np.add.at(sky_sum, bins[ok], rgb[sky_px][ok].astype(np.float64))
+        np.add.at(sky_n, bins[ok], 1.0)
+    use = hit & (depth <= cfg.max_depth)
+    # Pixels that may belong to an object: the projected windows of the live boxes (inflated).
+    for k in live:
+        T_cam_from_obj = invert_transform(T_wc) @ invert_transform(T_obj_from_world[k])
+        win = _box_window(T_cam_from_obj, halves[k] + cfg.box_margin, intr, s)
+        if win is None:
+            continue
+        v0, v1, u0, u1 = win
+        m = use[v0:v1, u0:u1]
+        if not m.any():
+            continue
+        uv = np.stack([uu[v0:v1, u0:u1][m] * s, vv[v0:v1, u0:u1][m] * s], 1).astype(np.float64)
+        p_cam = unproject(uv, depth[v0:v1, u0:u1][m], intr)
+        T_oc = invert_transform(T_cam_from_obj)
+        p_obj = p_cam @ T_oc[:3, :3].T + T_oc[:3, 3]
+        cols = rgb[v0:v1, u0:u1][m]
+        inside = _in_box(p_obj, halves[k], 0.0, cfg.ground_clearance)
+        objs[k].add(p_obj[inside], cols[inside])
+        drop = _in_box(p_obj, halves[k], cfg.box_margin, cfg.ground_clearance)
+        sub = use[v0:v1, u0:u1]
+        sub[m] = ~drop  # clears dropped pixels in `use` (a view)
+    if not use.any():
+        return
+    uv = np.stack([uu[use] * s, vv[use] * s], 1).astype(np.float64)
+    p_cam = unproject(uv, depth[use], intr)
+    static.add(p_cam @ T_wc[:3, :3].T + T_wc[:3, 3], rgb[use])
+
+
+def _add_lidar_sweep(log, t, cfg, live, T_obj_from_world, halves, static, objs) -> None:
+    lidar = log.lidar
+    sweep = lidar.sweep(t)[:, :3].astype(np.float64)
+    T_wl = lidar.ego_poses[t] @ lidar.T_ego_from_lidar
+    p_world = sweep @ T_wl[:3, :3].T + T_wl[:3, 3]
+    rng_ok = np.linalg.norm(sweep, axis=1) <= cfg.max_depth
+    p_world = p_world[rng_ok]
+    cols = np.zeros((len(p_world), 3), np.uint8)
+    seen = np.zeros(len(p_world), bool)
+    cam_poses = log.camera_poses(t)
+    for c in range(len(log.rig)):
+        if not log.images.has(t, c) or seen.all():
+            continue
+        intr = log.rig[c].intrinsics
+        T_cw = invert_transform(cam_poses[c])
+        pc = p_world @ T_cw[:3, :3].T + T_cw[:3, 3]
+        z = pc[:, 2]
+        zs = np.where(z > 1e-3, z, 1.0)
+        u = np.round(intr.fx * pc[:, 0] / zs + intr.cx).astype(np.int64)
+        v = np.round(intr.fy * pc[:, 1] / zs + intr.cy).astype(np.int64)
+        vis = ~seen & (z > 1e-3) & (u >= 0) & (u < intr.width) & (v >= 0) & (v < intr.height)
+        if vis.any():
+            img = log.images[t, c]
+            cols[vis] = img[v[vis], u[vis]]
+            seen |= vis
+    _route_points(p_world[seen], cols[seen], live, T_obj_from_world, halves, cfg, static, objs)
+
+
+# --- cache ------------------------------------------------------------------------------------------------------
+
+
+def scene4d_cache_path(scene_dir: str | os.PathLike, config: Scene4DConfig | None = None) -> Path:
+    """Where :func:`load_scene4d` keeps the build of ``scene_dir`` with ``config``."""
+    from stag_sim.cache import META_FILE
+
+    scene_dir = Path(scene_dir)
+    meta = scene_dir / META_FILE
+    if not meta.is_file():
+        raise SceneError(f"{meta}: missing; {scene_dir} is not a scene cache")
+    h = hashlib.sha256()
+    h.update(meta.read_bytes())
+    h.update(json.dumps({"v": SCENE4D_VERSION, "cfg": (config or Scene4DConfig()).validate().key()}, sort_keys=True).encode())
+    return scene_dir / f"scene4d-{h.hexdigest()[:16]}.npz"
+
+
+def load_scene4d(scene_dir: str | os.PathLike, config: Scene4DConfig | None = None, progress: bool = True,
+                 rebuild: bool = False, log: SceneLog | None = None) -> Scene4D:
+    """The :class:`Scene4D` of a scene cache, built on first use and cached beside it (see module docstring).
+
+    Args:
+        scene_dir: scene cache directory.
+        config: build parameters (default :class:`Scene4DConfig`).
+        progress: show a progress bar while building.
+        rebuild: ignore an existing cached build.
+        log: the already-loaded scene log of ``scene_dir`` (saves loading it again).
+    """
+    from stag_sim.cache import load_scene_cache
+
+    path = scene4d_cache_path(scene_dir, config)
+    if path.is_file() and not rebuild:
+        return Scene4D.load(path)
+    scene = build_scene4d(log if log is not None else load_scene_cache(scene_dir), config, progress=progress)
+    try:
+        scene.save(path)
+    except OSError as e:
+        raise SceneError(f"{path}: could not write the Scene4D cache ({e})") from None
+    return scene
+
