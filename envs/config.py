@@ -51,7 +51,7 @@ class EnvConfig:
     penalty_offroad: float = 10.0
     penalty_clipped: float = 0.0
     renderer: str = "point"
-    voxel_size: float = 0.05  # [m]
+    voxel_size: float = 0.2  # [m] 0.2 renders ~1.3 M points on the synthetic town; 0.05 is sharper and ~2x slower
 
     def validate(self) -> "EnvConfig":
         if self.action_mode not in ACTION_MODES:

@@ -121,9 +121,9 @@ def demo(out: Path, seed: int, offset: float) -> None:
             obs, reward, terminated, truncated, info = env.step(agent.act(obs))
             total += reward
             s = base._state
-            logged = base.world.logged_ego_pose(s.time_s)
+            _, lateral = base.world.route.project([[s.ego.x, s.ego.y]])
             rows.append({"t_s": round(s.time_s, 2), "speed_mps": round(s.ego.speed, 3),
-                         "dist_to_log_m": round(float(np.hypot(s.ego.x - logged[0, 3], s.ego.y - logged[1, 3])), 3),
+                         "lateral_offset_m": round(float(lateral[0]), 3),
                          "route_completion": round(info["route_completion"], 4), "reward": round(reward, 4)})
             bar.update(1)
             yield env.render()
@@ -136,7 +136,7 @@ def demo(out: Path, seed: int, offset: float) -> None:
         "scene": base.log.name, "agent": "pure_pursuit", "start_offset_m": offset, "steps": len(rows),
         "termination_reason": info["termination_reason"], "route_completion": round(info["route_completion"], 4),
         "return": round(total, 3), "collision": info["collision"], "offroad": info["offroad"],
-        "final_dist_to_log_m": rows[-1]["dist_to_log_m"] if rows else None,
+        "final_lateral_offset_m": rows[-1]["lateral_offset_m"] if rows else None,
     }
     table = run_dir / "metrics.csv"
     with atomic_open(table) as f:
