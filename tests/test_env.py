@@ -182,3 +182,36 @@ def test_ppo_trains_a_few_steps(log):
     model.learn(total_timesteps=64)
     action, _ = model.predict(env.reset(seed=0)[0], deterministic=True)
     assert env.action_space.contains(action)
+
+
+@pytest.mark.parametrize("mode", ["control", "trajectory"])
+def test_log_replay_agent_is_the_expert_policy(log, mode):
+    from stag_sim.agents.base import Agent
+    from stag_sim.agents.log_replay import LogReplayAgent
+
+    env = make(log, action_mode=mode)
+    agent = LogReplayAgent(env)
+    assert isinstance(agent, Agent)
+    obs, info = env.reset(seed=0)
+    agent.reset(obs, info)
+    for _ in range(5):
+        action = agent.act(obs)
+        assert np.array_equal(action, info["expert_action"])
+        obs, _, term, trunc, info = env.step(action)
+    pose, logged = info["ego_pose"], env.unwrapped.world.logged_ego_pose(info["time_s"])
+    assert np.hypot(*(pose[:2, 3] - logged[:2, 3])) < (1e-6 if mode == "control" else 0.3)
+
+
+def test_pure_pursuit_recovers_from_a_lateral_offset(log):
+    from stag_sim.agents.pure_pursuit import PurePursuitAgent
+
+    env = make(log)
+    obs, info = env.reset(seed=0, options={"ego_offset": (0.0, 1.5, 0.0)})
+    agent = PurePursuitAgent(target_speed=5.0)
+    for _ in range(30):
+        obs, _, term, trunc, info = env.step(agent.act(obs))
+        if term or trunc:
+            break
+    w = env.unwrapped.world
+    _, lateral = w.route.project([info["ego_pose"][:2, 3]])
+    assert abs(lateral[0]) < 0.3 and not info["collision"]
