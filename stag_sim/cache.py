@@ -27,8 +27,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +34,7 @@ import numpy as np
 
 from stag_sim.camera import Camera, CameraIntrinsics, CameraRig
 from stag_sim.errors import SceneError, StagSimError
-from stag_sim.fsutil import publish_mode
+from stag_sim.fsutil import atomic_directory
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
 
 FORMAT_NAME = "stag_sim.scene_cache"
@@ -119,10 +117,7 @@ def write_scene_cache(log: SceneLog, out_dir: str | os.PathLike, overwrite: bool
     out_dir = Path(out_dir)
     log.validate()
     _atomic_target(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.tmp-", dir=out_dir.parent))
-    try:
-        publish_mode(tmp, directory=True)
+    with atomic_directory(out_dir) as tmp:
         files: dict[str, dict[str, Any]] = {}
 
         def put_array(name: str, arr) -> None:
@@ -174,19 +169,6 @@ def write_scene_cache(log: SceneLog, out_dir: str | os.PathLike, overwrite: bool
             "files": files,
         }
         (tmp / META_FILE).write_text(json.dumps(meta, indent=1))
-        for p in tmp.iterdir():  # make the data durable before it becomes visible
-            with open(p, "rb") as f:
-                os.fsync(f.fileno())
-        if out_dir.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.replace(out_dir, trash / "old")
-            os.replace(tmp, out_dir)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out_dir
 
 

@@ -93,7 +93,6 @@ def demo(out: Path, seed: int, offset: float) -> None:
     import json
 
     import gymnasium as gym
-    import numpy as np
     from tqdm import tqdm
 
     import stag_sim  # noqa: F401  (registers StagDrive-v0)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -38,3 +39,33 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def atomic_directory(target: str | os.PathLike):
+    """Build a directory in a hidden temporary sibling of ``target`` and move it into place on success.
+
+    Yields the temporary directory. On success its files are fsynced and it replaces ``target`` (an existing
+    ``target`` is moved aside first and deleted after the swap); on any error, Ctrl-C included, the temporary
+    directory is removed and ``target`` is left as it was.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
+    try:
+        publish_mode(tmp, directory=True)
+        yield tmp
+        for p in tmp.rglob("*"):  # make the data durable before it becomes visible
+            if p.is_file():
+                with open(p, "rb") as f:
+                    os.fsync(f.fileno())
+        if target.exists():
+            trash = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
+            os.replace(target, trash / "old")
+            os.replace(tmp, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -41,8 +41,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -51,7 +49,7 @@ import numpy as np
 
 from stag_sim.camera import CAMERA_NAMES
 from stag_sim.errors import SceneError, ValidationError
-from stag_sim.fsutil import publish_mode
+from stag_sim.fsutil import atomic_directory
 from stag_sim.geometry import invert_transform, matrix_to_quat, transform_points
 from stag_sim.scene_log import SceneLog, SceneMap
 
@@ -103,21 +101,8 @@ def export_nuscenes(log: SceneLog, dataroot: str | os.PathLike, version: str = "
         raise ValidationError(f"export_nuscenes: version {version!r} must be a plain folder name such as v1.0-mini")
     dataroot = Path(dataroot)
     _check_target(dataroot, version, overwrite)
-    dataroot.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dataroot.name}.tmp-", dir=dataroot.parent))
-    publish_mode(tmp, directory=True)
-    try:
+    with atomic_directory(dataroot) as tmp:
         _write_dataset(log, tmp, version, location)
-        if dataroot.exists():
-            trash = Path(tempfile.mkdtemp(prefix=f".{dataroot.name}.old-", dir=dataroot.parent))
-            os.replace(dataroot, trash / "old")
-            os.replace(tmp, dataroot)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, dataroot)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return dataroot
 
 
