@@ -53,7 +53,8 @@ class StagDriveEnv(gym.Env):
 
     Info: ``termination_reason`` (collision / offroad / route_completed / truncated / None), ``expert_action``
     (the log's action in this env's action space), ``progress`` [m], ``route_completion`` [0..1], ``collision``,
-    ``offroad``, ``collided_with``, ``clipped_actions`` (running count), ``time_s``, ``ego_pose`` (4, 4).
+    ``offroad``, ``collided_with``, ``clipped_actions`` (running count), ``time_s``, ``ego_pose`` (4, 4), and on
+    steps ``reward_terms`` (the reward's parts: progress, collision, offroad, clipped; they sum to the reward).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -208,14 +209,16 @@ class StagDriveEnv(gym.Env):
         terminated = reason is not None
         truncated = not terminated and self._state.step >= self.max_steps
         progress = self._state.route_s - prev.route_s
-        reward = self.config.reward_progress * progress - self.config.penalty_clipped * n_clipped
-        if ev["collision"]:
-            reward -= self.config.penalty_collision
-        if ev["offroad"]:
-            reward -= self.config.penalty_offroad
+        terms = {
+            "progress": self.config.reward_progress * progress,
+            "collision": -self.config.penalty_collision * ev["collision"],
+            "offroad": -self.config.penalty_offroad * ev["offroad"],
+            "clipped": -self.config.penalty_clipped * n_clipped,
+        }
         info = self._info(self._state, reason or ("truncated" if truncated else None))
         info["progress"] = float(progress)
-        return float(reward), terminated, truncated, info
+        info["reward_terms"] = {k: float(v) for k, v in terms.items()}
+        return float(sum(terms.values())), terminated, truncated, info
 
     def _info(self, state, reason) -> dict:
         ev = state.events
@@ -230,6 +233,7 @@ class StagDriveEnv(gym.Env):
             "clipped_actions": self._clipped,
             "time_s": float(state.time_s),
             "ego_pose": state.ego.pose(),
+            "reward_terms": {"progress": 0.0, "collision": 0.0, "offroad": 0.0, "clipped": 0.0},
         }
 
     def _route_completion(self, state) -> float:
