@@ -90,3 +90,12 @@ def test_check_unit_quaternion_and_transform_errors():
     nan[1, 3] = np.nan
     with pytest.raises(ValidationError, match="T_nan: non-finite"):
         check_transform(nan, "T_nan")
+
+
+def test_matrix_to_quat_half_turns_and_batches():
+    for R in (np.diag([1.0, -1.0, -1.0]), np.diag([-1.0, 1.0, -1.0]), np.diag([-1.0, -1.0, 1.0]), np.eye(3)):
+        assert np.allclose(quat_to_matrix(matrix_to_quat(R)), R, atol=1e-12)
+    R = quat_to_matrix(random_quats(np.random.default_rng(4), 24)).reshape(2, 3, 4, 3, 3)
+    q = matrix_to_quat(R)
+    assert q.shape == (2, 3, 4, 4) and np.all(q[..., 0] >= 0)
+    assert np.allclose(quat_to_matrix(q), R, atol=1e-12)
