@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-import numpy as np
-
 from stag_sim.camera import CAMERA_NAMES
 from stag_sim.errors import ValidationError
+from stag_sim.geometry import check_positive
 
 ACTION_MODES = ("control", "trajectory")
 RENDERERS = ("point",)
@@ -66,10 +65,7 @@ class EnvConfig:
         for name in ("num_route_points", "num_waypoints"):
             if int(getattr(self, name)) < 1:
                 raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        for name in ("route_spacing", "waypoint_dt", "voxel_size"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise ValidationError(f"{name}: must be > 0, got {v}")
+        check_positive(self, ("route_spacing", "waypoint_dt", "voxel_size"), prefix="")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValidationError(f"max_steps: must be >= 1 or None, got {self.max_steps}")
         return self

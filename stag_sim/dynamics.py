@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stag_sim.errors import ValidationError
-from stag_sim.geometry import check_finite, pose_xy_yaw, yaw_of
+from stag_sim.geometry import check_finite, check_positive, pose_xy_yaw, yaw_of
 
 
 @dataclass(frozen=True)
@@ -48,10 +48,7 @@ class VehicleParameters:
     max_speed: float = 30.0  # [m/s]
 
     def validate(self) -> "VehicleParameters":
-        for name in self.__dataclass_fields__:
-            v = getattr(self, name)
-            if not np.isfinite(v) or v <= 0:
-                raise ValidationError(f"VehicleParameters.{name}: must be a finite value > 0, got {v}")
+        check_positive(self, self.__dataclass_fields__)
         if self.max_steer >= np.pi / 2:
             raise ValidationError(f"VehicleParameters.max_steer: must be < pi/2 rad, got {self.max_steer}")
         return self

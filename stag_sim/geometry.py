@@ -39,6 +39,18 @@ def check_finite(x, name: str) -> None:
         raise ValidationError(f"{name}: non-finite value {arr[tuple(bad)]} at index {tuple(int(i) for i in bad)}")
 
 
+def check_positive(obj, names, prefix: str | None = None, error: type[Exception] = ValidationError) -> None:
+    """Raise ``error`` naming the field when any attribute ``names`` of ``obj`` is not a finite value > 0.
+
+    Messages read ``<prefix><name>: must be a finite value > 0, got <v>``; ``prefix`` defaults to the class name.
+    """
+    prefix = f"{type(obj).__name__}." if prefix is None else prefix
+    for name in names:
+        v = getattr(obj, name)
+        if not (np.isfinite(v) and v > 0):
+            raise error(f"{prefix}{name}: must be a finite value > 0, got {v}")
+
+
 def check_unit_quaternion(q, name: str = "quaternion") -> None:
     """Raise when ``q`` (..., 4) is not finite and unit-norm within :data:`QUAT_NORM_TOLERANCE`."""
     q = _as_float_array(q, name, (4,))

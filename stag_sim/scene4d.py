@@ -36,7 +36,7 @@ import numpy as np
 from stag_sim.camera import CameraIntrinsics, unproject
 from stag_sim.errors import SceneError, ValidationError
 from stag_sim.fsutil import atomic_open
-from stag_sim.geometry import check_finite, invert_transform, matrix_to_quat, quat_to_matrix
+from stag_sim.geometry import check_finite, check_positive, invert_transform, matrix_to_quat, quat_to_matrix
 from stag_sim.scene_log import SceneLog
 
 #: Bumped whenever the build algorithm or the file layout changes (invalidates cached builds).
@@ -81,10 +81,7 @@ class Scene4DConfig:
         object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
 
     def validate(self) -> "Scene4DConfig":
-        for name in ("voxel_size", "object_voxel_size", "max_depth"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise ValidationError(f"Scene4DConfig.{name}: must be a finite value > 0, got {v}")
+        check_positive(self, ("voxel_size", "object_voxel_size", "max_depth"))
         for name in ("box_margin", "ground_clearance"):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):

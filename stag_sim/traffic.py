@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stag_sim.errors import ValidationError
-from stag_sim.geometry import check_finite
+from stag_sim.geometry import check_finite, check_positive
 
 
 @dataclass(frozen=True)
@@ -42,10 +42,7 @@ class IDMParameters:
     decel_limit: float = 9.0  # [m/s^2]
 
     def validate(self) -> "IDMParameters":
-        for name in self.__dataclass_fields__:
-            v = getattr(self, name)
-            if not np.isfinite(v) or v <= 0:
-                raise ValidationError(f"IDMParameters.{name}: must be a finite value > 0, got {v}")
+        check_positive(self, self.__dataclass_fields__)
         return self
 
 

@@ -99,3 +99,16 @@ def test_matrix_to_quat_half_turns_and_batches():
     q = matrix_to_quat(R)
     assert q.shape == (2, 3, 4, 4) and np.all(q[..., 0] >= 0)
     assert np.allclose(quat_to_matrix(q), R, atol=1e-12)
+
+
+def test_check_positive_names_the_field():
+    from stag_sim.geometry import check_positive
+
+    class Cfg:
+        a, b = 1.0, float("nan")
+
+    check_positive(Cfg(), ("a",))
+    with pytest.raises(ValidationError, match=r"^Cfg.b: must be a finite value > 0, got nan$"):
+        check_positive(Cfg(), ("a", "b"))
+    with pytest.raises(KeyError, match="b: must be"):
+        check_positive(Cfg(), ("b",), prefix="", error=KeyError)

@@ -9,7 +9,7 @@ import numpy as np
 
 from stag_sim.camera import CameraIntrinsics, CameraRig
 from stag_sim.errors import RendererError, StagSimError
-from stag_sim.geometry import check_transform
+from stag_sim.geometry import check_positive, check_transform
 from stag_sim.render.splat import (
     EMPTY_KEY, MAX_FOOTPRINT_PX, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb, push_pull_fill, sky_bins,
     splat_keys,
@@ -49,10 +49,7 @@ class RenderConfig:
     device: str = "cpu"
 
     def validate(self) -> "RenderConfig":
-        for name in ("chunk_size", "max_range", "near", "footprint_scale"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise RendererError(f"RenderConfig.{name}: must be a finite value > 0, got {v}")
+        check_positive(self, ("chunk_size", "max_range", "near", "footprint_scale"), error=RendererError)
         if not (np.isfinite(self.lod_factor) and self.lod_factor >= 0):
             raise RendererError(f"RenderConfig.lod_factor: must be >= 0 (0 disables LOD), got {self.lod_factor}")
         if int(self.lod_levels) != self.lod_levels or not 1 <= self.lod_levels <= 6:
