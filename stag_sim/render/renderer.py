@@ -2,21 +2,22 @@
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from stag_sim.camera import CameraIntrinsics, CameraRig
-from stag_sim.errors import RendererError, StagSimError
+from stag_sim.errors import MissingExtraError, RendererError, StagSimError
 from stag_sim.geometry import check_positive, check_transform
 from stag_sim.render.splat import (
-    EMPTY_KEY, MAX_FOOTPRINT_PX, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb, push_pull_fill, sky_bins,
-    splat_keys,
+    EMPTY_KEY, MAX_FOOTPRINT_PX, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb, projection_matrix,
+    push_pull_fill, sky_bins, sky_edges, splat_keys,
 )
 from stag_sim.scene4d import SKY_BINS, Scene4D, VoxelAccumulator
 
-BACKENDS = ("numpy", "torch")
+BACKENDS = ("auto", "numba", "numpy", "torch")
 
 
 @dataclass(frozen=True)
@@ -33,7 +34,9 @@ class RenderConfig:
         footprint_scale: multiplies the projected voxel size before choosing a splat footprint [-].
         max_footprint_px: footprints are capped at this many pixels a side (at most ``MAX_FOOTPRINT_PX``, 16) [px].
         fill_holes: fill pixels no point reached (sky model above the horizon, push-pull below).
-        backend: ``numpy`` (CPU) or ``torch`` (same algorithm on ``device``; the CUDA path).
+        backend: ``auto`` (``numba`` if numba imports, else ``numpy``), ``numba`` (compiled CPU kernels, both
+            cores), ``numpy`` (the vectorised CPU fallback) or ``torch`` (same algorithm on ``device``; the CUDA
+            path). See :attr:`PointRenderer.backend` for the one in use.
         device: torch device for the torch backend (``cpu``, ``cuda``, ``cuda:1`` ...).
     """
 
@@ -45,7 +48,7 @@ class RenderConfig:
     footprint_scale: float = 1.0
     max_footprint_px: int = 16
     fill_holes: bool = True
-    backend: str = "numpy"
+    backend: str = "auto"
     device: str = "cpu"
 
     def validate(self) -> "RenderConfig":
@@ -134,10 +137,18 @@ class PointRenderer:
             len(radii), self.config.lod_levels)
         self._sky = _complete_sky(scene.sky_colors, scene.sky_valid)
         self._torch = None
-        if self.config.backend == "torch":
+        self.backend = _resolve_backend(self.config.backend)
+        if self.backend == "torch":
             from stag_sim.render.torch_backend import TorchSplatter
 
             self._torch = TorchSplatter(self.index, self._obj_points, self.config.device)
+        if self.backend == "numba":  # all objects' levels in one array, and where each (object, level) starts
+            flat = [lv for levels in self._obj_points for lv in levels]
+            self._obj_xyz1 = np.ascontiguousarray(np.concatenate([p for p, _ in flat], 1) if flat
+                                                  else np.zeros((4, 0), np.float32))
+            self._obj_rgb = np.concatenate([c for _, c in flat]) if flat else np.zeros(0, np.int32)
+            sizes = np.array([len(c) for _, c in flat], np.int64)
+            self._obj_starts = (np.cumsum(sizes) - sizes).reshape(len(self._obj_points), self.config.lod_levels)
 
     # --- inputs ------------------------------------------------------------------------------------------------
 
@@ -234,6 +245,8 @@ class PointRenderer:
         ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
         obj_sets = self._visible_objects(cams, obj_poses, obj_mask, cull)
         layout = ZLayout.make(n, w, h, cfg.max_footprint_px)
+        if self.backend == "numba":
+            return self._render_numba(cams, ranges, obj_sets, layout, poses)
         if self._torch is not None:
             keys = self._torch.splat(ranges, obj_sets, cams, layout, self._obj_voxels, cfg)
         else:
@@ -250,6 +263,57 @@ class PointRenderer:
                 if not valid[i].all():
                     self._fill(rgb[i], valid[i], poses[i], K[i])
         return RenderResult(rgb, depth, valid)
+
+    def _render_numba(self, cams: CameraBatch, ranges, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
+        """The compiled path: one parallel kernel splats, composes and decodes; a second fills the holes."""
+        from stag_sim.render import kernels
+
+        cfg, n, h, w = self.config, len(cams), cams.height, cams.width
+        params, src, starts, counts, pidx, per_cam = [], [], [], [], [], []
+        for i in range(n):
+            before = len(starts)
+            for level, st, ct in ranges[i]:
+                pidx.append(np.full(len(st), len(params), np.int64))
+                params.append(self._splat_params(cams.T_cam_from_world[i], cams.K[i], layout,
+                                                 float(self.index.voxel_sizes[level])))
+                src.append(np.zeros(len(st), np.int64))
+                starts.append(st)
+                counts.append(ct)
+            for k, level, T in obj_sets[i]:
+                pidx.append(np.full(1, len(params), np.int64))
+                params.append(self._splat_params(T, cams.K[i], layout, float(self._obj_voxels[level])))
+                src.append(np.ones(1, np.int64))
+                starts.append(self._obj_starts[k, level: level + 1])
+                counts.append(np.array([len(self._obj_points[k][level][1])], np.int64))
+            per_cam.append(sum(len(a) for a in starts[before:]))
+        cat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
+        cam_ptr = np.concatenate([[0], np.cumsum(per_cam)]).astype(np.int64)
+        params = np.stack(params) if params else np.zeros((0, 14), np.float32)
+        offsets = np.stack([layout.camera_offsets(i) for i in range(n)])
+        rgb = np.empty((n, h, w, 3), np.uint8)
+        depth = np.empty((n, h, w), np.float32)
+        valid = np.empty((n, h, w), bool)
+        kernels.render_keys(self.index.xyz1, self.index.rgb, self._obj_xyz1, self._obj_rgb, cam_ptr, cat(src), cat(starts),
+                         cat(counts), cat(pidx), params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
+                         np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
+                         np.empty(layout.size, np.int64), rgb, depth, valid)
+        if cfg.fill_holes and not valid.all():
+            sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
+            kernels.fill_holes(rgb, valid, np.ascontiguousarray(poses[:, :3, :3], np.float32), cams.K.astype(np.float32),
+                            sky, sky_edges(SKY_BINS), self._sky is not None)
+        return RenderResult(rgb, depth, valid)
+
+    def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout, voxel: float) -> np.ndarray:
+        """(14,) float32 kernel parameters of one (camera, cloud): the (3, 4) projection (see
+        :func:`projection_matrix`), the footprint scale [px m] and the ``z - near`` [m] below which footprints
+        exceed a pixel (-1: never); the same float32 values :func:`splat_keys` uses."""
+        cfg = self.config
+        out = np.empty(14, np.float32)
+        out[:12] = projection_matrix(T_cam_from_src, K, layout.pad).ravel()
+        out[12] = voxel * K[0] * cfg.footprint_scale
+        z_big = min(voxel * float(K[0]) * cfg.footprint_scale, cfg.max_range)
+        out[13] = z_big - cfg.near if z_big > cfg.near else -1.0
+        return out
 
     def _visible_objects(self, cams: CameraBatch, obj_poses, obj_mask, cull: bool) -> list[list[tuple[int, int, np.ndarray]]]:
         """Per camera, [(object index, level of detail, T_cam_from_object)] of the objects to draw.
@@ -336,6 +400,16 @@ class PointRenderer:
         res = self.render(cam_poses, intr, object_poses, object_mask, cull=cull)
         h, w = res.valid.shape[1:]
         return RenderResult(res.rgb.reshape(E, C, h, w, 3), res.depth.reshape(E, C, h, w), res.valid.reshape(E, C, h, w))
+
+
+def _resolve_backend(name: str) -> str:
+    """The backend a config's ``backend`` names: ``auto`` is ``numba`` where numba imports, else ``numpy``."""
+    has_numba = importlib.util.find_spec("numba") is not None
+    if name == "auto":
+        return "numba" if has_numba else "numpy"
+    if name == "numba" and not has_numba:
+        raise MissingExtraError("RenderConfig.backend='numba' needs numba, which is not installed (pip install numba)")
+    return name
 
 
 def _spheres_in_camera(cams: CameraBatch, i: int, centres: np.ndarray, radii: np.ndarray, max_range: float,

@@ -359,7 +359,7 @@ def splat_keys(xyz1: np.ndarray, rgb: np.ndarray, T_cam_from_src: np.ndarray, K:
     if len(big) == 0:
         return [(pix, keys)]
     sb = np.minimum(np.float32(voxel_size * K[0] * footprint_scale) * iz[big], np.float32(max_size))
-    j = np.clip(np.ceil(np.log2(sb * np.float32(0.5))), 0, NUM_LEVELS - 1).astype(np.int64)
+    j = footprint_level(sb * np.float32(0.5))
     b = np.float32(1.0) / (1 << j).astype(np.float32)
     # a 2 x 2 square of blocks of 2^j px (>= the footprint), the one nearest to centred on the point
     ub = np.floor(u[big] * b - np.float32(0.5)).astype(np.int64)
@@ -372,6 +372,16 @@ def splat_keys(xyz1: np.ndarray, rgb: np.ndarray, T_cam_from_src: np.ndarray, K:
     vb += offsets[j]
     kb = keys[big]
     return [(pix, keys), (vb, kb), (vb + 1, kb), (vb + w_l, kb), (vb + (w_l + 1), kb)]
+
+
+def footprint_level(half_size: np.ndarray) -> np.ndarray:
+    """(m,) int64 z-buffer level j of footprints of ``2 * half_size`` (m,) float32 [px]: the smallest j in
+    [0, NUM_LEVELS) with 2^j >= half_size, i.e. ``clip(ceil(log2(half_size)), 0, NUM_LEVELS - 1)`` computed by
+    comparisons (exact at powers of two, and the same in every backend)."""
+    j = np.zeros(half_size.shape, np.int64)
+    for lvl in range(NUM_LEVELS - 1):
+        j += half_size > np.float32(1 << lvl)
+    return j
 
 
 def decode_zbuffer(keys: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -402,8 +412,12 @@ def sky_bins(T_world_from_cam: np.ndarray, K: np.ndarray, width: int, pixels: np
     R = T_world_from_cam[:3, :3].astype(np.float32)
     d = R[:, 0, None] * u + R[:, 1, None] * v + R[:, 2, None]  # (3, m) world ray directions
     sin_elev = d[2] / np.sqrt((d * d).sum(0))
-    edges = np.sin(np.linspace(0.0, np.pi / 2, num_bins + 1)[:-1]).astype(np.float32)
-    return np.searchsorted(edges, sin_elev, side="right").astype(np.int64) - 1
+    return np.searchsorted(sky_edges(num_bins), sin_elev, side="right").astype(np.int64) - 1
+
+
+def sky_edges(num_bins: int) -> np.ndarray:
+    """(num_bins,) float32 sines of the lower elevation edges of the sky bins (equal bins over [0, pi/2] rad)."""
+    return np.sin(np.linspace(0.0, np.pi / 2, num_bins + 1)[:-1]).astype(np.float32)
 
 
 def push_pull_fill(rgb: np.ndarray, weight: np.ndarray) -> None:

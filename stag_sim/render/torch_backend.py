@@ -102,7 +102,7 @@ class TorchSplatter:
         if big.numel() == 0:
             return pix, keys
         sb = torch.clamp(scale * iz[big], max=float(cfg.max_footprint_px))
-        j = torch.clamp(torch.ceil(torch.log2(sb * 0.5)), 0, NUM_LEVELS - 1).to(i64)
+        j = sum((sb * 0.5 > float(1 << lvl)).to(i64) for lvl in range(NUM_LEVELS - 1))  # see footprint_level
         b = 1.0 / (1 << j).to(f32)
         ub = torch.floor(u[big] * b - 0.5).to(i64)
         vb = torch.floor(v[big] * b - 0.5).to(i64)

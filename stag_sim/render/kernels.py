@@ -1,0 +1,253 @@
+"""Compiled CPU kernels of the point renderer (numba): the numpy splatter's algorithm in one pass per point.
+
+The one module of :mod:`stag_sim.render` that imports numba; the renderer imports it only when built with the
+``numba`` backend (``PointRenderer.backend``). :func:`render_keys` does, for every camera in parallel (``prange``): clear the camera's z-buffer levels,
+then per point: transform, near/far test, project, footprint from depth, z-test (min of the packed int64 key),
+write; then compose the levels and decode the keys into rgb / depth / valid. :func:`fill_holes` paints the sky
+(the exact arithmetic of :func:`stag_sim.render.splat.sky_bins`) and runs push-pull per image in parallel.
+
+Arithmetic is the numpy path's float32 arithmetic, operation by operation (no fastmath, so no fused
+multiply-adds), so the z-buffer, and hence rgb / depth / valid before hole filling, is byte-identical to
+``backend="numpy"``. Push-pull is compiled too, on an exact 2 x 2 box pyramid instead of OpenCV's ``INTER_AREA``
+resizes, so filled hole pixels differ slightly from the numpy path (known pixels never do).
+
+Compiled functions are cached on disk (``cache=True``: beside this file, else numba's user cache directory) so
+the compile time (~10 s) is paid once per machine; where no cache directory is writable they compile per process.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from stag_sim.render.splat import EMPTY_KEY
+
+
+def _jit(**kw):
+    """``numba.njit(cache=True)``, falling back to no cache where no cache directory is writable."""
+    def deco(f):
+        try:
+            return numba.njit(cache=True, **kw)(f)
+        except RuntimeError:  # "cannot cache function ...: no locator available"
+            return numba.njit(cache=False, **kw)(f)
+    return deco
+
+
+@_jit(inline="always")
+def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off, wp, hp, zbuf, zf, zi):
+    p00, p01, p02, p03 = P[0], P[1], P[2], P[3]
+    p10, p11, p12, p13 = P[4], P[5], P[6], P[7]
+    p20, p21, p22, p23 = P[8], P[9], P[10], P[11]
+    one, half = np.float32(1.0), np.float32(0.5)
+    fwp, fhp = np.float32(wp), np.float32(hp)
+    off0 = off[0]
+    for q in range(start, start + count):
+        x, y, z1 = xyz[0, q], xyz[1, q], xyz[2, q]
+        z = x * p20 + y * p21 + z1 * p22 + p23
+        zz = z - near
+        if not (zz >= 0 and zz < zok):  # also drops NaN
+            continue
+        iz = one / z
+        u = (x * p00 + y * p01 + z1 * p02 + p03) * iz
+        v = (x * p10 + y * p11 + z1 * p12 + p13) * iz
+        ui = min(max(np.int64(min(max(u, np.float32(-1.0)), fwp)), 0), wp - 1)
+        vi = min(max(np.int64(min(max(v, np.float32(-1.0)), fhp)), 0), hp - 1)
+        zf[0] = z
+        key = (np.int64(zi[0]) << 24) | np.int64(rgb[q])
+        pix = off0 + vi * wp + ui
+        if key < zbuf[pix]:
+            zbuf[pix] = key
+        if zz < zbig:  # footprint above one pixel: a 2 x 2 square of 2^j-pixel blocks at level j
+            yb = min(scale * iz, max_size) * half
+            j = 0 if yb <= 1 else (1 if yb <= 2 else (2 if yb <= 4 else 3))
+            b = one / np.float32(1 << j)
+            w_l = wp >> j
+            ub = min(max(np.int64(np.floor(u * b - half)), 0), w_l - 2)
+            vb = min(max(np.int64(np.floor(v * b - half)), 0), (hp >> j) - 2)
+            base = off[j] + vb * w_l + ub
+            for dp in (0, 1, w_l, w_l + 1):
+                if key < zbuf[base + dp]:
+                    zbuf[base + dp] = key
+
+
+@_jit(parallel=True)
+def render_keys(sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok, near,
+                max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out):
+    n, H, W = valid_out.shape
+    for i in prange(n):
+        off = offsets[i]
+        for j in range(4):
+            zbuf[off[j]: off[j] + (hp >> j) * (wp >> j)] = EMPTY_KEY
+        zf = np.empty(1, np.float32)
+        zi = zf.view(np.int32)
+        for it in range(cam_ptr[i], cam_ptr[i + 1]):
+            pr = params[it_param[it]]  # P (12), scale, zbig
+            if it_src[it] == 0:
+                splat_range(sxyz, srgb, it_start[it], it_count[it], pr, pr[12], pr[13], zok, near, max_size, off,
+                            wp, hp, zbuf, zf, zi)
+            else:
+                splat_range(oxyz, orgb, it_start[it], it_count[it], pr, pr[12], pr[13], zok, near, max_size, off,
+                            wp, hp, zbuf, zf, zi)
+        # compose the levels (nearest upsampling, min) and decode
+        for r in range(H):
+            rr = r + pad
+            for c in range(W):
+                cc = c + pad
+                k = zbuf[off[0] + rr * wp + cc]
+                for j in range(1, 4):
+                    k2 = zbuf[off[j] + (rr >> j) * (wp >> j) + (cc >> j)]
+                    if k2 < k:
+                        k = k2
+                if k == EMPTY_KEY:
+                    valid_out[i, r, c] = False
+                    depth_out[i, r, c] = 0.0
+                    rgb_out[i, r, c, 0] = 0
+                    rgb_out[i, r, c, 1] = 0
+                    rgb_out[i, r, c, 2] = 0
+                else:
+                    valid_out[i, r, c] = True
+                    zi[0] = np.int32(k >> 24)
+                    depth_out[i, r, c] = zf[0]
+                    rgb_out[i, r, c, 0] = np.uint8((k >> 16) & 255)
+                    rgb_out[i, r, c, 1] = np.uint8((k >> 8) & 255)
+                    rgb_out[i, r, c, 2] = np.uint8(k & 255)
+
+
+@_jit(inline="always")
+def box_mean(src, w, f):
+    """f x f box means of (h, w, 3) ``src`` and (h, w) ``w`` (edge boxes average the pixels they have)."""
+    h, ww = w.shape
+    h2, w2 = (h + f - 1) // f, (ww + f - 1) // f
+    out = np.zeros((h2, w2, 3), np.float32)
+    wo = np.zeros((h2, w2), np.float32)
+    cnt = np.zeros((h2, w2), np.float32)
+    for r in range(h):
+        for c in range(ww):
+            r2, c2 = r // f, c // f
+            cnt[r2, c2] += 1
+            wo[r2, c2] += w[r, c]
+            for ch in range(3):
+                out[r2, c2, ch] += src[r, c, ch]
+    for r in range(h2):
+        for c in range(w2):
+            ic = np.float32(1.0) / cnt[r, c]
+            wo[r, c] *= ic
+            for ch in range(3):
+                out[r, c, ch] *= ic
+    return out, wo
+
+
+@_jit(inline="always")
+def up_bilinear(x, h, w):
+    """(h, w, 3) bilinear upsampling of (hh, ww, 3) ``x`` (pixel centres aligned, edges clamped)."""
+    hh, ww = x.shape[0], x.shape[1]
+    sy, sx = hh / h, ww / w
+    out = np.empty((h, w, 3), np.float32)
+    for r in range(h):
+        fy = (r + 0.5) * sy - 0.5
+        y0 = int(np.floor(fy))
+        ay = np.float32(fy - y0)
+        ya, yb = min(max(y0, 0), hh - 1), min(max(y0 + 1, 0), hh - 1)
+        for c in range(w):
+            fx = (c + 0.5) * sx - 0.5
+            x0 = int(np.floor(fx))
+            ax = np.float32(fx - x0)
+            xa, xb = min(max(x0, 0), ww - 1), min(max(x0 + 1, 0), ww - 1)
+            for ch in range(3):
+                top = x[ya, xa, ch] * (1 - ax) + x[ya, xb, ch] * ax
+                bot = x[yb, xa, ch] * (1 - ax) + x[yb, xb, ch] * ax
+                out[r, c, ch] = top * (1 - ay) + bot * ay
+    return out
+
+
+@_jit(inline="always")
+def push_pull(rgb, known):
+    """Push-pull fill of one (H, W, 3) uint8 image in place (the algorithm of
+    :func:`stag_sim.render.splat.push_pull_fill` on exact box means): ``known`` (H, W) bool marks the pixels
+    to keep; the others get the quarter-resolution result, upsampled bilinearly."""
+    H, W = known.shape
+    p0 = np.zeros((H, W, 3), np.float32)
+    w0 = np.zeros((H, W), np.float32)
+    for r in range(H):
+        for c in range(W):
+            if known[r, c]:
+                w0[r, c] = 1.0
+                for ch in range(3):
+                    p0[r, c, ch] = rgb[r, c, ch]
+    a, b = box_mean(p0, w0, 4)
+    prem, wts = [a], [b]
+    while min(wts[-1].shape[0], wts[-1].shape[1]) > 2:
+        a, b = box_mean(prem[-1], wts[-1], 2)
+        prem.append(a)
+        wts.append(b)
+    top_p, top_w = prem[-1], wts[-1]
+    tot = np.zeros(3, np.float64)
+    tw = 0.0
+    for r in range(top_w.shape[0]):
+        for c in range(top_w.shape[1]):
+            tw += top_w[r, c]
+            for ch in range(3):
+                tot[ch] += top_p[r, c, ch]
+    filled = np.empty(top_p.shape, np.float32)
+    for r in range(top_w.shape[0]):
+        for c in range(top_w.shape[1]):
+            for ch in range(3):
+                if top_w[r, c] > 0:
+                    filled[r, c, ch] = top_p[r, c, ch] / top_w[r, c]
+                else:
+                    filled[r, c, ch] = tot[ch] / max(tw, 1e-6)
+    for lvl in range(len(prem) - 2, -1, -1):
+        wl, pl = wts[lvl], prem[lvl]
+        up = up_bilinear(filled, wl.shape[0], wl.shape[1])
+        for r in range(wl.shape[0]):
+            for c in range(wl.shape[1]):
+                al = min(wl[r, c] * np.float32(4.0), np.float32(1.0))
+                if al > 0:
+                    iw = np.float32(1.0) / wl[r, c]
+                    for ch in range(3):
+                        up[r, c, ch] = al * pl[r, c, ch] * iw + (1 - al) * up[r, c, ch]
+        filled = up
+    full = up_bilinear(filled, H, W)
+    for r in range(H):
+        for c in range(W):
+            if not known[r, c]:
+                for ch in range(3):
+                    rgb[r, c, ch] = np.uint8(min(max(full[r, c, ch] + np.float32(0.5), np.float32(0.0)),
+                                                 np.float32(255.0)))
+
+
+@_jit(parallel=True)
+def fill_holes(rgb, valid, R, K, sky, edges, has_sky):
+    """Fill the holes of (n, H, W, 3) ``rgb`` in place: sky colour above the horizon (``has_sky``), push-pull
+    below. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);
+    sky: (B, 3) uint8 colours of the elevation bins whose lower edges (sin of the elevation) are ``edges``."""
+    n, H, W = valid.shape
+    B = len(edges)
+    for i in prange(n):
+        known = valid[i].copy()
+        if known.all():
+            continue
+        fx, fy, cx, cy = K[i, 0], K[i, 1], K[i, 2], K[i, 3]
+        Ri = R[i]
+        if has_sky:
+            for r in range(H):
+                v = (np.float32(r) - cy) / fy
+                for c in range(W):
+                    if known[r, c]:
+                        continue
+                    u = (np.float32(c) - cx) / fx
+                    d0 = Ri[0, 0] * u + Ri[0, 1] * v + Ri[0, 2]
+                    d1 = Ri[1, 0] * u + Ri[1, 1] * v + Ri[1, 2]
+                    d2 = Ri[2, 0] * u + Ri[2, 1] * v + Ri[2, 2]
+                    s = d2 / np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                    k = 0
+                    while k < B and edges[k] <= s:
+                        k += 1
+                    if k > 0:  # above the horizon: bin k - 1
+                        for ch in range(3):
+                            rgb[i, r, c, ch] = sky[k - 1, ch]
+                        known[r, c] = True
+        if not known.all():
+            push_pull(rgb[i], known)
+
