@@ -63,11 +63,23 @@ class StagDriveEnv(gym.Env):
                  _scene_dir: Path | None = None, **kwargs: Any) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValidationError(f"render_mode: {render_mode!r} is not supported (use None or 'rgb_array')")
+        self.scenario = None
+        self._default_options: dict = {}
         if scenario is not None:
-            raise ValidationError("scenario: scenario files land with the evaluation issue; pass scene= and settings instead")
+            from stag_sim.scenario import Scenario, env_settings, load_scenario, resolve_scene
+
+            self.scenario = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+            if scene is None:
+                scene = resolve_scene(self.scenario)
+            self.log, self.scene_dir = load_scene(scene)
+            dt = float(dict(self.scenario.env.get("world", {})).get("dt", 0.1))
+            settings, self._default_options = env_settings(self.scenario, self.log, dt)
+            world = {**settings.pop("world"), **kwargs.pop("world", {})}
+            kwargs = {**settings, **kwargs, "world": world}
+        else:
+            self.log, self.scene_dir = load_scene(scene)
         self.config = EnvConfig.from_kwargs(**kwargs)
         self.render_mode = render_mode
-        self.log, self.scene_dir = load_scene(scene)
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
         world_values = {"agents": self.config.agents, **self.config.world}
@@ -105,6 +117,10 @@ class StagDriveEnv(gym.Env):
 
         cfg = Scene4DConfig(voxel_size=self.config.voxel_size)
         scene4d = load_scene4d(self.scene_dir, cfg) if self.scene_dir is not None else build_scene4d(self.log, cfg)
+        if self.config.renderer == "refined":  # point render, then the diffusion refiner (stag_sim.refiner)
+            from stag_sim.refiner.renderer import make_refined_renderer
+
+            return make_refined_renderer(PointRenderer(scene4d), self.config, self.log, self.cam_index)
         return PointRenderer(scene4d)
 
     def _start_time(self) -> float:
@@ -185,7 +201,7 @@ class StagDriveEnv(gym.Env):
 
     # The two halves of reset/step without rendering, so the batched vector env can render all envs in one call.
     def _reset_state(self, options: dict | None) -> dict:
-        options = dict(options or {})
+        options = {**self._default_options, **(options or {})}
         offset = options.pop("ego_offset", (0.0, 0.0, 0.0))
         speed = options.pop("speed", None)
         if options:

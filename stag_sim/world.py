@@ -7,6 +7,12 @@ only stateful layer around it.
 
 Other agents are either replayed from the log (poses interpolated at the simulation time) or driven by IDM
 along their own logged path (extended straight past its end), reacting to each other and to the ego.
+
+Scenarios add :class:`AgentEvent` s on top: ``insert`` places a vehicle (the object cloud of a logged instance,
+moved away from where it was logged) on the ego route, ``remove`` takes an agent out, ``hard_brake`` makes an agent
+brake at a given time, ``cut_in`` moves an inserted agent sideways into the ego lane. Agents touched by an event are
+*simulated*: they move by arc length along a path (their logged path, or the ego route for inserted ones) in any
+agent mode, with IDM before their scripted behaviour takes over.
 """
 
 from __future__ import annotations
@@ -22,8 +28,58 @@ from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, Obstacle, PolylinePath, find_leaders, idm_step
 
 AGENT_MODES = ("log_replay", "idm")
+EVENT_TYPES = ("insert", "remove", "hard_brake", "cut_in")
+BEHAVIORS = ("idm", "constant", "stopped")
 MOVING_THRESHOLD = 1.0  # [m] an object that travels less than this over the log is parked (never driven by IDM)
 PATH_EXTENSION = 200.0  # [m] paths (route, IDM) continue straight past their logged end
+
+
+@dataclass(frozen=True)
+class AgentEvent:
+    """One scripted change to the other agents (see the module docstring).
+
+    Attributes:
+        type: ``insert``, ``remove``, ``hard_brake`` or ``cut_in``.
+        agent: instance id of the scene object the event acts on; for ``insert`` also ``auto`` (a parked vehicle
+            of the scene, moved away from its logged place); for the others also the ``name`` of an insert.
+        name: (insert) a name other events can refer to, e.g. ``lead``.
+        at_s: (hard_brake, cut_in) when it starts, after the episode start [s].
+        ahead_m: (insert) distance along the ego route from the ego's start [m].
+        lateral_m: (insert) offset to the left of the route [m] (e.g. 3.5 = the next lane on the left).
+        speed: (insert) initial speed [m/s].
+        behavior: (insert) ``idm`` (follows whatever is ahead), ``constant`` (keeps its speed) or ``stopped``.
+        decel: (hard_brake) deceleration until standstill [m/s^2].
+        duration_s: (cut_in) time to move sideways [s].
+        to_lateral_m: (cut_in) final offset from the route [m] (0 = the ego lane).
+    """
+
+    type: str
+    agent: str = "auto"
+    name: str | None = None
+    at_s: float = 0.0  # [s]
+    ahead_m: float = 20.0  # [m]
+    lateral_m: float = 0.0  # [m]
+    speed: float = 0.0  # [m/s]
+    behavior: str = "idm"
+    decel: float = 6.0  # [m/s^2]
+    duration_s: float = 2.0  # [s]
+    to_lateral_m: float = 0.0  # [m]
+
+    def validate(self) -> "AgentEvent":
+        if self.type not in EVENT_TYPES:
+            raise ValidationError(f"event type: {self.type!r} is not one of {', '.join(EVENT_TYPES)}")
+        if self.behavior not in BEHAVIORS:
+            raise ValidationError(f"event behavior: {self.behavior!r} is not one of {', '.join(BEHAVIORS)}")
+        for name in ("at_s", "ahead_m", "lateral_m", "speed", "decel", "duration_s", "to_lateral_m"):
+            if not np.isfinite(getattr(self, name)):
+                raise ValidationError(f"event {self.type}.{name}: must be finite, got {getattr(self, name)}")
+        for name in ("at_s", "speed"):
+            if getattr(self, name) < 0:
+                raise ValidationError(f"event {self.type}.{name}: must be >= 0, got {getattr(self, name)}")
+        for name in ("decel", "duration_s"):
+            if getattr(self, name) <= 0:
+                raise ValidationError(f"event {self.type}.{name}: must be > 0, got {getattr(self, name)}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -38,6 +94,9 @@ class WorldConfig:
         start_frame: logged frame the episode starts at.
         route_completion_margin: the route is complete this close to its end [m].
         offroad_tolerance: the ego footprint may leave the drivable area by this much [m].
+        route_lanes: map lane ids whose centrelines, joined, are the route (from the ego's start on); empty: the
+            logged ego path.
+        events: scripted agent events (scenarios).
     """
 
     dt: float = 0.1  # [s]
@@ -47,6 +106,8 @@ class WorldConfig:
     start_frame: int = 0
     route_completion_margin: float = 2.0  # [m]
     offroad_tolerance: float = 0.1  # [m]
+    route_lanes: tuple[str, ...] = ()
+    events: tuple[AgentEvent, ...] = ()
 
     def validate(self) -> "WorldConfig":
         if not (np.isfinite(self.dt) and self.dt > 0):
@@ -57,6 +118,10 @@ class WorldConfig:
         self.vehicle.validate()
         if self.start_frame < 0:
             raise ValidationError(f"WorldConfig.start_frame: must be >= 0, got {self.start_frame}")
+        for e in self.events:
+            if not isinstance(e, AgentEvent):
+                raise ValidationError(f"WorldConfig.events: expected AgentEvent items, got {type(e).__name__}")
+            e.validate()
         return self
 
     @classmethod
@@ -74,6 +139,10 @@ class WorldConfig:
                 if bad:
                     raise ValidationError(f"unknown {name} setting(s) {', '.join(bad)}")
                 values[name] = kind(**sub)
+        if "events" in values:
+            values["events"] = tuple(e if isinstance(e, AgentEvent) else AgentEvent(**e) for e in values["events"])
+        if "route_lanes" in values:
+            values["route_lanes"] = tuple(values["route_lanes"])
         return cls(**values).validate()
 
 
@@ -132,7 +201,11 @@ class World:
             raise ValidationError(f"WorldConfig.start_frame: {self.config.start_frame} leaves no logged frame to drive toward (scene has {T})")
         ego = np.asarray(log.ego_poses)
         self.t0_us = int(log.timestamps_us[0])
-        self.route = _extended_path(ego[self.config.start_frame:, :2, 3], extension=0.0)
+        start_xy = ego[self.config.start_frame, :2, 3]
+        if self.config.route_lanes:
+            self.route = _lane_route(log, self.config.route_lanes, start_xy)
+        else:
+            self.route = _extended_path(ego[self.config.start_frame:, :2, 3], extension=0.0)
         self.route_length = self.route.length
         self.sizes = np.asarray(log.objects.sizes)
         K = len(log.objects)
@@ -145,12 +218,92 @@ class World:
             travelled = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) if len(xy) > 1 else 0.0
             self.agent_moving[k] = travelled > MOVING_THRESHOLD and log.objects.categories[k].startswith("vehicle")
             self.agent_paths.append(_extended_path(xy, PATH_EXTENSION) if self.agent_moving[k] else None)
+        # scripted agents (scenario events): which agents are simulated along a path, and how
+        self.simulated = self.agent_moving.copy() if self.config.agents == "idm" else np.zeros(K, bool)
+        self.removed = np.zeros(K, bool)
+        self.inserted: dict[int, AgentEvent] = {}
+        self.brakes: dict[int, AgentEvent] = {}
+        self.cut_ins: dict[int, AgentEvent] = {}
+        self._route_path = PolylinePath(np.vstack([self.route.points, self.route.points[-1] + PATH_EXTENSION * (
+            self.route.points[-1] - self.route.points[-2]) / np.linalg.norm(self.route.points[-1] - self.route.points[-2])]))
+        self._resolve_events(log, P, V)
         self.drivable = None
         if log.map is not None:
             from shapely.prepared import prep
 
             area = log.map.drivable_area.buffer(self.config.offroad_tolerance)
             self.drivable = prep(area)
+
+    def _resolve_events(self, log: SceneLog, P: np.ndarray, V: np.ndarray) -> None:
+        ids = list(log.objects.instance_ids)
+        names: dict[str, int] = {}
+        used: set[int] = set()
+        start_xy = np.asarray(log.ego_poses[self.config.start_frame])[:2, 3]
+
+        def lookup(ref: str, event: AgentEvent) -> int:
+            if ref in names:
+                return names[ref]
+            if ref in ids:
+                return ids.index(ref)
+            known = sorted(names) + ids[:5] + (["..."] if len(ids) > 5 else [])
+            raise ScenarioError(f"event {event.type}: no agent {ref!r} in scene {log.name!r} (known: {', '.join(known)})")
+
+        for e in self.config.events:
+            if e.type == "insert":
+                if e.agent == "auto":
+                    # a parked vehicle far from the ego's start, so that moving it changes nothing the cameras see
+                    parked = [k for k in range(len(ids)) if not self.agent_moving[k] and k not in used
+                              and log.objects.categories[k].startswith("vehicle") and V[:, k].any()]
+                    if not parked:
+                        raise ScenarioError(f"event insert: scene {log.name!r} has no parked vehicle left to insert "
+                                            "(name one with agent: <instance id>)")
+                    dist = [np.linalg.norm(P[V[:, k], k, :2, 3].mean(0) - start_xy) for k in parked]
+                    k = parked[int(np.argmax(dist))]
+                else:
+                    k = lookup(e.agent, e)
+                if k in used:
+                    raise ScenarioError(f"event insert: agent {ids[k]!r} is already used by another event")
+                used.add(k)
+                self.inserted[k] = e
+                self.simulated[k] = True
+                self.agent_paths[k] = self._route_path
+                if e.name:
+                    if e.name in names:
+                        raise ScenarioError(f"event insert: name {e.name!r} is given twice")
+                    names[e.name] = k
+                continue
+            k = lookup(e.agent, e)
+            if e.type == "remove":
+                self.removed[k] = True
+                self.simulated[k] = False
+            elif e.type == "hard_brake":
+                if self.agent_paths[k] is None:
+                    raise ScenarioError(f"event hard_brake: agent {ids[k]!r} never moves in the log (insert it to script it)")
+                self.brakes[k] = e
+                self.simulated[k] = True
+            elif e.type == "cut_in":
+                if k not in self.inserted:
+                    raise ScenarioError(f"event cut_in: agent {ids[k]!r} must be inserted by an earlier insert event")
+                self.cut_ins[k] = e
+
+    def lateral_offset(self, k: int, time_s: float) -> tuple[float, float]:
+        """Offset [m] of inserted agent ``k`` to the left of the route at ``time_s`` [s], and its rate [m/s]
+        (a cosine blend during a cut-in)."""
+        ins = self.inserted.get(k)
+        if ins is None:
+            return 0.0, 0.0
+        cut = self.cut_ins.get(k)
+        t_rel = time_s - self.start_time_s
+        if cut is None or t_rel <= cut.at_s:
+            return ins.lateral_m, 0.0
+        u = min((t_rel - cut.at_s) / cut.duration_s, 1.0)
+        delta = cut.to_lateral_m - ins.lateral_m
+        rate = delta * 0.5 * np.pi * np.sin(np.pi * u) / cut.duration_s if u < 1.0 else 0.0
+        return ins.lateral_m + delta * 0.5 * (1.0 - np.cos(np.pi * u)), float(rate)
+
+    @property
+    def start_time_s(self) -> float:
+        return float(self.log.timestamps_us[self.config.start_frame] - self.t0_us) * 1e-6
 
     # ---- time and logged facts -------------------------------------------------------------------------------
     def log_time_us(self, time_s: float) -> float:
@@ -178,11 +331,18 @@ class World:
     def agent_poses(self, state: SimState) -> tuple[np.ndarray, np.ndarray]:
         """Agent poses (K, 4, 4) and validity (K,) in ``state`` (IDM agents at their simulated positions)."""
         poses, valid = self.logged_object_poses(state.time_s)
-        if self.config.agents == "idm":
-            for k in np.flatnonzero(self.agent_moving):
-                xy, yaw = self.agent_paths[k].interpolate(state.agent_s[k])
-                poses[k] = pose_xy_yaw(xy[0], xy[1], yaw, poses[k][2, 3])
-                valid[k] = True
+        for k in np.flatnonzero(self.simulated):
+            xy, yaw = self.agent_paths[k].interpolate(state.agent_s[k])
+            if k in self.inserted:
+                lat, rate = self.lateral_offset(k, state.time_s)
+                xy = xy + lat * np.array([-np.sin(yaw), np.cos(yaw)])
+                yaw = yaw + np.arctan2(rate, max(state.agent_speed[k], 1.0))
+                z = self.sizes[k, 2] / 2.0  # box centre above the (flat) ground [m]
+            else:
+                z = poses[k][2, 3]
+            poses[k] = pose_xy_yaw(xy[0], xy[1], yaw, z)
+            valid[k] = True
+        valid[self.removed] = False
         return poses, valid
 
     def ego_box(self, ego: EgoState):
@@ -206,6 +366,21 @@ def _extended_path(xy: np.ndarray, extension: float) -> PolylinePath:
         d = xy[-1] - xy[-2]
         xy = np.vstack([xy, xy[-1] + d / np.linalg.norm(d) * extension])
     return PolylinePath(xy)
+
+
+def _lane_route(log: SceneLog, lane_ids, start_xy) -> PolylinePath:
+    """The route along the named map lanes (centrelines joined in order), from the ego's start projection on."""
+    if log.map is None:
+        raise ScenarioError(f"route lanes: scene {log.name!r} has no map")
+    known = list(log.map.lane_ids)
+    missing = [lid for lid in lane_ids if lid not in known]
+    if missing:
+        raise ScenarioError(f"route lanes: {', '.join(map(repr, missing))} not in the map of scene {log.name!r}")
+    pts = np.concatenate([np.asarray(log.map.lanes[known.index(lid)].coords)[:, :2] for lid in lane_ids])
+    full = PolylinePath(pts)
+    s0 = float(full.project(np.asarray(start_xy)[None])[0][0])
+    s = np.concatenate([[s0], full.s[full.s > s0 + 0.05]])
+    return PolylinePath(full.interpolate(s)[0])
 
 
 def _box_polygon(cx, cy, yaw, length, width):
@@ -232,13 +407,17 @@ def reset(world: World, ego_offset=(0.0, 0.0, 0.0), speed: float | None = None) 
     K = len(log.objects)
     agent_s = np.zeros(K)
     agent_speed = np.zeros(K)
-    if cfg.agents == "idm":
-        poses, _ = world.logged_object_poses(time_s)
-        later, _ = world.logged_object_poses(time_s + cfg.dt)
-        for k in np.flatnonzero(world.agent_moving):
+    poses, _ = world.logged_object_poses(time_s)
+    later, _ = world.logged_object_poses(time_s + cfg.dt)
+    route_s = float(world.route.project([[ego.x, ego.y]])[0][0])
+    logged_start_s = float(world._route_path.project(log.ego_poses[f][:2, 3][None])[0][0])
+    for k in np.flatnonzero(world.simulated):
+        if k in world.inserted:
+            agent_s[k] = logged_start_s + world.inserted[k].ahead_m
+            agent_speed[k] = 0.0 if world.inserted[k].behavior == "stopped" else world.inserted[k].speed
+        else:
             agent_s[k] = world.agent_paths[k].project(poses[k, :2, 3][None])[0][0]
             agent_speed[k] = np.linalg.norm(later[k, :2, 3] - poses[k, :2, 3]) / cfg.dt
-    route_s = float(world.route.project([[ego.x, ego.y]])[0][0])
     return SimState(0, time_s, ego, agent_s, agent_speed, route_s, {})
 
 
@@ -248,8 +427,8 @@ def step(world: World, state: SimState, accel: float, steer: float) -> SimState:
     ego = bicycle_step(state.ego, accel, steer, cfg.dt, cfg.vehicle)
     time_s = state.time_s + cfg.dt
     agent_s, agent_speed = state.agent_s.copy(), state.agent_speed.copy()
-    if cfg.agents == "idm":
-        agent_s, agent_speed = _idm_update(world, state, ego)
+    if world.simulated.any():
+        agent_s, agent_speed = _agents_update(world, state)
     nxt = SimState(state.step + 1, time_s, ego, agent_s, agent_speed, state.route_s, {})
     # progress: projection onto the route, never jumping back more than the step could have moved
     s_new = float(world.route.project([[ego.x, ego.y]])[0][0])
@@ -258,7 +437,8 @@ def step(world: World, state: SimState, accel: float, steer: float) -> SimState:
     return replace(nxt, route_s=route_s, events=events)
 
 
-def _idm_update(world: World, state: SimState, ego_next: EgoState):
+def _agents_update(world: World, state: SimState):
+    """Advance the simulated agents one step: IDM, constant speed, stopped, or a scripted hard brake."""
     cfg = world.config
     poses, valid = world.agent_poses(state)
     v = cfg.vehicle
@@ -266,11 +446,26 @@ def _idm_update(world: World, state: SimState, ego_next: EgoState):
                        v.length, state.ego.speed, state.ego.yaw)
     agent_s, agent_speed = state.agent_s.copy(), state.agent_speed.copy()
     others = [(k, Obstacle((poses[k, 0, 3], poses[k, 1, 3]), world.sizes[k, 0],
-                           state.agent_speed[k] if world.agent_moving[k] else 0.0, yaw_of(poses[k]))) for k in np.flatnonzero(valid)]
-    for k in np.flatnonzero(world.agent_moving):
-        obstacles = [o for j, o in others if j != k] + [ego_obs]
-        gap, lead_speed = find_leaders(world.agent_paths[k], state.agent_s[k], world.sizes[k, 0], obstacles)
-        agent_s[k], agent_speed[k], _ = idm_step(state.agent_s[k], state.agent_speed[k], gap, lead_speed, cfg.dt, cfg.idm)
+                           state.agent_speed[k] if world.simulated[k] else 0.0, yaw_of(poses[k]))) for k in np.flatnonzero(valid)]
+    t_rel = state.time_s - world.start_time_s
+    for k in np.flatnonzero(world.simulated):
+        s0, v0 = state.agent_s[k], state.agent_speed[k]
+        brake = world.brakes.get(k)
+        behavior = world.inserted[k].behavior if k in world.inserted else "idm"
+        if brake is not None and t_rel + 1e-9 >= brake.at_s:
+            v1 = max(v0 - brake.decel * cfg.dt, 0.0)
+            agent_s[k], agent_speed[k] = s0 + (v0 + v1) / 2.0 * cfg.dt, v1
+        elif behavior == "stopped":
+            agent_speed[k] = 0.0
+        elif behavior == "constant":
+            agent_s[k] = s0 + v0 * cfg.dt
+        else:
+            obstacles = [o for j, o in others if j != k] + [ego_obs]
+            params = cfg.idm
+            if k in world.inserted and world.inserted[k].speed > 0:
+                params = replace(params, target_speed=world.inserted[k].speed)
+            gap, lead_speed = find_leaders(world.agent_paths[k], s0, world.sizes[k, 0], obstacles)
+            agent_s[k], agent_speed[k], _ = idm_step(s0, v0, gap, lead_speed, cfg.dt, params)
     return agent_s, agent_speed
 
 
