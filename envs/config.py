@@ -9,7 +9,8 @@ from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_positive
 
 ACTION_MODES = ("control", "trajectory")
-RENDERERS = ("point",)
+RENDERERS = ("point", "refined")
+REFINER_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -30,7 +31,14 @@ class EnvConfig:
         reward_progress: reward per metre of route progress [1/m].
         penalty_collision, penalty_offroad: subtracted on the terminating step.
         penalty_clipped: subtracted per out-of-range action component.
-        renderer: ``point`` (the z-buffered point renderer).
+        renderer: ``point`` (the z-buffered point renderer) or ``refined`` (point render, then the diffusion
+            refiner of ``refiner_path``; needs the ``diffusion`` extra).
+        refiner_path: refiner directory (``stag-sim refiner init`` / ``train-refiner``), for ``renderer="refined"``.
+        refine_every: refine every K-th step, forward-warp the last refined frames in between (1 = every step).
+        refiner_steps: sampler steps per refinement.
+        refiner_window: frames per refinement (the current render and up to window - 1 previous ones).
+        refiner_device: torch device of the refiner (``cpu``, ``cuda``, ``cuda:1``).
+        refiner_dtype: ``auto`` (float16 on CUDA, float32 on CPU), ``float32``, ``float16``, ``bfloat16``.
         voxel_size: static-cloud voxel edge for the 4D scene [m].
     """
 
@@ -50,6 +58,12 @@ class EnvConfig:
     penalty_offroad: float = 10.0
     penalty_clipped: float = 0.0
     renderer: str = "point"
+    refiner_path: str | None = None
+    refine_every: int = 1
+    refiner_steps: int = 4
+    refiner_window: int = 1
+    refiner_device: str = "cpu"
+    refiner_dtype: str = "auto"
     voxel_size: float = 0.2  # [m] 0.2 renders ~1.3 M points on the synthetic town; 0.05 is sharper and ~2x slower
 
     def validate(self) -> "EnvConfig":
@@ -62,6 +76,13 @@ class EnvConfig:
             raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
         if self.renderer not in RENDERERS:
             raise ValidationError(f"renderer: {self.renderer!r} is not one of {', '.join(RENDERERS)}")
+        if self.renderer == "refined" and not self.refiner_path:
+            raise ValidationError("refiner_path: required with renderer='refined' (create one: stag-sim refiner init --out DIR)")
+        for name in ("refine_every", "refiner_steps", "refiner_window"):
+            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
+                raise ValidationError(f"{name}: must be an int >= 1, got {getattr(self, name)!r}")
+        if self.refiner_dtype not in REFINER_DTYPES:
+            raise ValidationError(f"refiner_dtype: {self.refiner_dtype!r} is not one of {', '.join(REFINER_DTYPES)}")
         for name in ("num_route_points", "num_waypoints"):
             if int(getattr(self, name)) < 1:
                 raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")

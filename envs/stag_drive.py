@@ -63,6 +63,8 @@ class StagDriveEnv(gym.Env):
                  _scene_dir: Path | None = None, **kwargs: Any) -> None:
         if render_mode not in (None, "rgb_array"):
             raise ValidationError(f"render_mode: {render_mode!r} is not supported (use None or 'rgb_array')")
+        if isinstance(renderer, str):  # renderer="point" / "refined" is the setting; an object is an injected renderer
+            kwargs["renderer"], renderer = renderer, None
         self.scenario = None
         self._default_options: dict = {}
         if scenario is not None:
