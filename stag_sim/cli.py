@@ -171,6 +171,8 @@ def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path
 
 main.add_command(render)
 main.add_command(fidelity)
+from stag_sim.refiner.cli import refiner, train_refiner_cmd  # noqa: E402  (light: click only)
+main.add_command(refiner); main.add_command(train_refiner_cmd)  # noqa: E702
 
 if __name__ == "__main__":
     main()

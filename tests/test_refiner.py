@@ -290,3 +290,43 @@ def test_env_refined_settings_errors(saved):
     with pytest.raises(StagSimError, match="not a directory"):
         gym.make("StagDrive-v0", scene=log, image_size=(36, 64), voxel_size=0.25, renderer="refined",
                  refiner_path=str(saved / "missing"))
+
+
+def _fake_svd_dir(root):
+    """A tiny checkpoint laid out like diffusers' SVD: 8-channel UNet, temporal-decoder VAE, CLIP image encoder."""
+    from diffusers import AutoencoderKLTemporalDecoder, UNetSpatioTemporalConditionModel
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    from stag_sim.refiner.components import image_encoder_config, unet_config
+
+    torch.manual_seed(0)
+    UNetSpatioTemporalConditionModel(**unet_config("tiny", mask_channel=False)).save_pretrained(root / "unet")
+    AutoencoderKLTemporalDecoder(block_out_channels=(32, 32), down_block_types=("DownEncoderBlock2D",) * 2,
+                                 latent_channels=4, layers_per_block=1).save_pretrained(root / "vae")
+    CLIPVisionModelWithProjection(CLIPVisionConfig(**image_encoder_config("tiny"))).save_pretrained(root / "image_encoder")
+    return root
+
+
+def test_cli_init_tiny_and_from_svd(tmp_path):
+    from click.testing import CliRunner
+    from diffusers import UNetSpatioTemporalConditionModel
+
+    from stag_sim.cli import main
+
+    r = CliRunner().invoke(main, ["refiner", "init", "--size", "tiny", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 0, r.output
+    assert load_refiner(tmp_path / "t").unet.config.in_channels == 9
+    r = CliRunner().invoke(main, ["refiner", "init", "--size", "tiny", "--out", str(tmp_path / "t")])
+    assert r.exit_code == 1 and "already exists" in r.output
+    svd = _fake_svd_dir(tmp_path / "svd")
+    r = CliRunner().invoke(main, ["refiner", "init", "--from-svd", str(svd), "--out", str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    p = load_refiner(tmp_path / "s")
+    old = UNetSpatioTemporalConditionModel.from_pretrained(svd / "unet").conv_in.weight
+    w = p.unet.conv_in.weight
+    assert w.shape[1] == 9 and torch.equal(w[:, :8], old) and not w[:, 8].any()  # mask channel starts at zero
+    renders, masks, ref = inputs(f=3)
+    out = run(p, renders, masks, ref)  # the temporal-decoder VAE path
+    assert out.shape == renders.shape and out.dtype == np.uint8
+    r = CliRunner().invoke(main, ["refiner", "init", "--from-svd", str(tmp_path), "--out", str(tmp_path / "x")])
+    assert r.exit_code == 1 and "no unet/config.json" in r.output
