@@ -406,6 +406,8 @@ def _find_collisions(trace: EpisodeTrace) -> list[_Collision]:
     if ag.sizes.shape[0] == 0:
         return []
     hits = _overlaps(ego, ego.centre, ag, ag.xy, ag.valid)
+    if not hits.any():
+        return []
     offroad, _ = _offroad_steps(trace)
     classes = ag.classes
     out = []
