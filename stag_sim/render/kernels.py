@@ -25,7 +25,10 @@ from stag_sim.render.splat import EMPTY_KEY
 
 
 def _jit(**kw):
-    """``numba.njit(cache=True)``, falling back to no cache where no cache directory is writable."""
+    """``numba.njit(cache=True, error_model="numpy")`` (no zero-division checks: divisors are tested before), falling
+    back to no cache where no cache directory is writable."""
+    kw["error_model"] = "numpy"
+
     def deco(f):
         try:
             return numba.njit(cache=True, **kw)(f)
@@ -35,12 +38,16 @@ def _jit(**kw):
 
 
 @_jit(inline="always")
-def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off, wp, hp, zbuf, zf, zi):
+def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off, wp, hp, zbuf):
+    """Z-buffer points ``start:start + count`` of ``xyz`` (4, Q) / ``rgb`` (Q,) with the (12,) projection ``P``
+    (see :func:`stag_sim.render.splat.splat_keys`, whose float32 arithmetic this repeats). A point with a
+    footprint above one pixel writes only its 2 x 2 blocks: they always cover its own pixel (the padding keeps
+    clipped blocks out of view), so the level-0 write the numpy path also makes cannot change the composed image."""
     p00, p01, p02, p03 = P[0], P[1], P[2], P[3]
     p10, p11, p12, p13 = P[4], P[5], P[6], P[7]
     p20, p21, p22, p23 = P[8], P[9], P[10], P[11]
     one, half = np.float32(1.0), np.float32(0.5)
-    fwp, fhp = np.float32(wp), np.float32(hp)
+    fwp, fhp, mone = np.float32(wp), np.float32(hp), np.float32(-1.0)
     off0 = off[0]
     for q in range(start, start + count):
         x, y, z1 = xyz[0, q], xyz[1, q], xyz[2, q]
@@ -51,67 +58,89 @@ def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off
         iz = one / z
         u = (x * p00 + y * p01 + z1 * p02 + p03) * iz
         v = (x * p10 + y * p11 + z1 * p12 + p13) * iz
-        ui = min(max(np.int64(min(max(u, np.float32(-1.0)), fwp)), 0), wp - 1)
-        vi = min(max(np.int64(min(max(v, np.float32(-1.0)), fhp)), 0), hp - 1)
-        zf[0] = z
-        key = (np.int64(zi[0]) << 24) | np.int64(rgb[q])
-        pix = off0 + vi * wp + ui
-        if key < zbuf[pix]:
-            zbuf[pix] = key
-        if zz < zbig:  # footprint above one pixel: a 2 x 2 square of 2^j-pixel blocks at level j
+        key = (np.int64(np.float32(z).view(np.int32)) << 24) | np.int64(rgb[q])
+        if zz >= zbig:
+            ui = min(max(np.int64(min(max(u, np.float32(-1.0)), fwp)), 0), wp - 1)
+            vi = min(max(np.int64(min(max(v, np.float32(-1.0)), fhp)), 0), hp - 1)
+            pix = np.uint64(off0 + vi * wp + ui)
+            zbuf[pix] = min(key, zbuf[pix])
+        else:  # footprint above one pixel: a 2 x 2 square of 2^j-pixel blocks at level j
             yb = min(scale * iz, max_size) * half
             j = 0 if yb <= 1 else (1 if yb <= 2 else (2 if yb <= 4 else 3))
             b = one / np.float32(1 << j)
             w_l = wp >> j
-            ub = min(max(np.int64(np.floor(u * b - half)), 0), w_l - 2)
-            vb = min(max(np.int64(np.floor(v * b - half)), 0), (hp >> j) - 2)
-            base = off[j] + vb * w_l + ub
-            for dp in (0, 1, w_l, w_l + 1):
-                if key < zbuf[base + dp]:
-                    zbuf[base + dp] = key
+            ub = min(max(np.int64(np.floor(min(max(u * b - half, mone), fwp))), 0), w_l - 2)
+            vb = min(max(np.int64(np.floor(min(max(v * b - half, mone), fhp))), 0), (hp >> j) - 2)
+            base = np.uint64(off[j] + vb * w_l + ub)
+            zbuf[base] = min(key, zbuf[base])
+            zbuf[base + 1] = min(key, zbuf[base + 1])
+            b2 = base + np.uint64(w_l)
+            zbuf[b2] = min(key, zbuf[b2])
+            zbuf[b2 + 1] = min(key, zbuf[b2 + 1])
+
+
+@_jit(inline="always")
+def render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok, near,
+                  max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out):
+    """Camera i: clear its z-buffer levels, splat its items, compose the levels and decode into the outputs."""
+    H, W = valid_out.shape[1], valid_out.shape[2]
+    off = offsets[i]
+    for j in range(4):
+        zbuf[off[j]: off[j] + (hp >> j) * (wp >> j)] = EMPTY_KEY
+    for it in range(cam_ptr[i], cam_ptr[i + 1]):
+        pr = params[it_param[it]]  # P (12), scale, zbig
+        if it_src[it] == 0:
+            splat_range(sxyz, srgb, it_start[it], it_count[it], pr, pr[12], pr[13], zok, near, max_size, off, wp, hp,
+                        zbuf)
+        else:
+            splat_range(oxyz, orgb, it_start[it], it_count[it], pr, pr[12], pr[13], zok, near, max_size, off, wp, hp,
+                        zbuf)
+    for r in range(H):  # compose the levels (nearest upsampling, min) and decode
+        rr = r + pad
+        for c in range(W):
+            cc = c + pad
+            k = zbuf[off[0] + rr * wp + cc]
+            for j in range(1, 4):
+                k = min(k, zbuf[off[j] + (rr >> j) * (wp >> j) + (cc >> j)])
+            if k == EMPTY_KEY:
+                valid_out[i, r, c] = False
+                depth_out[i, r, c] = 0.0
+                rgb_out[i, r, c, 0] = 0
+                rgb_out[i, r, c, 1] = 0
+                rgb_out[i, r, c, 2] = 0
+            else:
+                valid_out[i, r, c] = True
+                depth_out[i, r, c] = np.int32(k >> 24).view(np.float32)
+                rgb_out[i, r, c, 0] = np.uint8((k >> 16) & 255)
+                rgb_out[i, r, c, 1] = np.uint8((k >> 8) & 255)
+                rgb_out[i, r, c, 2] = np.uint8(k & 255)
 
 
 @_jit(parallel=True)
-def render_keys(sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok, near,
-                max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out):
-    n, H, W = valid_out.shape
-    for i in prange(n):
-        off = offsets[i]
-        for j in range(4):
-            zbuf[off[j]: off[j] + (hp >> j) * (wp >> j)] = EMPTY_KEY
-        zf = np.empty(1, np.float32)
-        zi = zf.view(np.int32)
-        for it in range(cam_ptr[i], cam_ptr[i + 1]):
-            pr = params[it_param[it]]  # P (12), scale, zbig
-            if it_src[it] == 0:
-                splat_range(sxyz, srgb, it_start[it], it_count[it], pr, pr[12], pr[13], zok, near, max_size, off,
-                            wp, hp, zbuf, zf, zi)
-            else:
-                splat_range(oxyz, orgb, it_start[it], it_count[it], pr, pr[12], pr[13], zok, near, max_size, off,
-                            wp, hp, zbuf, zf, zi)
-        # compose the levels (nearest upsampling, min) and decode
-        for r in range(H):
-            rr = r + pad
-            for c in range(W):
-                cc = c + pad
-                k = zbuf[off[0] + rr * wp + cc]
-                for j in range(1, 4):
-                    k2 = zbuf[off[j] + (rr >> j) * (wp >> j) + (cc >> j)]
-                    if k2 < k:
-                        k = k2
-                if k == EMPTY_KEY:
-                    valid_out[i, r, c] = False
-                    depth_out[i, r, c] = 0.0
-                    rgb_out[i, r, c, 0] = 0
-                    rgb_out[i, r, c, 1] = 0
-                    rgb_out[i, r, c, 2] = 0
-                else:
-                    valid_out[i, r, c] = True
-                    zi[0] = np.int32(k >> 24)
-                    depth_out[i, r, c] = zf[0]
-                    rgb_out[i, r, c, 0] = np.uint8((k >> 16) & 255)
-                    rgb_out[i, r, c, 1] = np.uint8((k >> 8) & 255)
-                    rgb_out[i, r, c, 2] = np.uint8(k & 255)
+def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params,
+                zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out):
+    """Render all cameras: worker t (in parallel) does cameras ``sched_cams[sched_ptr[t]:sched_ptr[t + 1]]``
+    (see :func:`schedule`). Item k of camera i (``cam_ptr[i] <= k < cam_ptr[i + 1]``) is the point range
+    ``it_start[k]:+it_count[k]`` of the static (``it_src`` 0: ``sxyz``, ``srgb``) or object (1: ``oxyz``, ``orgb``)
+    cloud, drawn with ``params[it_param[k]]`` (12 projection entries, footprint scale, footprint z limit)."""
+    for t in prange(len(sched_ptr) - 1):
+        for s in range(sched_ptr[t], sched_ptr[t + 1]):
+            render_camera(sched_cams[s], sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param,
+                          params, zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out)
+
+
+def schedule(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Share cameras with estimated costs ``work`` (n,) among numba's threads, largest first to the least loaded
+    (deterministic). Returns (T + 1,) int64 pointers into (n,) int64 camera indices, thread by thread."""
+    T = max(1, min(numba.get_num_threads(), len(work)))
+    load = np.zeros(T)
+    lists: list[list[int]] = [[] for _ in range(T)]
+    for i in np.argsort(-np.asarray(work, np.float64), kind="stable").tolist():
+        t = int(np.argmin(load))
+        lists[t].append(i)
+        load[t] += work[i]
+    ptr = np.cumsum([0] + [len(x) for x in lists]).astype(np.int64)
+    return ptr, np.array([i for x in lists for i in x], np.int64)
 
 
 @_jit(inline="always")
@@ -121,17 +150,16 @@ def box_mean(src, w, f):
     h2, w2 = (h + f - 1) // f, (ww + f - 1) // f
     out = np.zeros((h2, w2, 3), np.float32)
     wo = np.zeros((h2, w2), np.float32)
-    cnt = np.zeros((h2, w2), np.float32)
     for r in range(h):
         for c in range(ww):
             r2, c2 = r // f, c // f
-            cnt[r2, c2] += 1
             wo[r2, c2] += w[r, c]
             for ch in range(3):
                 out[r2, c2, ch] += src[r, c, ch]
     for r in range(h2):
+        nr = min(f, h - r * f)
         for c in range(w2):
-            ic = np.float32(1.0) / cnt[r, c]
+            ic = np.float32(1.0) / np.float32(nr * min(f, ww - c * f))
             wo[r, c] *= ic
             for ch in range(3):
                 out[r, c, ch] *= ic
@@ -139,43 +167,36 @@ def box_mean(src, w, f):
 
 
 @_jit(inline="always")
-def up_bilinear(x, h, w):
-    """(h, w, 3) bilinear upsampling of (hh, ww, 3) ``x`` (pixel centres aligned, edges clamped)."""
-    hh, ww = x.shape[0], x.shape[1]
-    sy, sx = hh / h, ww / w
-    out = np.empty((h, w, 3), np.float32)
-    for r in range(h):
-        fy = (r + 0.5) * sy - 0.5
-        y0 = int(np.floor(fy))
-        ay = np.float32(fy - y0)
-        ya, yb = min(max(y0, 0), hh - 1), min(max(y0 + 1, 0), hh - 1)
-        for c in range(w):
-            fx = (c + 0.5) * sx - 0.5
-            x0 = int(np.floor(fx))
-            ax = np.float32(fx - x0)
-            xa, xb = min(max(x0, 0), ww - 1), min(max(x0 + 1, 0), ww - 1)
-            for ch in range(3):
-                top = x[ya, xa, ch] * (1 - ax) + x[ya, xb, ch] * ax
-                bot = x[yb, xa, ch] * (1 - ax) + x[yb, xb, ch] * ax
-                out[r, c, ch] = top * (1 - ay) + bot * ay
-    return out
+def bilinear_taps(n_out, n_in):
+    """Per output index of an (n_in -> n_out) resize with aligned pixel centres: the two input taps and the
+    weight of the second (edges clamped)."""
+    i0 = np.empty(n_out, np.int64)
+    i1 = np.empty(n_out, np.int64)
+    a = np.empty(n_out, np.float32)
+    s = n_in / n_out
+    for k in range(n_out):
+        f = (k + 0.5) * s - 0.5
+        fl = np.floor(f)
+        a[k] = f - fl
+        i0[k] = min(max(int(fl), 0), n_in - 1)
+        i1[k] = min(max(int(fl) + 1, 0), n_in - 1)
+    return i0, i1, a
+
+
+@_jit(inline="always")
+def sample(x, r0, r1, ay, c0, c1, ax, ch):
+    top = x[r0, c0, ch] * (1 - ax) + x[r0, c1, ch] * ax
+    bot = x[r1, c0, ch] * (1 - ax) + x[r1, c1, ch] * ax
+    return top * (1 - ay) + bot * ay
 
 
 @_jit(inline="always")
 def push_pull(rgb, known):
     """Push-pull fill of one (H, W, 3) uint8 image in place (the algorithm of
-    :func:`stag_sim.render.splat.push_pull_fill` on exact box means): ``known`` (H, W) bool marks the pixels
-    to keep; the others get the quarter-resolution result, upsampled bilinearly."""
+    :func:`stag_sim.render.splat.push_pull_fill` on exact box means): ``known`` (H, W) bool marks the pixels to
+    keep; the others get the quarter-resolution result, upsampled bilinearly."""
     H, W = known.shape
-    p0 = np.zeros((H, W, 3), np.float32)
-    w0 = np.zeros((H, W), np.float32)
-    for r in range(H):
-        for c in range(W):
-            if known[r, c]:
-                w0[r, c] = 1.0
-                for ch in range(3):
-                    p0[r, c, ch] = rgb[r, c, ch]
-    a, b = box_mean(p0, w0, 4)
+    a, b = box_mean(rgb, known, 4)  # premultiplied colour (rgb is 0 where not known) and coverage
     prem, wts = [a], [b]
     while min(wts[-1].shape[0], wts[-1].shape[1]) > 2:
         a, b = box_mean(prem[-1], wts[-1], 2)
@@ -197,24 +218,28 @@ def push_pull(rgb, known):
                     filled[r, c, ch] = top_p[r, c, ch] / top_w[r, c]
                 else:
                     filled[r, c, ch] = tot[ch] / max(tw, 1e-6)
-    for lvl in range(len(prem) - 2, -1, -1):
+    for lvl in range(len(prem) - 2, -1, -1):  # pull: blend each level's own colour with the coarser one
         wl, pl = wts[lvl], prem[lvl]
-        up = up_bilinear(filled, wl.shape[0], wl.shape[1])
-        for r in range(wl.shape[0]):
-            for c in range(wl.shape[1]):
+        h, w = wl.shape
+        r0, r1, ay = bilinear_taps(h, filled.shape[0])
+        c0, c1, ax = bilinear_taps(w, filled.shape[1])
+        up = np.empty((h, w, 3), np.float32)
+        for r in range(h):
+            for c in range(w):
                 al = min(wl[r, c] * np.float32(4.0), np.float32(1.0))
-                if al > 0:
-                    iw = np.float32(1.0) / wl[r, c]
-                    for ch in range(3):
-                        up[r, c, ch] = al * pl[r, c, ch] * iw + (1 - al) * up[r, c, ch]
+                iw = np.float32(1.0) / wl[r, c] if al > 0 else np.float32(0.0)
+                for ch in range(3):
+                    up[r, c, ch] = (al * pl[r, c, ch] * iw
+                                    + (1 - al) * sample(filled, r0[r], r1[r], ay[r], c0[c], c1[c], ax[c], ch))
         filled = up
-    full = up_bilinear(filled, H, W)
+    r0, r1, ay = bilinear_taps(H, filled.shape[0])
+    c0, c1, ax = bilinear_taps(W, filled.shape[1])
     for r in range(H):
         for c in range(W):
             if not known[r, c]:
                 for ch in range(3):
-                    rgb[r, c, ch] = np.uint8(min(max(full[r, c, ch] + np.float32(0.5), np.float32(0.0)),
-                                                 np.float32(255.0)))
+                    val = sample(filled, r0[r], r1[r], ay[r], c0[c], c1[c], ax[c], ch) + np.float32(0.5)
+                    rgb[r, c, ch] = np.uint8(min(max(val, np.float32(0.0)), np.float32(255.0)))
 
 
 @_jit(parallel=True)

@@ -149,6 +149,7 @@ class PointRenderer:
             self._obj_rgb = np.concatenate([c for _, c in flat]) if flat else np.zeros(0, np.int32)
             sizes = np.array([len(c) for _, c in flat], np.int64)
             self._obj_starts = (np.cumsum(sizes) - sizes).reshape(len(self._obj_points), self.config.lod_levels)
+            self._obj_sizes = sizes.reshape(self._obj_starts.shape)
 
     # --- inputs ------------------------------------------------------------------------------------------------
 
@@ -269,50 +270,61 @@ class PointRenderer:
         from stag_sim.render import kernels
 
         cfg, n, h, w = self.config, len(cams), cams.height, cams.width
-        params, src, starts, counts, pidx, per_cam = [], [], [], [], [], []
+        L = len(self.index.voxel_sizes)
+        # kernel parameters: camera i's static level l is row i * L + l, the drawn objects follow
+        Ts, Ks = [np.repeat(cams.T_cam_from_world, L, 0)], [np.repeat(cams.K, L, 0)]
+        vox = [np.tile(self.index.voxel_sizes, n)]
+        starts, counts, pidx, per_cam = [], [], [], np.zeros(n, np.int64)
+        n_obj = 0
         for i in range(n):
-            before = len(starts)
             for level, st, ct in ranges[i]:
-                pidx.append(np.full(len(st), len(params), np.int64))
-                params.append(self._splat_params(cams.T_cam_from_world[i], cams.K[i], layout,
-                                                 float(self.index.voxel_sizes[level])))
-                src.append(np.zeros(len(st), np.int64))
                 starts.append(st)
                 counts.append(ct)
-            for k, level, T in obj_sets[i]:
-                pidx.append(np.full(1, len(params), np.int64))
-                params.append(self._splat_params(T, cams.K[i], layout, float(self._obj_voxels[level])))
-                src.append(np.ones(1, np.int64))
-                starts.append(self._obj_starts[k, level: level + 1])
-                counts.append(np.array([len(self._obj_points[k][level][1])], np.int64))
-            per_cam.append(sum(len(a) for a in starts[before:]))
+                pidx.append(np.full(len(st), i * L + level, np.int64))
+                per_cam[i] += len(st)
+            if obj_sets[i]:
+                ks, lv, T = zip(*obj_sets[i])
+                ks, lv = np.array(ks), np.array(lv)
+                Ts.append(np.stack(T))
+                Ks.append(np.repeat(cams.K[i:i + 1], len(ks), 0))
+                vox.append(self._obj_voxels[lv])
+                starts.append(self._obj_starts[ks, lv])
+                counts.append(self._obj_sizes[ks, lv])
+                pidx.append(n * L + n_obj + np.arange(len(ks)))
+                n_obj += len(ks)
+                per_cam[i] += len(ks)
         cat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
+        pidx = cat(pidx)
+        params = self._splat_params(np.concatenate(Ts), np.concatenate(Ks), layout, np.concatenate(vox))
+        counts = cat(counts)
         cam_ptr = np.concatenate([[0], np.cumsum(per_cam)]).astype(np.int64)
-        params = np.stack(params) if params else np.zeros((0, 14), np.float32)
+        work = np.bincount(np.repeat(np.arange(n), per_cam), weights=counts, minlength=n)  # points per camera
         offsets = np.stack([layout.camera_offsets(i) for i in range(n)])
         rgb = np.empty((n, h, w, 3), np.uint8)
         depth = np.empty((n, h, w), np.float32)
         valid = np.empty((n, h, w), bool)
-        kernels.render_keys(self.index.xyz1, self.index.rgb, self._obj_xyz1, self._obj_rgb, cam_ptr, cat(src), cat(starts),
-                         cat(counts), cat(pidx), params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
-                         np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
-                         np.empty(layout.size, np.int64), rgb, depth, valid)
+        kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
+                            self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), cat(starts), counts, pidx, params,
+                            np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
+                            np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
+                            np.empty(layout.size, np.int64), rgb, depth, valid)
         if cfg.fill_holes and not valid.all():
             sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
-            kernels.fill_holes(rgb, valid, np.ascontiguousarray(poses[:, :3, :3], np.float32), cams.K.astype(np.float32),
-                            sky, sky_edges(SKY_BINS), self._sky is not None)
+            kernels.fill_holes(rgb, valid, np.ascontiguousarray(poses[:, :3, :3], np.float32),
+                               cams.K.astype(np.float32), sky, sky_edges(SKY_BINS), self._sky is not None)
         return RenderResult(rgb, depth, valid)
 
-    def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout, voxel: float) -> np.ndarray:
-        """(14,) float32 kernel parameters of one (camera, cloud): the (3, 4) projection (see
+    def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout, voxel: np.ndarray) -> np.ndarray:
+        """(m, 14) float32 kernel parameters of m (camera, cloud) pairs: the (3, 4) projection (see
         :func:`projection_matrix`), the footprint scale [px m] and the ``z - near`` [m] below which footprints
         exceed a pixel (-1: never); the same float32 values :func:`splat_keys` uses."""
         cfg = self.config
-        out = np.empty(14, np.float32)
-        out[:12] = projection_matrix(T_cam_from_src, K, layout.pad).ravel()
-        out[12] = voxel * K[0] * cfg.footprint_scale
-        z_big = min(voxel * float(K[0]) * cfg.footprint_scale, cfg.max_range)
-        out[13] = z_big - cfg.near if z_big > cfg.near else -1.0
+        out = np.empty((len(voxel), 14), np.float32)
+        out[:, :12] = projection_matrix(T_cam_from_src, K, layout.pad).reshape(-1, 12)
+        scale = voxel * K[:, 0] * cfg.footprint_scale
+        out[:, 12] = scale
+        z_big = np.minimum(voxel * K[:, 0] * cfg.footprint_scale, cfg.max_range)
+        out[:, 13] = np.where(z_big > cfg.near, z_big - cfg.near, -1.0)
         return out
 
     def _visible_objects(self, cams: CameraBatch, obj_poses, obj_mask, cull: bool) -> list[list[tuple[int, int, np.ndarray]]]:

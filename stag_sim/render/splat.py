@@ -290,12 +290,17 @@ class ZLayout:
 
 
 def projection_matrix(T_cam_from_src: np.ndarray, K: np.ndarray, pad: int) -> np.ndarray:
-    """(3, 4) float32 ``K' @ T[:3]``: source points (homogeneous) -> (u' z, v' z, z), where u' = u + pad + 0.5 and
-    v' = v + pad + 0.5 are padded pixel coordinates shifted by half a pixel, so that truncating u', v' to integers
-    rounds u, v to the nearest pixel."""
-    fx, fy, cx, cy = (float(k) for k in K)
-    Kp = np.array([[fx, 0.0, cx + pad + 0.5], [0.0, fy, cy + pad + 0.5], [0.0, 0.0, 1.0]])
-    return (Kp @ np.asarray(T_cam_from_src, np.float64)[:3]).astype(np.float32)
+    """(..., 3, 4) float32 ``K' @ T[:3]`` of (..., 4, 4) transforms and (..., 4) intrinsics: source points
+    (homogeneous) -> (u' z, v' z, z), where u' = u + pad + 0.5 and v' = v + pad + 0.5 are padded pixel coordinates
+    shifted by half a pixel, so that truncating u', v' to integers rounds u, v to the nearest pixel. Written out
+    (float64, then rounded once) so one camera or a batch gives the same bits in every backend."""
+    T = np.asarray(T_cam_from_src, np.float64)
+    K = np.asarray(K, np.float64)
+    out = np.empty(T.shape[:-2] + (3, 4), np.float64)
+    out[..., 0, :] = K[..., 0, None] * T[..., 0, :] + (K[..., 2, None] + pad + 0.5) * T[..., 2, :]
+    out[..., 1, :] = K[..., 1, None] * T[..., 1, :] + (K[..., 3, None] + pad + 0.5) * T[..., 2, :]
+    out[..., 2, :] = T[..., 2, :]
+    return out.astype(np.float32)
 
 
 def _f32_bits(x: float) -> np.uint32:
