@@ -26,7 +26,7 @@ CARLA_API: tuple[tuple[str | None, str], ...] = (
     ("ActorBlueprint", "id"), ("ActorBlueprint", "has_attribute"), ("ActorBlueprint", "set_attribute"),
     ("Actor", "id"), ("Actor", "type_id"), ("Actor", "attributes"), ("Actor", "bounding_box"),
     ("Actor", "get_transform"), ("Actor", "set_transform"), ("Actor", "get_velocity"),
-    ("Actor", "set_target_velocity"), ("Actor", "destroy"), ("Actor", "is_alive"),
+    ("Actor", "set_target_velocity"), ("Actor", "set_simulate_physics"), ("Actor", "destroy"), ("Actor", "is_alive"),
     ("Vehicle", "apply_control"), ("Vehicle", "set_autopilot"),
     ("Sensor", "listen"), ("Sensor", "stop"),
     ("Transform", "location"), ("Transform", "rotation"),

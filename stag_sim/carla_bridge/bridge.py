@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from stag_sim.carla_bridge.api import load_carla
-from stag_sim.carla_bridge.frames import Alignment, box_in_actor
+from stag_sim.carla_bridge.frames import Alignment, T_rh_from_carla_transform, box_in_actor
 from stag_sim.errors import BridgeError
 from stag_sim.geometry import check_positive, invert_transform, pose_xy_yaw
 
@@ -41,6 +41,17 @@ def parse_address(address: str) -> tuple[str, int]:
 
 def _first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [type(e).__name__])[0]
+
+
+def _attempt_all(steps) -> list[str]:
+    """Run every (description, callable) even when some fail (cleanup must go on); the failures, one line each."""
+    failures = []
+    for what, fn in steps:
+        try:
+            fn()
+        except Exception as e:  # noqa: BLE001
+            failures.append(f"{what}: {_first_line(e)}")
+    return failures
 
 
 @dataclass(frozen=True)
@@ -125,6 +136,7 @@ class CarlaBridge:
         self.alignment = Alignment.identity()
         self.ego = None
         self.T_actor_from_ego = np.eye(4)
+        self._ego_physics_changed = False
         self._saved_settings: tuple | None = None
         self._spawned: list = []  # actors this bridge created, destroyed in reverse order on close
         self._sensors: list = []
@@ -196,34 +208,35 @@ class CarlaBridge:
         if self._closed or self.world is None:
             return []
         self._closed = True
-        failures: list[str] = []
 
-        def attempt(what, fn, *args):
-            try:
-                fn(*args)
-            except Exception as e:  # noqa: BLE001 - cleanup must go on
-                failures.append(f"{what}: {_first_line(e)}")
+        def restore():
+            s = self.world.get_settings()
+            s.synchronous_mode, s.fixed_delta_seconds, s.no_rendering_mode = self._saved_settings
+            self.world.apply_settings(s)
 
-        for s in self._sensors:
-            attempt("stop sensor", s.stop)
-        for a in reversed(self._spawned):
-            attempt(f"destroy actor {getattr(a, 'id', '?')}", a.destroy)
-        self._spawned.clear()
-        self._sensors.clear()
-        self.ego = None
-        if self.tm is not None:
-            attempt("traffic manager", self.tm.set_synchronous_mode, False)
-        if self._saved_settings is not None:
-            def restore():
-                s = self.world.get_settings()
-                s.synchronous_mode, s.fixed_delta_seconds, s.no_rendering_mode = self._saved_settings
-                self.world.apply_settings(s)
-            attempt("restore world settings", restore)
+        failures = self.destroy_spawned()
+        failures += _attempt_all(([("traffic manager", lambda: self.tm.set_synchronous_mode(False))] if self.tm is not None else [])
+                                 + ([("restore world settings", restore)] if self._saved_settings is not None else []))
         if self._atexit:
             atexit.unregister(self.close)
             self._atexit = False
         if failures:
             warnings.warn(f"CarlaBridge.close at {self.address}: " + "; ".join(failures), RuntimeWarning, stacklevel=2)
+        return failures
+
+    def destroy_spawned(self) -> list[str]:
+        """Stop this bridge's sensors and destroy every actor it spawned (newest first); forget the ego. Returns
+        the failures (best effort: one failing actor does not keep the others alive)."""
+        steps = [("stop sensor", s.stop) for s in self._sensors]
+        if self.ego is not None and self.ego not in self._spawned and self._ego_physics_changed:
+            steps.append(("ego physics back on", lambda: self.ego.set_simulate_physics(True)))  # someone else's ego
+        steps += [(f"destroy actor {getattr(a, 'id', '?')}", a.destroy) for a in reversed(self._spawned)]
+        failures = _attempt_all(steps)
+        self._ego_physics_changed = False
+        self._spawned.clear()
+        self._sensors.clear()
+        self.ego = None
+        self.pop_events()
         return failures
 
     # ---- stepping ------------------------------------------------------------------------------------------
@@ -342,6 +355,14 @@ class CarlaBridge:
         """(4, 4) ``T_scene_from_ego`` (our ego frame: rear axle, x forward, y left)."""
         return self.alignment.scene_from_carla(*self.ego_carla_transform()) @ self.T_actor_from_ego
 
+    def align_ego_to(self, T_scene_from_ego) -> Alignment:
+        """Set :attr:`alignment` so the CARLA ego, where it stands now (heading only: its pitch and roll are
+        ignored), is at ``T_scene_from_ego`` in the scene (e.g. the log's start pose)."""
+        location, rotation = self.ego_carla_transform()
+        T_rh_from_ego = T_rh_from_carla_transform(location, (0.0, rotation[1], 0.0)) @ self.T_actor_from_ego
+        self.alignment = Alignment(np.asarray(T_scene_from_ego, np.float64) @ invert_transform(T_rh_from_ego)).validate()
+        return self.alignment
+
     def ego_velocity(self) -> np.ndarray:
         """(3,) ego velocity in the scene frame [m/s]."""
         return self.alignment.vector_to_scene(_vec(self._need_ego().get_velocity()))
@@ -360,6 +381,13 @@ class CarlaBridge:
         if velocity is not None:
             v = np.asarray(velocity, np.float64) @ np.asarray(self.alignment.T_scene_from_carla)[:3, :3]
             ego.set_target_velocity(self.carla.Vector3D(float(v[0]), float(-v[1]), float(v[2])))
+
+    def set_ego_physics(self, enabled: bool) -> None:
+        """Physics on (CARLA drives the ego) or off (kinematic: the ego goes exactly where :meth:`set_ego_pose`
+        puts it, as CARLA's own SUMO co-simulation does with mirrored vehicles). An attached ego gets physics back
+        on close."""
+        self._need_ego().set_simulate_physics(bool(enabled))
+        self._ego_physics_changed = self._ego_physics_changed or not enabled
 
     def apply_control(self, throttle: float, steer: float, brake: float) -> None:
         """CARLA ``VehicleControl`` on the ego: throttle, brake in [0, 1]; ``steer`` in [-1, 1], CARLA sign

@@ -5,7 +5,7 @@ attributes listed in :data:`stag_sim.carla_bridge.api.CARLA_API` (a test checks 
 installed ``carla``). Register a server with :meth:`StandinModule.serve` (host, port) -> :class:`World`; a client
 pointed anywhere else times out with the real client's RuntimeError message. Physics is a toy: vehicles under
 ``apply_control`` move as a bicycle in CARLA's left-handed numbers (positive steer turns right), autopilot
-vehicles drive straight at 5 m/s, and two vehicles closer than 2 m raise a collision event on the first
+vehicles drive straight at 5 m/s, vehicles without physics stay where they are put, and two vehicles closer than 2 m raise a collision event on the first
 vehicle's collision sensors. Underscore-prefixed members are stand-in internals (test hooks).
 """
 
@@ -131,6 +131,7 @@ class Actor:
         self._velocity = Vector3D()
         self._parent = parent
         self._alive = True
+        self._physics = True
 
     def get_transform(self) -> Transform:
         return Transform(Location(**vars(self._tf.location)), Rotation(**vars(self._tf.rotation)))
@@ -143,6 +144,9 @@ class Actor:
 
     def set_target_velocity(self, v: Vector3D) -> None:
         self._velocity = Vector3D(**vars(v))
+
+    def set_simulate_physics(self, enabled: bool = True) -> None:
+        self._physics = bool(enabled)
 
     def destroy(self) -> bool:
         if not self._alive:
@@ -165,10 +169,16 @@ class Vehicle(Actor):
     def apply_control(self, control: VehicleControl) -> None:
         self._control = control
 
+    def set_target_velocity(self, v: Vector3D) -> None:
+        super().set_target_velocity(v)
+        self._speed = math.hypot(v.x, v.y)
+
     def set_autopilot(self, enabled: bool = True, port: int = 8000) -> None:
         self._autopilot = bool(enabled)
 
     def _advance(self, dt: float) -> None:
+        if not self._physics:  # kinematic: stays where it was put
+            return
         c = self._control
         if self._autopilot:
             self._speed = 5.0

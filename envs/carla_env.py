@@ -1,0 +1,326 @@
+"""CARLA co-simulation env: CARLA runs the world (physics, traffic, scenario actors), StagDrive renders the cameras.
+
+Two modes (``cosim={"mode": ...}``):
+
+- ``carla_drives``: the env action becomes a ``carla.VehicleControl`` (throttle / brake / steer, normalised by the
+  ego's limits) on CARLA's ego; after ``world.tick()`` the ego pose is read back through the alignment.
+- ``stag_drives``: StagDrive's kinematic bicycle moves the ego, and the CARLA ego (physics off, as CARLA's own SUMO
+  co-simulation does with mirrored vehicles) is teleported to match, keeping CARLA's road height, with its velocity
+  mirrored, so CARLA's Traffic Manager and scenario actors react to it.
+
+In both, CARLA's other vehicles and walkers are drawn with the scene's object clouds (each CARLA actor near the ego
+borrows the free scene object of its category with the closest size, for as long as it stays in range) at their
+CARLA poses; the log's own agents are not drawn and not collided with (CARLA owns the traffic). A collision (it
+terminates the episode) is a hit on CARLA's collision sensor or our ego box overlapping a CARLA actor's box (a
+kinematic ego may not raise sensor hits); lane invasions (CARLA's sensor) are reported in ``info``; off-road and
+route progress are measured on the scene's map as in StagDrive-v0.
+
+The scene and CARLA's map are different places: the :class:`~stag_sim.carla_bridge.Alignment` puts the log's
+start pose on the CARLA ego's spawn point (or use ``cosim={"alignment": T_scene_from_carla}``). See docs/carla.md.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+import numpy as np
+
+from stag_sim.carla_bridge import Alignment, BridgeConfig, CarlaAgent, CarlaBridge, parse_address
+from stag_sim.carla_bridge.bridge import DEFAULT_EGO_FILTER, DEFAULT_TM_PORT
+from stag_sim.dynamics import EgoState, bicycle_step, wrap_angle
+from stag_sim.envs.stag_drive import StagDriveEnv
+from stag_sim.errors import BridgeError, ValidationError
+from stag_sim.geometry import pose_xy_yaw
+from stag_sim.world import SimState, World
+
+COSIM_MODES = ("carla_drives", "stag_drives")
+
+
+@dataclass(frozen=True)
+class CoSimConfig:
+    """How the env and CARLA share the episode.
+
+    Attributes:
+        mode: ``carla_drives`` or ``stag_drives`` (module docstring).
+        spawn_point: index of the CARLA map spawn point for the ego (ignored with ``attach_role_name``).
+        ego_filter: blueprint filter of the ego vehicle.
+        attach_role_name: use an existing vehicle with this ``role_name`` (e.g. scenario_runner's ``hero``)
+            instead of spawning one; it is never destroyed by StagDrive.
+        alignment: (4, 4) ``T_scene_from_carla`` (right-handed, see stag_sim.carla_bridge.frames); None: put the
+            log's start pose on the CARLA ego where it stands after ``settle_ticks``.
+        num_traffic: Traffic-Manager vehicles spawned at random spawn points each episode (from the env's seed).
+        settle_ticks: ticks after spawning so the ego drops onto CARLA's road before the episode starts.
+        match_range: CARLA actors within this distance of the ego are drawn [m].
+        tm_port: Traffic Manager port.
+        timeout: client timeout [s].
+        no_rendering: switch CARLA's own rendering off (StagDrive renders the cameras).
+    """
+
+    mode: str = "stag_drives"
+    spawn_point: int = 0
+    ego_filter: str = DEFAULT_EGO_FILTER
+    attach_role_name: str | None = None
+    alignment: Any = None
+    num_traffic: int = 0
+    settle_ticks: int = 5
+    match_range: float = 80.0  # [m]
+    tm_port: int = DEFAULT_TM_PORT
+    timeout: float = 10.0  # [s]
+    no_rendering: bool = False
+
+    def validate(self) -> "CoSimConfig":
+        if self.mode not in COSIM_MODES:
+            raise ValidationError(f"cosim.mode: {self.mode!r} is not one of {', '.join(COSIM_MODES)}")
+        for name in ("num_traffic", "settle_ticks", "spawn_point"):
+            if int(getattr(self, name)) < 0:
+                raise ValidationError(f"cosim.{name}: must be >= 0, got {getattr(self, name)}")
+        if not self.match_range > 0:
+            raise ValidationError(f"cosim.match_range: must be > 0 m, got {self.match_range}")
+        if self.alignment is not None:
+            Alignment(np.asarray(self.alignment, np.float64)).validate()
+        return self
+
+    @classmethod
+    def from_value(cls, value) -> "CoSimConfig":
+        if isinstance(value, cls):
+            return value.validate()
+        values = dict(value or {})
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValidationError(f"unknown cosim setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        return cls(**values).validate()
+
+
+def _footprint(agent: CarlaAgent):
+    """Shapely polygon of a CARLA actor's box seen from above [m]."""
+    from shapely.geometry import Polygon
+
+    half = agent.size[:2] / 2.0
+    corners = np.array([[1, 1], [-1, 1], [-1, -1], [1, -1]]) * half
+    T = agent.T_scene_from_box
+    return Polygon(corners @ T[:2, :2].T + T[:2, 3])
+
+
+def _category_kind(category: str) -> str:
+    """``vehicle`` / ``pedestrian`` / other, for nuScenes-style scene categories."""
+    if category.startswith("vehicle"):
+        return "vehicle"
+    if category.startswith("human") or "pedestrian" in category:
+        return "pedestrian"
+    return "other"
+
+
+class _CoSimWorld(World):
+    """The episode's :class:`~stag_sim.world.World` whose agents are CARLA's actors: :meth:`agent_poses` returns
+    the scene-object poses where CARLA last put them (set by the env after each tick), whatever ``state`` is."""
+
+    @classmethod
+    def around(cls, world: World) -> "_CoSimWorld":
+        w = cls.__new__(cls)
+        w.__dict__.update(world.__dict__)
+        K = len(world.log.objects)
+        w.carla_poses = (np.tile(np.eye(4), (K, 1, 1)), np.zeros(K, bool))
+        return w
+
+    def agent_poses(self, state: SimState) -> tuple[np.ndarray, np.ndarray]:
+        return self.carla_poses[0].copy(), self.carla_poses[1].copy()
+
+
+class CarlaCoSimEnv(StagDriveEnv):
+    """StagDrive-v0 with CARLA as the world (module docstring). Same spaces, reward and info as
+    :class:`~stag_sim.envs.stag_drive.StagDriveEnv`, plus ``info["carla"]`` (frame, collisions, lane invasions,
+    agents drawn / not drawn) and ``info["lane_invasion"]``.
+
+    Args:
+        carla: ``"HOST:PORT"`` or a connected/unconnected :class:`CarlaBridge` (then the caller owns and closes it;
+            its ``dt`` must equal the env step).
+        cosim: :class:`CoSimConfig` or a dict of its fields.
+        carla_module: the ``carla`` module (tests pass the offline stand-in); default the real client.
+        **kwargs: everything :class:`StagDriveEnv` accepts (scene, render_mode, renderer, settings).
+
+    Reset options (besides StagDrive-v0's): ``carla_actors``: a list of ``{"type_filter": "vehicle.*",
+    "pose": (4, 4) T_scene_from_actor, "autopilot": False}`` spawned in CARLA for this episode.
+    """
+
+    def __init__(self, carla: str | CarlaBridge = "127.0.0.1:2000", cosim=None, carla_module=None, **kwargs: Any) -> None:
+        self.cosim = CoSimConfig.from_value(cosim)
+        self.bridge = None
+        super().__init__(**kwargs)
+        dt = self.world.config.dt
+        if isinstance(carla, CarlaBridge):
+            if not np.isclose(carla.config.dt, dt):
+                raise BridgeError(f"CarlaCoSimEnv: the bridge steps {carla.config.dt} s but the env steps {dt} s")
+            self.bridge, self._owns_bridge = carla, False
+        else:
+            host, port = parse_address(carla)
+            c = self.cosim
+            self.bridge = CarlaBridge(BridgeConfig(host=host, port=port, timeout=c.timeout, dt=dt, tm_port=c.tm_port,
+                                                   no_rendering=c.no_rendering), carla_module=carla_module)
+            self._owns_bridge = True
+        if self.bridge.world is None:
+            self.bridge.connect()
+        K = len(self.log.objects)
+        self._kinds = [_category_kind(c) for c in self.log.objects.categories]
+        self._sizes = np.asarray(self.log.objects.sizes, np.float64).reshape(K, 3)
+        self._assigned: dict[int, int] = {}  # CARLA actor id -> scene object index
+        self.world = _CoSimWorld.around(self.world)  # the parent's observation and BEV then draw CARLA's actors
+        self._carla_info: dict = {}
+
+    # ---- episode -----------------------------------------------------------------------------------------------
+    def _reset_state(self, options: dict | None) -> dict:
+        options = dict(options or {})
+        actors = options.pop("carla_actors", [])
+        super()._reset_state(options)
+        b, c = self.bridge, self.cosim
+        b.destroy_spawned()
+        veh = self.world.config.vehicle
+        if c.attach_role_name:
+            b.attach_ego(c.attach_role_name, rear_axle_to_centre=veh.centre_offset)
+        elif c.alignment is None:
+            b.spawn_ego(c.spawn_point, c.ego_filter, rear_axle_to_centre=veh.centre_offset)
+        else:
+            b.alignment = Alignment(np.asarray(c.alignment, np.float64)).validate()
+            loc, rot = b.alignment.carla_from_scene(self._start_pose() @ pose_xy_yaw(veh.centre_offset, 0.0, 0.0))
+            b.spawn_ego((loc + [0.0, 0.0, 0.5], rot), c.ego_filter, rear_axle_to_centre=veh.centre_offset)
+        for _ in range(c.settle_ticks):
+            b.tick()
+        if c.alignment is None:
+            b.align_ego_to(self._start_pose())
+        b.set_ego_physics(c.mode == "carla_drives")
+        rng = np.random.default_rng(self.np_random.integers(2**63))
+        if c.num_traffic:
+            b.spawn_traffic(c.num_traffic, rng)
+        for spec in actors:
+            spec = dict(spec)
+            bad = sorted(set(spec) - {"type_filter", "pose", "autopilot"})
+            if bad or "pose" not in spec:
+                raise ValidationError(f"reset option carla_actors: each needs 'pose' (+ 'type_filter', 'autopilot'), got keys {sorted(spec)}")
+            b.spawn_actor(spec.get("type_filter", "vehicle.*"), spec["pose"], bool(spec.get("autopilot", False)), rng=rng)
+        e = self._state.ego
+        b.set_ego_pose(e.pose(), velocity=self._velocity(e))
+        frame = b.tick()
+        if c.mode == "carla_drives":
+            self._state = replace(self._state, ego=replace(self._ego_from_carla(e, e.steer), accel=0.0, yaw_rate=0.0))
+        b.pop_events()  # spawning and settling are not the policy's fault
+        self._assigned = {}
+        self._update_agents(frame, b.agents(), [], [])
+        return self._info(self._state, None)
+
+    def _start_pose(self) -> np.ndarray:
+        """The log's start ego pose (with its ground height) in the scene frame."""
+        return np.asarray(self.log.ego_poses[self.world.config.start_frame], np.float64)
+
+    @staticmethod
+    def _velocity(ego: EgoState) -> np.ndarray:
+        return np.array([ego.speed * np.cos(ego.yaw), ego.speed * np.sin(ego.yaw), 0.0])
+
+    def _ego_from_carla(self, prev: EgoState, steer: float) -> EgoState:
+        T = self.bridge.ego_pose()
+        ego = EgoState.from_pose(T)
+        speed = max(0.0, float(self.bridge.ego_velocity() @ T[:3, 0]))
+        dt = self.world.config.dt
+        return replace(ego, speed=speed, accel=(speed - prev.speed) / dt, steer=float(steer),
+                       yaw_rate=float(wrap_angle(ego.yaw - prev.yaw)) / dt)
+
+    def _step_state(self, action) -> tuple[float, bool, bool, dict]:
+        if self._state is None:
+            raise ValidationError("step() called before reset()")
+        accel, steer, n_clipped = self._to_controls(action)
+        self._clipped += n_clipped
+        prev, b, veh = self._state, self.bridge, self.world.config.vehicle
+        if self.cosim.mode == "stag_drives":
+            ego = bicycle_step(prev.ego, accel, steer, self.world.config.dt, veh)
+            b.set_ego_pose(ego.pose(), velocity=self._velocity(ego))
+            frame = b.tick()
+        else:  # CARLA's steer is positive to the right: the opposite of our (counter-clockwise) steering angle
+            b.apply_control(throttle=max(accel, 0.0) / veh.max_accel, steer=-steer / veh.max_steer,
+                            brake=max(-accel, 0.0) / veh.max_decel)
+            frame = b.tick()
+            ego = self._ego_from_carla(prev.ego, float(np.clip(steer, -veh.max_steer, veh.max_steer)))
+        events, agents = b.pop_events(), b.agents()
+        self._state = self._advance(prev, ego, events.collisions, agents)
+        self._trail.append((ego.x, ego.y))
+        self._update_agents(frame, agents, events.collisions, events.lane_invasions)
+        ev = self._state.events
+        reason = "collision" if ev["collision"] else "offroad" if ev["offroad"] else "route_completed" if ev["route_completed"] else None
+        terminated = reason is not None
+        truncated = not terminated and self._state.step >= self.max_steps
+        progress = self._state.route_s - prev.route_s
+        cfg = self.config
+        terms = {"progress": cfg.reward_progress * progress, "collision": -cfg.penalty_collision * ev["collision"],
+                 "offroad": -cfg.penalty_offroad * ev["offroad"], "clipped": -cfg.penalty_clipped * n_clipped}
+        info = self._info(self._state, reason or ("truncated" if truncated else None))
+        info["progress"] = float(progress)
+        info["reward_terms"] = {k: float(v) for k, v in terms.items()}
+        return float(sum(terms.values())), terminated, truncated, info
+
+    def _advance(self, prev: SimState, ego: EgoState, collisions: list[dict], agents: list[CarlaAgent]) -> SimState:
+        """The next state around a given ego: route progress (as stag_sim.world.step), events from the scene map
+        (off-road, route completion), and collisions: CARLA's collision sensor or our ego box overlapping a CARLA
+        actor's box (a kinematic, mirrored ego may not raise sensor hits)."""
+        w = self.world
+        s_new = float(w.route.project([[ego.x, ego.y]])[0][0])
+        reach = 5.0 + w.config.vehicle.max_speed * w.config.dt
+        route_s = max(prev.route_s, s_new) if abs(s_new - prev.route_s) < reach else prev.route_s
+        ego_box = w.ego_box(ego)
+        offroad = w.drivable is not None and not w.drivable.contains(ego_box)
+        hits = {f"carla:{c['other_id']}:{c['other_type']}" for c in collisions}
+        hits |= {f"carla:{a.actor_id}:{a.type_id}" for a in agents if _footprint(a).intersects(ego_box)}
+        hits = sorted(hits)
+        events = {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad),
+                  "route_completed": bool(route_s >= w.route_length - w.config.route_completion_margin)}
+        return SimState(prev.step + 1, prev.time_s + w.config.dt, ego, prev.agent_s, prev.agent_speed, route_s, events)
+
+    def _info(self, state, reason) -> dict:
+        info = super()._info(state, reason)
+        info["carla"] = dict(self._carla_info)
+        info["lane_invasion"] = bool(self._carla_info.get("lane_invasions"))
+        return info
+
+    # ---- CARLA actors -> scene object clouds -------------------------------------------------------------------
+    def _update_agents(self, frame: int, agents: list[CarlaAgent], collisions: list, lane_invasions: list) -> None:
+        """Place the scene's object clouds at CARLA's actors' poses (stable assignment)."""
+        ego_xy = np.array([self._state.ego.x, self._state.ego.y])
+        agents = [a for a in agents
+                  if np.linalg.norm(a.T_scene_from_box[:2, 3] - ego_xy) <= self.cosim.match_range]
+        agents.sort(key=lambda a: (float(np.linalg.norm(a.T_scene_from_box[:2, 3] - ego_xy)), a.actor_id))
+        present = {a.actor_id for a in agents}
+        self._assigned = {i: k for i, k in self._assigned.items() if i in present}
+        free = set(range(len(self._kinds))) - set(self._assigned.values())
+        poses = np.tile(np.eye(4), (len(self._kinds), 1, 1))
+        valid = np.zeros(len(self._kinds), bool)
+        drawn = []
+        for a in agents:
+            k = self._assigned.get(a.actor_id)
+            if k is None:
+                candidates = [j for j in sorted(free) if self._kinds[j] == a.category]
+                if not candidates:
+                    continue
+                k = min(candidates, key=lambda j: float(np.abs(np.log(self._sizes[j] / np.maximum(a.size, 1e-3))).sum()))
+                free.discard(k)
+                self._assigned[a.actor_id] = k
+            poses[k], valid[k] = a.T_scene_from_box, True
+            drawn.append(a.actor_id)
+        self.world.carla_poses = (poses, valid)
+        self._carla_info = {"frame": int(frame), "mode": self.cosim.mode, "collisions": list(collisions),
+                            "lane_invasions": list(lane_invasions), "agents_drawn": drawn,
+                            "agents_not_drawn": sorted(present - set(drawn)),
+                            "assignment": {int(i): self.log.objects.instance_ids[k] for i, k in self._assigned.items()}}
+
+    def agent_poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """(K, 4, 4) scene-object poses (scene object order) and (K,) validity: where CARLA's actors are drawn."""
+        return self.world.agent_poses(self._state)
+
+    def close(self) -> None:
+        if self.bridge is not None and getattr(self, "_owns_bridge", False):
+            self.bridge.close()
+        super().close()
+
+
+def make_carla_env(address: str, cosim=None, carla_module=None, **env_kwargs: Any) -> CarlaCoSimEnv:
+    """The env ``stag-sim eval --carla HOST:PORT`` runs: a :class:`CarlaCoSimEnv` connected to ``address``.
+
+    Raises one :class:`~stag_sim.errors.BridgeError` line when no server answers within ``cosim["timeout"]``."""
+    return CarlaCoSimEnv(carla=address, cosim=cosim, carla_module=carla_module, **env_kwargs)
