@@ -50,7 +50,7 @@ class CoSimConfig:
         alignment: (4, 4) ``T_scene_from_carla`` (right-handed, see stag_sim.carla_bridge.frames); None: put the
             log's start pose on the CARLA ego where it stands after ``settle_ticks``.
         num_traffic: Traffic-Manager vehicles spawned at random spawn points each episode (from the env's seed).
-        settle_ticks: ticks after spawning so the ego drops onto CARLA's road before the episode starts.
+        settle_ticks: ticks (>= 1) after spawning so the ego drops onto CARLA's road before the episode starts.
         match_range: CARLA actors within this distance of the ego are drawn [m].
         tm_port: Traffic Manager port.
         timeout: client timeout [s].
@@ -72,9 +72,11 @@ class CoSimConfig:
     def validate(self) -> "CoSimConfig":
         if self.mode not in COSIM_MODES:
             raise ValidationError(f"cosim.mode: {self.mode!r} is not one of {', '.join(COSIM_MODES)}")
-        for name in ("num_traffic", "settle_ticks", "spawn_point"):
+        for name in ("num_traffic", "spawn_point"):
             if int(getattr(self, name)) < 0:
                 raise ValidationError(f"cosim.{name}: must be >= 0, got {getattr(self, name)}")
+        if int(self.settle_ticks) < 1:  # a freshly spawned actor has no pose on the client before one tick
+            raise ValidationError(f"cosim.settle_ticks: must be >= 1, got {self.settle_ticks}")
         if not self.match_range > 0:
             raise ValidationError(f"cosim.match_range: must be > 0 m, got {self.match_range}")
         if self.alignment is not None:
@@ -130,8 +132,12 @@ class _CoSimWorld(World):
 
 class CarlaCoSimEnv(StagDriveEnv):
     """StagDrive-v0 with CARLA as the world (module docstring). Same spaces, reward and info as
-    :class:`~stag_sim.envs.stag_drive.StagDriveEnv`, plus ``info["carla"]`` (frame, collisions, lane invasions,
-    agents drawn / not drawn) and ``info["lane_invasion"]``.
+    :class:`~stag_sim.envs.stag_drive.StagDriveEnv`, plus ``info["lane_invasion"]`` and ``info["carla"]``: ``mode``,
+    ``collisions`` [{with, type, impulse [N s]}], ``lane_invasions`` [[marking types]], ``agents_drawn`` /
+    ``agents_not_drawn`` and ``assignment`` {actor: scene instance id}. CARLA actors are named by episode-local
+    labels (``carla-0``, ``carla-1``, ... in order of first sight) so the same seed gives the same info on a
+    server whose frame counter and actor ids keep growing; :attr:`carla_actor_ids` maps labels to CARLA actor ids
+    and :attr:`carla_frame` is the server frame of the last tick.
 
     Args:
         carla: ``"HOST:PORT"`` or a connected/unconnected :class:`CarlaBridge` (then the caller owns and closes it;
@@ -165,6 +171,9 @@ class CarlaCoSimEnv(StagDriveEnv):
         self._kinds = [_category_kind(c) for c in self.log.objects.categories]
         self._sizes = np.asarray(self.log.objects.sizes, np.float64).reshape(K, 3)
         self._assigned: dict[int, int] = {}  # CARLA actor id -> scene object index
+        self.carla_actor_ids: dict[str, int] = {}  # episode label -> CARLA actor id
+        self._labels: dict[int, str] = {}
+        self.carla_frame = -1
         self.world = _CoSimWorld.around(self.world)  # the parent's observation and BEV then draw CARLA's actors
         self._carla_info: dict = {}
 
@@ -200,12 +209,12 @@ class CarlaCoSimEnv(StagDriveEnv):
             b.spawn_actor(spec.get("type_filter", "vehicle.*"), spec["pose"], bool(spec.get("autopilot", False)), rng=rng)
         e = self._state.ego
         b.set_ego_pose(e.pose(), velocity=self._velocity(e))
-        frame = b.tick()
+        self.carla_frame = b.tick()
         if c.mode == "carla_drives":
             self._state = replace(self._state, ego=replace(self._ego_from_carla(e, e.steer), accel=0.0, yaw_rate=0.0))
         b.pop_events()  # spawning and settling are not the policy's fault
-        self._assigned = {}
-        self._update_agents(frame, b.agents(), [], [])
+        self._assigned, self._labels, self.carla_actor_ids = {}, {}, {}
+        self._update_agents(b.agents(), [], [])
         return self._info(self._state, None)
 
     def _start_pose(self) -> np.ndarray:
@@ -233,16 +242,16 @@ class CarlaCoSimEnv(StagDriveEnv):
         if self.cosim.mode == "stag_drives":
             ego = bicycle_step(prev.ego, accel, steer, self.world.config.dt, veh)
             b.set_ego_pose(ego.pose(), velocity=self._velocity(ego))
-            frame = b.tick()
+            self.carla_frame = b.tick()
         else:  # CARLA's steer is positive to the right: the opposite of our (counter-clockwise) steering angle
             b.apply_control(throttle=max(accel, 0.0) / veh.max_accel, steer=-steer / veh.max_steer,
                             brake=max(-accel, 0.0) / veh.max_decel)
-            frame = b.tick()
+            self.carla_frame = b.tick()
             ego = self._ego_from_carla(prev.ego, float(np.clip(steer, -veh.max_steer, veh.max_steer)))
         events, agents = b.pop_events(), b.agents()
         self._state = self._advance(prev, ego, events.collisions, agents)
         self._trail.append((ego.x, ego.y))
-        self._update_agents(frame, agents, events.collisions, events.lane_invasions)
+        self._update_agents(agents, events.collisions, events.lane_invasions)
         ev = self._state.events
         reason = "collision" if ev["collision"] else "offroad" if ev["offroad"] else "route_completed" if ev["route_completed"] else None
         terminated = reason is not None
@@ -266,8 +275,8 @@ class CarlaCoSimEnv(StagDriveEnv):
         route_s = max(prev.route_s, s_new) if abs(s_new - prev.route_s) < reach else prev.route_s
         ego_box = w.ego_box(ego)
         offroad = w.drivable is not None and not w.drivable.contains(ego_box)
-        hits = {f"carla:{c['other_id']}:{c['other_type']}" for c in collisions}
-        hits |= {f"carla:{a.actor_id}:{a.type_id}" for a in agents if _footprint(a).intersects(ego_box)}
+        hits = {f"{self._label(c['other_id'])}:{c['other_type']}" for c in collisions}
+        hits |= {f"{self._label(a.actor_id)}:{a.type_id}" for a in agents if _footprint(a).intersects(ego_box)}
         hits = sorted(hits)
         events = {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad),
                   "route_completed": bool(route_s >= w.route_length - w.config.route_completion_margin)}
@@ -280,13 +289,26 @@ class CarlaCoSimEnv(StagDriveEnv):
         return info
 
     # ---- CARLA actors -> scene object clouds -------------------------------------------------------------------
-    def _update_agents(self, frame: int, agents: list[CarlaAgent], collisions: list, lane_invasions: list) -> None:
+    def _label(self, actor_id: int) -> str:
+        """The episode-local name of a CARLA actor (``carla-<n>`` in order of first sight; ``carla-static`` for
+        the map itself, actor id 0 or less)."""
+        if actor_id <= 0:
+            return "carla-static"
+        if actor_id not in self._labels:
+            self._labels[actor_id] = f"carla-{len(self._labels)}"
+            self.carla_actor_ids[self._labels[actor_id]] = int(actor_id)
+        return self._labels[actor_id]
+
+    def _update_agents(self, agents: list[CarlaAgent], collisions: list, lane_invasions: list) -> None:
         """Place the scene's object clouds at CARLA's actors' poses (stable assignment)."""
         ego_xy = np.array([self._state.ego.x, self._state.ego.y])
         agents = [a for a in agents
                   if np.linalg.norm(a.T_scene_from_box[:2, 3] - ego_xy) <= self.cosim.match_range]
         agents.sort(key=lambda a: (float(np.linalg.norm(a.T_scene_from_box[:2, 3] - ego_xy)), a.actor_id))
         present = {a.actor_id for a in agents}
+        names = self._label
+        for a in agents:
+            names(a.actor_id)  # labels in order of first sight (nearest first)
         self._assigned = {i: k for i, k in self._assigned.items() if i in present}
         free = set(range(len(self._kinds))) - set(self._assigned.values())
         poses = np.tile(np.eye(4), (len(self._kinds), 1, 1))
@@ -304,10 +326,14 @@ class CarlaCoSimEnv(StagDriveEnv):
             poses[k], valid[k] = a.T_scene_from_box, True
             drawn.append(a.actor_id)
         self.world.carla_poses = (poses, valid)
-        self._carla_info = {"frame": int(frame), "mode": self.cosim.mode, "collisions": list(collisions),
-                            "lane_invasions": list(lane_invasions), "agents_drawn": drawn,
-                            "agents_not_drawn": sorted(present - set(drawn)),
-                            "assignment": {int(i): self.log.objects.instance_ids[k] for i, k in self._assigned.items()}}
+        self._carla_info = {
+            "mode": self.cosim.mode,
+            "collisions": [{"with": names(c["other_id"]), "type": c["other_type"], "impulse": c["impulse"]} for c in collisions],
+            "lane_invasions": [e["markings"] for e in lane_invasions],
+            "agents_drawn": [names(i) for i in drawn],
+            "agents_not_drawn": [names(i) for i in sorted(present - set(drawn))],
+            "assignment": {names(i): self.log.objects.instance_ids[k] for i, k in sorted(self._assigned.items())},
+        }
 
     def agent_poses(self) -> tuple[np.ndarray, np.ndarray]:
         """(K, 4, 4) scene-object poses (scene object order) and (K,) validity: where CARLA's actors are drawn."""

@@ -56,7 +56,7 @@ def test_stag_drives_mirrors_our_ego_into_carla(fake, log, renderer):
         assert np.isclose(yaw_of(T_carla), env._state.ego.yaw)
         assert np.allclose(info["ego_pose"], env._state.ego.pose())
     assert env._state.ego.yaw > 0.0  # our positive steer turns left
-    assert info["carla"]["mode"] == "stag_drives" and info["carla"]["frame"] > 0
+    assert info["carla"]["mode"] == "stag_drives" and env.carla_frame > 0
     env.close()
 
 
@@ -87,9 +87,10 @@ def test_carla_actors_are_drawn_with_matching_object_clouds(fake, log, renderer)
     poses, valid = env.agent_poses()
     assert not valid.any()  # the log's own agents are not drawn: CARLA owns the traffic
     obs, info = env.reset(seed=0, options={"carla_actors": [ahead(12.0)]})
-    (actor_id,) = info["carla"]["agents_drawn"]
-    assert info["carla"]["assignment"] == {actor_id: "tiny-car-0"}  # 4.8 m stand-in car: closest to the 4.5 m car
+    assert info["carla"]["agents_drawn"] == ["carla-0"]
+    assert info["carla"]["assignment"] == {"carla-0": "tiny-car-0"}  # 4.8 m stand-in car: closest to the 4.5 m car
     (agent,) = env.bridge.agents()
+    assert env.carla_actor_ids == {"carla-0": agent.actor_id}
     poses, valid = env.agent_poses()
     assert valid.tolist() == [True, False]
     np.testing.assert_allclose(poses[0], agent.T_scene_from_box)
@@ -117,13 +118,13 @@ def test_carla_collision_terminates_and_lane_invasion_is_reported(fake, log, ren
     assert not info["collision"]
     fake[1]._invade_lane(env.bridge.ego, "Solid")
     _, _, term, _, info = env.step(np.zeros(2, np.float32))
-    assert info["lane_invasion"] and info["carla"]["lane_invasions"][0]["markings"] == ["Solid"]
+    assert info["lane_invasion"] and info["carla"]["lane_invasions"] == [["Solid"]]
     for _ in range(20):
         _, reward, term, _, info = env.step(np.array([1.0, 0.0], np.float32))
         if term:
             break
     assert term and info["termination_reason"] == "collision"
-    assert info["collided_with"][0].startswith("carla:") and "vehicle.tesla.model3" in info["collided_with"][0]
+    assert info["collided_with"] == ["carla-0:vehicle.tesla.model3"]
     assert info["reward_terms"]["collision"] == -env.config.penalty_collision
     assert np.isclose(reward, sum(info["reward_terms"].values()))
     env.close()
@@ -162,7 +163,7 @@ def test_same_seed_same_episode(fake, log, renderer):
 
 def test_explicit_alignment_spawns_the_ego_at_the_scene_start(fake, log, renderer):
     T = pose_xy_yaw(-40.0, 25.0, 1.2)  # T_scene_from_carla
-    env = make(fake, log, renderer, alignment=T, settle_ticks=0)
+    env = make(fake, log, renderer, alignment=T, settle_ticks=1)
     env.reset(seed=0)
     np.testing.assert_allclose(env.bridge.alignment.T_scene_from_carla, T)
     np.testing.assert_allclose(env.bridge.ego_pose()[:2, 3], [env._state.ego.x, env._state.ego.y], atol=1e-9)
@@ -172,6 +173,8 @@ def test_explicit_alignment_spawns_the_ego_at_the_scene_start(fake, log, rendere
 def test_bad_settings_and_no_server(fake, log, renderer):
     with pytest.raises(ValidationError, match="cosim.mode"):
         make(fake, log, renderer, mode="both")
+    with pytest.raises(ValidationError, match="settle_ticks"):
+        make(fake, log, renderer, settle_ticks=0)
     with pytest.raises(ValidationError, match="unknown cosim setting"):
         make(fake, log, renderer, speed=3)
     with pytest.raises(BridgeError, match=r"no CARLA server answered at standin.env:3999 within 0.5 s"):
@@ -194,3 +197,12 @@ def test_caller_owned_bridge_is_not_closed_by_the_env(fake, log, renderer):
         env.close()
         assert fake[1].get_settings().synchronous_mode  # still ours until the `with` ends
     assert not fake[1].get_settings().synchronous_mode and fake[1]._actors == {}
+
+
+def test_gymnasium_env_checker_passes(fake, log, renderer):
+    from gymnasium.utils.env_checker import check_env
+
+    for mode in ("stag_drives", "carla_drives"):
+        env = make(fake, log, renderer, mode=mode, num_traffic=2)
+        check_env(env, skip_render_check=True)
+        env.close()

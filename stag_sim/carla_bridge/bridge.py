@@ -244,7 +244,7 @@ class CarlaBridge:
         """Advance the server one ``dt``; returns the frame number."""
         world = self._need_world()
         try:
-            return int(world.tick())
+            return int(world.tick(float(self.config.timeout)))
         except RuntimeError as e:
             raise BridgeError(f"CARLA server at {self.address}: tick failed ({_first_line(e)})") from None
 
