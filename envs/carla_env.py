@@ -55,6 +55,8 @@ class CoSimConfig:
         tm_port: Traffic Manager port.
         timeout: client timeout [s].
         no_rendering: switch CARLA's own rendering off (StagDrive renders the cameras).
+        external_clock: another client (scenario_runner) runs synchronous mode and ticks; the env follows its
+            ticks (see :class:`~stag_sim.carla_bridge.BridgeConfig`).
     """
 
     mode: str = "stag_drives"
@@ -68,6 +70,7 @@ class CoSimConfig:
     tm_port: int = DEFAULT_TM_PORT
     timeout: float = 10.0  # [s]
     no_rendering: bool = False
+    external_clock: bool = False
 
     def validate(self) -> "CoSimConfig":
         if self.mode not in COSIM_MODES:
@@ -163,7 +166,8 @@ class CarlaCoSimEnv(StagDriveEnv):
             host, port = parse_address(carla)
             c = self.cosim
             self.bridge = CarlaBridge(BridgeConfig(host=host, port=port, timeout=c.timeout, dt=dt, tm_port=c.tm_port,
-                                                   no_rendering=c.no_rendering), carla_module=carla_module)
+                                                   no_rendering=c.no_rendering, external_clock=c.external_clock),
+                                      carla_module=carla_module)
             self._owns_bridge = True
         if self.bridge.world is None:
             self.bridge.connect()

@@ -241,6 +241,17 @@ def test_errors_are_one_line_bridge_errors(server):
     assert "\n" not in str(e.value) and e.value.__cause__ is None and e.value.__suppress_context__
 
 
+def test_external_clock_follows_another_client_and_leaves_settings_alone(server):
+    _, world, _ = server
+    world._settings.synchronous_mode, world._settings.fixed_delta_seconds = True, 0.1  # e.g. scenario_runner's
+    with make_bridge(server, external_clock=True) as bridge:
+        assert world.get_settings().fixed_delta_seconds == 0.1 and not world._tms  # untouched
+        bridge.spawn_ego(0)
+        frames = [bridge.tick() for _ in range(3)]
+        assert frames == [frames[0], frames[0] + 1, frames[0] + 2]
+    assert world.get_settings().synchronous_mode and world._actors == {}  # still theirs; our ego gone
+
+
 def test_parse_address_and_config_validation():
     assert parse_address("10.0.0.5:2010") == ("10.0.0.5", 2010)
     assert parse_address("carla-host") == ("carla-host", 2000)

@@ -17,6 +17,7 @@ CARLA_API: tuple[tuple[str | None, str], ...] = (
     ("Client", "get_trafficmanager"),
     ("World", "get_settings"), ("World", "apply_settings"), ("World", "tick"), ("World", "get_blueprint_library"),
     ("World", "get_map"), ("World", "spawn_actor"), ("World", "try_spawn_actor"), ("World", "get_actors"),
+    ("World", "wait_for_tick"), ("WorldSnapshot", "frame"),
     ("WorldSettings", "synchronous_mode"), ("WorldSettings", "fixed_delta_seconds"),
     ("WorldSettings", "no_rendering_mode"),
     ("TrafficManager", "set_synchronous_mode"), ("TrafficManager", "set_random_device_seed"),

@@ -65,6 +65,8 @@ class BridgeConfig:
         tm_port: Traffic Manager port.
         seed: Traffic Manager random device seed.
         no_rendering: set the server's ``no_rendering_mode`` (StagDrive renders the cameras itself).
+        external_clock: another client (e.g. scenario_runner in synchronous mode) owns the world's settings and
+            ticks it; the bridge then changes no settings and :meth:`tick` waits for that client's next tick.
     """
 
     host: str = "127.0.0.1"
@@ -74,6 +76,7 @@ class BridgeConfig:
     tm_port: int = DEFAULT_TM_PORT
     seed: int = 0
     no_rendering: bool = False
+    external_clock: bool = False
 
     def validate(self) -> "BridgeConfig":
         check_positive(self, ("timeout", "dt"), error=BridgeError)
@@ -174,6 +177,8 @@ class CarlaBridge:
         if not self._atexit:
             atexit.register(self.close)
             self._atexit = True
+        if cfg.external_clock:
+            return self
         try:
             s = self.world.get_settings()
             self._saved_settings = (s.synchronous_mode, s.fixed_delta_seconds, s.no_rendering_mode)
@@ -241,9 +246,11 @@ class CarlaBridge:
 
     # ---- stepping ------------------------------------------------------------------------------------------
     def tick(self) -> int:
-        """Advance the server one ``dt``; returns the frame number."""
+        """Advance the server one ``dt`` (or, with ``external_clock``, wait for the next tick); the frame number."""
         world = self._need_world()
         try:
+            if self.config.external_clock:
+                return int(world.wait_for_tick(float(self.config.timeout)).frame)
             return int(world.tick(float(self.config.timeout)))
         except RuntimeError as e:
             raise BridgeError(f"CARLA server at {self.address}: tick failed ({_first_line(e)})") from None

@@ -65,6 +65,11 @@ class WorldSettings:
 
 
 @dataclass
+class WorldSnapshot:
+    frame: int = 0
+
+
+@dataclass
 class LaneMarking:
     type: str = "Solid"
 
@@ -297,6 +302,10 @@ class World:
                     self._notify(a, "sensor.other.collision", CollisionEvent(self._frame, b, Vector3D(100.0, 0.0, 0.0)))
         return self._frame
 
+    def wait_for_tick(self, seconds: float = 10.0) -> WorldSnapshot:
+        """Stands in for another client (e.g. scenario_runner) ticking the world."""
+        return WorldSnapshot(self.tick(seconds))
+
     def _notify(self, parent, sensor_type: str, event) -> None:
         for s in list(self._actors.values()):
             if isinstance(s, Sensor) and s._parent is parent and s.type_id == sensor_type and s._callback is not None:
@@ -336,7 +345,7 @@ _SERVERS: dict[tuple[str, int], World] = {}
 
 CLASSES = (Client, World, WorldSettings, TrafficManager, Map, BlueprintLibrary, ActorBlueprint, Actor, Vehicle, Sensor,
            Transform, Location, Vector3D, Rotation, BoundingBox, VehicleControl, CollisionEvent, LaneInvasionEvent,
-           LaneMarking)
+           LaneMarking, WorldSnapshot)
 
 
 def make_standin() -> SimpleNamespace:
