@@ -5,8 +5,9 @@ Two modes (``cosim={"mode": ...}``):
 - ``carla_drives``: the env action becomes a ``carla.VehicleControl`` (throttle / brake / steer, normalised by the
   ego's limits) on CARLA's ego; after ``world.tick()`` the ego pose is read back through the alignment.
 - ``stag_drives``: StagDrive's kinematic bicycle moves the ego, and the CARLA ego (physics off, as CARLA's own SUMO
-  co-simulation does with mirrored vehicles) is teleported to match, keeping CARLA's road height, with its velocity
-  mirrored, so CARLA's Traffic Manager and scenario actors react to it.
+  co-simulation does with mirrored vehicles) is teleported to match, keeping CARLA's road height, so CARLA's Traffic
+  Manager and scenario actors react to where it is. Its velocity is sent too (``set_target_velocity``); whether a
+  live server reports it for a kinematic actor has not been checked.
 
 In both, CARLA's other vehicles and walkers are drawn with the scene's object clouds (each CARLA actor near the ego
 borrows the free scene object of its category with the closest size, for as long as it stays in range) at their

@@ -206,3 +206,14 @@ def test_gymnasium_env_checker_passes(fake, log, renderer):
         env = make(fake, log, renderer, mode=mode, num_traffic=2)
         check_env(env, skip_render_check=True)
         env.close()
+
+
+def test_with_block_cleans_up_on_ctrl_c(fake, log, renderer):
+    world = fake[1]
+    with pytest.raises(KeyboardInterrupt):
+        with make(fake, log, renderer, num_traffic=2) as env:
+            env.reset(seed=0)
+            env.step(np.zeros(2, np.float32))
+            assert world._actors
+            raise KeyboardInterrupt
+    assert world._actors == {} and not world.get_settings().synchronous_mode
