@@ -185,7 +185,10 @@ class CarlaCoSimEnv(StagDriveEnv):
     # ---- episode -----------------------------------------------------------------------------------------------
     def _reset_state(self, options: dict | None) -> dict:
         options = dict(options or {})
-        actors = options.pop("carla_actors", [])
+        actors = [dict(spec) for spec in options.pop("carla_actors", [])]
+        for spec in actors:
+            if set(spec) - {"type_filter", "pose", "autopilot"} or "pose" not in spec:
+                raise ValidationError(f"reset option carla_actors: each needs 'pose' (+ 'type_filter', 'autopilot'), got keys {sorted(spec)}")
         super()._reset_state(options)
         b, c = self.bridge, self.cosim
         b.destroy_spawned()
@@ -207,10 +210,6 @@ class CarlaCoSimEnv(StagDriveEnv):
         if c.num_traffic:
             b.spawn_traffic(c.num_traffic, rng)
         for spec in actors:
-            spec = dict(spec)
-            bad = sorted(set(spec) - {"type_filter", "pose", "autopilot"})
-            if bad or "pose" not in spec:
-                raise ValidationError(f"reset option carla_actors: each needs 'pose' (+ 'type_filter', 'autopilot'), got keys {sorted(spec)}")
             b.spawn_actor(spec.get("type_filter", "vehicle.*"), spec["pose"], bool(spec.get("autopilot", False)), rng=rng)
         e = self._state.ego
         b.set_ego_pose(e.pose(), velocity=self._velocity(e))

@@ -285,3 +285,10 @@ def test_real_client_without_server_gives_one_clear_error():
     msg = str(e.value)
     assert f"127.0.0.1:{port}" in msg and "within 1 s" in msg and "\n" not in msg
     assert e.value.__suppress_context__  # raised `from None`: no chained RuntimeError traceback
+
+
+def test_importing_the_bridge_and_env_does_not_import_carla():
+    import subprocess
+
+    code = "import sys, stag_sim.carla_bridge, stag_sim.envs.carla_env; assert 'carla' not in sys.modules, 'eager import'"
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from stag_sim.carla_bridge import CarlaBridge
-from stag_sim.carla_bridge.standin import World, make_standin
+from stag_sim.carla_bridge.standin import make_standin
 from stag_sim.envs.carla_env import CarlaCoSimEnv, make_carla_env
 from stag_sim.errors import BridgeError, ValidationError
 from stag_sim.geometry import pose_xy_yaw, yaw_of
