@@ -114,6 +114,27 @@ def test_box_corners_match_real_bounding_box_world_vertices():
         assert dist.min(axis=0).max() < 2e-3  # and every one of ours is a real vertex
 
 
+def test_scene_box_to_carla_bounding_box_and_back():
+    """Our box -> CARLA world BoundingBox: the real get_world_vertices gives our corners (mirrored, aligned)."""
+    rng = np.random.default_rng(8)
+    al = Alignment(pose_xy_yaw(30.0, -12.0, 2.1, 0.4))
+    signs = np.array(np.meshgrid([-1, 1], [-1, 1], [-1, 1], indexing="ij")).reshape(3, -1).T
+    for _ in range(30):
+        T_box = make_transform(quat_normalize(rng.normal(size=4)), rng.uniform(-80, 80, 3))
+        size = rng.uniform(0.3, 6.0, 3)
+        loc, extent, rot = al.carla_box_from_scene(T_box, size)
+        bb = carla.BoundingBox(carla.Location(*map(float, loc)), carla.Vector3D(*map(float, extent)))
+        bb.rotation = carla.Rotation(*map(float, rot))
+        real = np.array([[v.x, -v.y, v.z, 1.0] for v in bb.get_world_vertices(carla.Transform())])
+        real_scene = (al.T_scene_from_carla @ real.T).T[:, :3]
+        ours = (T_box @ np.column_stack([signs * size / 2, np.ones(8)]).T).T[:, :3]
+        dist = np.linalg.norm(real_scene[:, None] - ours[None], axis=2)
+        assert dist.min(axis=1).max() < 2e-3 and dist.min(axis=0).max() < 2e-3
+        T_back, size_back = box_in_actor(loc, extent, rot)  # a world-frame box is a box in an identity actor
+        np.testing.assert_allclose(al.T_scene_from_carla @ T_back, T_box, atol=1e-9)
+        np.testing.assert_allclose(size_back, size)
+
+
 def test_alignment_anchor_and_round_trip():
     rng = np.random.default_rng(7)
     T_anchor = pose_xy_yaw(123.0, -45.0, 0.7, 2.0)

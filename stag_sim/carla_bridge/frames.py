@@ -127,6 +127,12 @@ class Alignment:
         """The CARLA transform (location [m], (pitch, yaw, roll) [deg]) of an actor at ``T_scene_from_actor``."""
         return carla_transform_from_matrix(invert_transform(self.T_scene_from_carla) @ np.asarray(T_scene_from_actor, np.float64))
 
+    def carla_box_from_scene(self, T_scene_from_box, size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """A scene box (pose of its centre, (length, width, height) [m]) as a CARLA world-frame ``BoundingBox``:
+        (location [m], extent = half size [m], rotation (pitch, yaw, roll) [deg])."""
+        location, rotation = self.carla_from_scene(T_scene_from_box)
+        return location, np.asarray(size, np.float64) / 2.0, rotation
+
     def vector_to_scene(self, v) -> np.ndarray:
         """A CARLA world vector (..., 3) (e.g. a velocity [m/s]) rotated into the scene frame."""
         return carla_vector_to_rh(v) @ np.asarray(self.T_scene_from_carla)[:3, :3].T
