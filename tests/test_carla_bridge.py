@@ -49,6 +49,21 @@ def test_every_carla_attribute_the_bridge_uses_exists_on_the_real_classes():
     assert not missing, f"not in the installed carla {getattr(carla, '__version__', '')}: {missing}"
 
 
+def test_keywords_and_constructors_the_bridge_uses_match_the_real_client():
+    carla = pytest.importorskip("carla", reason="the real carla client is not installed")
+    from stag_sim.carla_bridge.api import CARLA_KEYWORDS
+    from stag_sim.carla_bridge.frames import carla_matrix
+
+    for cls, method, kw in CARLA_KEYWORDS:
+        if method == "__init__":
+            getattr(carla, cls)(**{kw: 0.5})  # a wrong keyword raises ArgumentError
+        else:
+            doc = getattr(getattr(carla, cls), method).__doc__
+            assert f"){kw}=" in doc, f"carla.{cls}.{method} has no keyword {kw!r}: {doc.splitlines()[1]}"
+    tf = CarlaBridge(carla_module=carla)._carla_transform([1.0, -2.0, 3.0], [10.0, 20.0, -30.0])
+    np.testing.assert_allclose(np.array(tf.get_matrix()), carla_matrix([1.0, -2.0, 3.0], [10.0, 20.0, -30.0]), atol=1e-5)
+
+
 def test_standin_implements_exactly_the_declared_api():
     fake = standin.make_standin()
     declared = {}

@@ -41,6 +41,13 @@ CARLA_API: tuple[tuple[str | None, str], ...] = (
     ("LaneMarking", "type"),
 )
 
+# keyword arguments the bridge passes by name: (class, method, keyword); checked against the real signatures
+CARLA_KEYWORDS: tuple[tuple[str, str, str], ...] = (
+    ("World", "spawn_actor", "attach_to"), ("World", "try_spawn_actor", "attach_to"),
+    ("VehicleControl", "__init__", "throttle"), ("VehicleControl", "__init__", "steer"),
+    ("VehicleControl", "__init__", "brake"),
+)
+
 
 def load_carla():
     """The real ``carla`` client module; :class:`MissingExtraError` naming the ``carla`` extra when absent."""
