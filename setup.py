@@ -48,6 +48,7 @@ setup(
         "torch>=2.1",
         "click>=8.1",
         "tqdm>=4.64",
+        "numba>=0.60",  # the renderer's compiled CPU kernels (stag_sim/render/kernels.py)
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["stag-sim = stag_sim.cli:main"]},

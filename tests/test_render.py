@@ -124,10 +124,11 @@ def front_pose(x=0.0, y=0.0):
 # --- geometry -------------------------------------------------------------------------------------------------
 
 
-def test_known_box_renders_where_projection_says():
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_known_box_renders_where_projection_says(backend):
     scene = box_only_scene()
     pose = scene.object_poses[0, 0]
-    res = PointRenderer(scene, RenderConfig(fill_holes=False)).render(front_pose(), FRONT.intrinsics, {"car": pose})
+    res = PointRenderer(scene, RenderConfig(fill_holes=False, backend=backend)).render(front_pose(), FRONT.intrinsics, {"car": pose})
     corners = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)]) * CAR_SIZE / 2
     uv, _, vis = project_world(corners @ pose[:3, :3].T + pose[:3, 3], front_pose(), FRONT.intrinsics)
     assert vis.all()
@@ -197,10 +198,13 @@ def test_culling_without_lod_equals_brute_force(world_log, held_out):
     np.testing.assert_array_equal(a.depth, b.depth)
 
 
-def test_numpy_and_torch_cpu_paths_agree(world_log, held_out):
+@pytest.mark.parametrize("cpu_backend", ["numpy", "numba"])
+def test_numpy_and_torch_cpu_paths_agree(world_log, held_out, cpu_backend):
+    if cpu_backend == "numba":
+        pytest.importorskip("numba")
     scene, _ = held_out
     # without hole filling (a pixel that rounds differently would also change the fill around it)
-    renderer = PointRenderer(scene, RenderConfig(fill_holes=False))
+    renderer = PointRenderer(scene, RenderConfig(backend=cpu_backend, fill_holes=False))
     torch_renderer = PointRenderer(scene, RenderConfig(backend="torch", device="cpu", fill_holes=False))
     poses = world_log.rig.T_world_from_cameras(world_log.ego_poses[5] @ pose_xy_yaw(0.0, 1.0, 0.0))
     intr = [c.intrinsics for c in world_log.rig.cameras]
@@ -217,13 +221,79 @@ def test_cuda_path_agrees_with_numpy(world_log, held_out):
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
-    scene, renderer = held_out
+    scene, _ = held_out
+    renderer = PointRenderer(scene, RenderConfig(backend="numpy"))  # the same hole filling (OpenCV push-pull)
     gpu = PointRenderer(scene, RenderConfig(backend="torch", device="cuda"))
     ego = world_log.ego_poses[[1, 5, 8]]
     a = renderer.render_rigs(ego, world_log.rig, scene.object_poses_at(0.5))
     b = gpu.render_rigs(ego, world_log.rig, scene.object_poses_at(0.5))
     assert (a.rgb != b.rgb).any(-1).mean() < 1e-3
     assert (a.valid != b.valid).mean() < 1e-3
+
+
+@pytest.mark.parametrize("config", [
+    {}, {"footprint_scale": 3.0}, {"max_footprint_px": 4, "lod_factor": 0.0}, {"max_footprint_px": 1},
+], ids=["default", "big-footprints", "capped-no-lod", "one-pixel"])
+def test_numba_path_equals_numpy_path_before_hole_filling(world_log, held_out, config):
+    """The compiled kernel repeats the numpy splatter's float32 arithmetic: the same bytes, objects included."""
+    pytest.importorskip("numba")
+    scene, _ = held_out
+    a = PointRenderer(scene, RenderConfig(backend="numpy", fill_holes=False, **config))
+    b = PointRenderer(scene, RenderConfig(backend="numba", fill_holes=False, **config))
+    assert b.backend == "numba"
+    ego = world_log.ego_poses[[1, 5]] @ pose_xy_yaw(0.3, 1.0, 0.2)
+    moved = scene.object_poses_at(0.5)["car"].copy()
+    moved[:2, 3] += [-4.0, 1.5]  # the car close to the front camera: footprints of many pixels
+    for cull in (True, False):
+        ra = a.render_rigs(ego, world_log.rig, {"car": moved}, cull=cull)
+        rb = b.render_rigs(ego, world_log.rig, {"car": moved}, cull=cull)
+        assert ra.valid.mean() > 0.5 and 0 < (ra.depth[ra.valid] < 3.0).mean()  # near splats are in the test
+        np.testing.assert_array_equal(ra.valid, rb.valid)
+        np.testing.assert_array_equal(ra.rgb, rb.rgb)
+        np.testing.assert_array_equal(ra.depth, rb.depth)
+
+
+def test_numba_hole_filling_is_close_to_numpy(world_log, held_out):
+    """Known pixels are identical; filled holes come from an exact box pyramid instead of OpenCV's area resizes
+    (which differ at non-integer scales of small images), so they differ a little, and are as close to the truth."""
+    pytest.importorskip("numba")
+    scene, _ = held_out
+    pose = world_log.rig.T_world_from_cameras(world_log.ego_poses[5] @ pose_xy_yaw(0.0, 3.0, 0.0))
+    intr = [c.intrinsics for c in world_log.rig.cameras]
+    objs = scene.object_poses_at(0.5)
+    a = PointRenderer(scene, RenderConfig(backend="numpy")).render(pose, intr, objs)
+    b = PointRenderer(scene, RenderConfig(backend="numba")).render(pose, intr, objs)
+    np.testing.assert_array_equal(a.valid, b.valid)
+    np.testing.assert_array_equal(a.depth, b.depth)
+    np.testing.assert_array_equal(a.rgb[a.valid], b.rgb[b.valid])
+    holes = ~a.valid
+    assert holes.mean() > 0.05
+    diff = np.abs(a.rgb[holes].astype(int) - b.rgb[holes]).max(-1)
+    assert np.median(diff) <= 2 and diff.mean() < 3.0
+    ref = np.stack([BoxWorld().render(T, k, 0.5)[0] for T, k in zip(pose, intr)])
+    assert psnr(b.rgb[holes], ref[holes]) > psnr(a.rgb[holes], ref[holes]) - 0.5
+
+
+def test_default_backend_is_numba_when_it_imports(monkeypatch):
+    pytest.importorskip("numba")
+    assert PointRenderer(box_only_scene()).backend == "numba"
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "numba" else real(name, *a))
+    assert PointRenderer(box_only_scene()).backend == "numpy"  # the fallback
+    with pytest.raises(RendererError, match="backend: 'numba' needs numba"):
+        PointRenderer(box_only_scene(), RenderConfig(backend="numba"))
+
+
+def test_camera_schedule_shares_work_evenly():
+    kernels = pytest.importorskip("stag_sim.render.kernels")
+    work = np.array([130.0, 90.0, 40.0, 85.0, 180.0, 250.0])
+    ptr, cams = kernels.schedule(work)
+    assert sorted(cams.tolist()) == list(range(6)) and ptr[0] == 0 and ptr[-1] == 6
+    loads = [work[cams[ptr[t]:ptr[t + 1]]].sum() for t in range(len(ptr) - 1)]
+    assert max(loads) - min(loads) <= work.max()  # greedy largest-first: within one job of even
+    assert np.array_equal(kernels.schedule(work)[1], cams)  # deterministic
 
 
 def test_rendering_is_deterministic(world_log, held_out):
@@ -290,9 +360,10 @@ def test_mismatched_intrinsics_are_an_error():
         r.render(np.zeros((2, 3, 4)), FRONT.intrinsics)
 
 
-def test_empty_frustum_and_empty_scene_give_all_invalid():
+@pytest.mark.parametrize("backend", ["auto", "numpy"])
+def test_empty_frustum_and_empty_scene_give_all_invalid(backend):
     scene = box_only_scene()
-    r = PointRenderer(scene)
+    r = PointRenderer(scene, RenderConfig(backend=backend))
     away = front_pose() @ pose_xy_yaw(0.0, 0.0, 0.0)
     away[:3, :3] = away[:3, :3] @ np.array([[-1.0, 0, 0], [0, 1, 0], [0, 0, -1]])  # look backwards
     res = r.render(away, FRONT.intrinsics, {"car": scene.object_poses[0, 0]})
@@ -300,7 +371,7 @@ def test_empty_frustum_and_empty_scene_give_all_invalid():
     empty = Scene4D("empty", np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), 0.05, (), 0.05,
                     np.zeros(1, np.int64), np.zeros((1, 0, 4, 4)), np.zeros((1, 0), bool),
                     np.zeros((SKY_BINS, 3), np.uint8), np.zeros(SKY_BINS, bool), Scene4DConfig())
-    res = PointRenderer(empty).render(front_pose(), FRONT.intrinsics)
+    res = PointRenderer(empty, RenderConfig(backend=backend)).render(front_pose(), FRONT.intrinsics)
     assert res.rgb.shape == (1, 54, 96, 3) and not res.valid.any()
 
 

@@ -1,8 +1,8 @@
 """Compiled CPU kernels of the point renderer (numba): the numpy splatter's algorithm in one pass per point.
 
 The one module of :mod:`stag_sim.render` that imports numba; the renderer imports it only when built with the
-``numba`` backend (``PointRenderer.backend``). :func:`render_keys` does, for every camera in parallel (``prange``): clear the camera's z-buffer levels,
-then per point: transform, near/far test, project, footprint from depth, z-test (min of the packed int64 key),
+``numba`` backend (``PointRenderer.backend``). :func:`render_keys` does, for every camera (cameras shared among
+threads by ``prange``): clear the camera's z-buffer levels, then per point: transform, near/far test, project, footprint from depth, z-test (min of the packed int64 key),
 write; then compose the levels and decode the keys into rgb / depth / valid. :func:`fill_holes` paints the sky
 (the exact arithmetic of :func:`stag_sim.render.splat.sky_bins`) and runs push-pull per image in parallel.
 
@@ -11,17 +11,31 @@ multiply-adds), so the z-buffer, and hence rgb / depth / valid before hole filli
 ``backend="numpy"``. Push-pull is compiled too, on an exact 2 x 2 box pyramid instead of OpenCV's ``INTER_AREA``
 resizes, so filled hole pixels differ slightly from the numpy path (known pixels never do).
 
+Threads: numba's ``workqueue`` layer unless ``NUMBA_THREADING_LAYER`` says otherwise (OpenMP's spin-waiting
+threads cost ~1.5x wall time on a busy 2-core machine, where the Python part of a render competes with them);
+the workqueue layer must not be entered from two Python threads at once, so calls go through :data:`LOCK`.
+
 Compiled functions are cached on disk (``cache=True``: beside this file, else numba's user cache directory) so
 the compile time (~10 s) is paid once per machine; where no cache directory is writable they compile per process.
 """
 
 from __future__ import annotations
 
+import os
+import threading
+
 import numba
 import numpy as np
 from numba import prange
 
 from stag_sim.render.splat import EMPTY_KEY
+
+
+if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":
+    numba.config.THREADING_LAYER = "workqueue"
+
+#: Held around every call of a parallel kernel (see the module docstring).
+LOCK = threading.Lock()
 
 
 def _jit(**kw):

@@ -9,7 +9,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from stag_sim.camera import CameraIntrinsics, CameraRig
-from stag_sim.errors import MissingExtraError, RendererError, StagSimError
+from stag_sim.errors import RendererError, StagSimError
 from stag_sim.geometry import check_positive, check_transform
 from stag_sim.render.splat import (
     EMPTY_KEY, MAX_FOOTPRINT_PX, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb, projection_matrix,
@@ -303,18 +303,20 @@ class PointRenderer:
         rgb = np.empty((n, h, w, 3), np.uint8)
         depth = np.empty((n, h, w), np.float32)
         valid = np.empty((n, h, w), bool)
-        kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
-                            self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), cat(starts), counts, pidx, params,
-                            np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
-                            np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
-                            np.empty(layout.size, np.int64), rgb, depth, valid)
-        if cfg.fill_holes and not valid.all():
-            sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
-            kernels.fill_holes(rgb, valid, np.ascontiguousarray(poses[:, :3, :3], np.float32),
-                               cams.K.astype(np.float32), sky, sky_edges(SKY_BINS), self._sky is not None)
+        with kernels.LOCK:
+            kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
+                                self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), cat(starts), counts, pidx,
+                                params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
+                                np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
+                                np.empty(layout.size, np.int64), rgb, depth, valid)
+            if cfg.fill_holes and not valid.all():
+                sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
+                kernels.fill_holes(rgb, valid, np.ascontiguousarray(poses[:, :3, :3], np.float32),
+                                   cams.K.astype(np.float32), sky, sky_edges(SKY_BINS), self._sky is not None)
         return RenderResult(rgb, depth, valid)
 
-    def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout, voxel: np.ndarray) -> np.ndarray:
+    def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout,
+                      voxel: np.ndarray) -> np.ndarray:
         """(m, 14) float32 kernel parameters of m (camera, cloud) pairs: the (3, 4) projection (see
         :func:`projection_matrix`), the footprint scale [px m] and the ``z - near`` [m] below which footprints
         exceed a pixel (-1: never); the same float32 values :func:`splat_keys` uses."""
@@ -323,7 +325,7 @@ class PointRenderer:
         out[:, :12] = projection_matrix(T_cam_from_src, K, layout.pad).reshape(-1, 12)
         scale = voxel * K[:, 0] * cfg.footprint_scale
         out[:, 12] = scale
-        z_big = np.minimum(voxel * K[:, 0] * cfg.footprint_scale, cfg.max_range)
+        z_big = np.minimum(scale, cfg.max_range)
         out[:, 13] = np.where(z_big > cfg.near, z_big - cfg.near, -1.0)
         return out
 
@@ -420,7 +422,8 @@ def _resolve_backend(name: str) -> str:
     if name == "auto":
         return "numba" if has_numba else "numpy"
     if name == "numba" and not has_numba:
-        raise MissingExtraError("RenderConfig.backend='numba' needs numba, which is not installed (pip install numba)")
+        raise RendererError("RenderConfig.backend: 'numba' needs numba, which is not installed (pip install numba; "
+                            "or use backend='numpy')")
     return name
 
 
