@@ -13,6 +13,7 @@ import click
 
 from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import StagSimError
+from stag_sim.eval_cli import eval_cmd, export_cmd, replay_cmd
 from stag_sim.render.cli import fidelity, render
 
 
@@ -80,71 +81,35 @@ def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> Non
 @main.command()
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs"), show_default=True,
               help="Directory for the demo's outputs.")
-@click.option("--seed", default=0, show_default=True, help="Synthetic town seed.")
-@click.option("--offset", default=1.5, show_default=True, help="Lateral start offset from the logged pose [m].")
+@click.option("--scenario", default="recover_lateral_offset", show_default=True,
+              help="Scenario file or shipped scenario name.")
+@click.option("--agent", default="pure_pursuit", show_default=True,
+              help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class")
 @one_line_errors
-def demo(out: Path, seed: int, offset: float) -> None:
-    """Closed loop on the embedded synthetic town: a route follower starts off the logged lane and drives
+def demo(out: Path, scenario: str, agent: str) -> None:
+    """Closed loop on the embedded synthetic town: a route follower starts 1.5 m off the logged lane and drives
     among IDM traffic while StagDrive renders its six cameras; writes a video and a metrics table.
 
     No download: the town is generated on first use (about a minute) and cached in the user cache directory
     ($STAG_SIM_CACHE, default ~/.cache/stag_sim), as is its 4D point cloud.
     """
-    import json
-
-    import gymnasium as gym
-    from tqdm import tqdm
-
-    import stag_sim  # noqa: F401  (registers StagDrive-v0)
-    from stag_sim.agents.pure_pursuit import PurePursuitAgent
-    from stag_sim.fsutil import atomic_open
-    from stag_sim.paths import ensure_default_scene
-    from stag_sim.viz import write_mp4
+    from stag_sim.evaluation import format_table, make_env, run_episode, write_results
+    from stag_sim.scenario import load_scenario
 
     t0 = time.perf_counter()
-    scene_dir = ensure_default_scene(seed=seed, progress=True)
-    env = gym.make("StagDrive-v0", scene=scene_dir, agents="idm", render_mode="rgb_array")
+    sc = load_scenario(scenario)
+    env = make_env(sc, render_mode="rgb_array")
     base = env.unwrapped
-    click.echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {scene_dir} ({base._renderer.scene.num_points / 1e6:.1f} M points)")
-    agent = PurePursuitAgent()
-    obs, info = env.reset(seed=seed, options={"ego_offset": (0.0, float(offset), 0.0)})
-    agent.reset(obs, info)
-    run_dir = out / f"demo-{base.log.name}"
-    rows, total = [], 0.0
-    bar = tqdm(total=base.max_steps, desc="closed loop", unit="step")
-
-    def frames():
-        nonlocal obs, info, total
-        yield env.render()
-        while True:
-            obs, reward, terminated, truncated, info = env.step(agent.act(obs))
-            total += reward
-            s = base._state
-            _, lateral = base.world.route.project([[s.ego.x, s.ego.y]])
-            rows.append({"t_s": round(s.time_s, 2), "speed_mps": round(s.ego.speed, 3),
-                         "lateral_offset_m": round(float(lateral[0]), 3),
-                         "route_completion": round(info["route_completion"], 4), "reward": round(reward, 4)})
-            bar.update(1)
-            yield env.render()
-            if terminated or truncated:
-                return
-
-    video = write_mp4(run_dir / "closed_loop.mp4", frames(), fps=base.metadata["render_fps"])
-    bar.close()
-    summary = {
-        "scene": base.log.name, "agent": "pure_pursuit", "start_offset_m": offset, "steps": len(rows),
-        "termination_reason": info["termination_reason"], "route_completion": round(info["route_completion"], 4),
-        "return": round(total, 3), "collision": info["collision"], "offroad": info["offroad"],
-        "final_lateral_offset_m": rows[-1]["lateral_offset_m"] if rows else None,
-    }
-    table = run_dir / "metrics.csv"
-    with atomic_open(table) as f:
-        f.write("\n".join([",".join(rows[0])] + [",".join(str(v) for v in r.values()) for r in rows]) + "\n")
-    with atomic_open(run_dir / "summary.json") as f:
-        json.dump(summary, f, indent=1)
-    width = max(len(k) for k in summary)
-    click.echo("\n".join(f"  {k:<{width}}  {v}" for k, v in summary.items()))
-    click.echo(f"video:   {video}\nmetrics: {table} (per step), {run_dir / 'summary.json'}")
+    click.echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {base.scene_dir} "
+               f"({base._renderer.scene.num_points / 1e6:.1f} M points); scenario {sc.name}: {sc.description}")
+    run_dir = out / f"demo-{sc.name}"
+    row = run_episode(sc, agent, run_dir, video=True, env=env, progress=True)
+    write_results([row], run_dir, agent)
+    click.echo(format_table([row], ("scenario", "agent", "success", "steps", "termination_reason", "route_completion",
+                                    "pdms", "driving_score", "ade")))
+    click.echo(f"video:   {run_dir / 'video.mp4'}\nmetrics: {run_dir / 'results.csv'} (scores), "
+               f"{run_dir / 'steps.csv'} (per step), {run_dir / 'summary.html'}\n"
+               f"replay:  stag-sim replay {run_dir}")
 
 
 @main.group()
@@ -171,6 +136,9 @@ def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path
 
 main.add_command(render)
 main.add_command(fidelity)
+main.add_command(eval_cmd)
+main.add_command(replay_cmd)
+main.add_command(export_cmd)
 from stag_sim.refiner.cli import refiner, train_refiner_cmd  # noqa: E402  (light: click only)
 main.add_command(refiner); main.add_command(train_refiner_cmd)  # noqa: E702
 

@@ -360,9 +360,14 @@ def env_settings(scenario: Scenario, log, dt: float = 0.1) -> tuple[dict[str, An
     if start_frame >= log.num_frames - 1:
         raise ScenarioError(f"{scenario.source or scenario.name}: start_time_s: {scenario.start_time_s} s is at or past "
                             f"the end of scene {log.name!r} ({rel[-1]:.1f} s)")
+    # the route is as long as the logged driver drove in the scenario's duration (at the log's mean speed), so
+    # "route completed" means "got where the log got, in time"
+    xy = np.asarray(log.ego_poses)[:, :2, 3]
+    mean_speed = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(rel[-1] - rel[0], 1e-9))  # [m/s]
     world = dict(scenario.env.get("world", {}))
     world.update(start_frame=start_frame, events=scenario.events,
-                 route_lanes=() if scenario.route == "logged" else tuple(scenario.route))
+                 route_lanes=() if scenario.route == "logged" else tuple(scenario.route),
+                 route_max_length=max(mean_speed * scenario.duration_s, 2.0))
     settings = {k: v for k, v in scenario.env.items() if k != "world"}
     settings.update(agents=scenario.agents, world=world, max_steps=max(1, int(round(scenario.duration_s / dt))))
     options = {"ego_offset": (scenario.ego.longitudinal, scenario.ego.lateral, scenario.ego.yaw), "speed": scenario.ego.speed}

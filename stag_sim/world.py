@@ -96,6 +96,7 @@ class WorldConfig:
         offroad_tolerance: the ego footprint may leave the drivable area by this much [m].
         route_lanes: map lane ids whose centrelines, joined, are the route (from the ego's start on); empty: the
             logged ego path.
+        route_max_length: the route ends this far from its start [m] (None: where the path ends).
         events: scripted agent events (scenarios).
     """
 
@@ -107,6 +108,7 @@ class WorldConfig:
     route_completion_margin: float = 2.0  # [m]
     offroad_tolerance: float = 0.1  # [m]
     route_lanes: tuple[str, ...] = ()
+    route_max_length: float | None = None  # [m]
     events: tuple[AgentEvent, ...] = ()
 
     def validate(self) -> "WorldConfig":
@@ -118,6 +120,8 @@ class WorldConfig:
         self.vehicle.validate()
         if self.start_frame < 0:
             raise ValidationError(f"WorldConfig.start_frame: must be >= 0, got {self.start_frame}")
+        if self.route_max_length is not None and not (np.isfinite(self.route_max_length) and self.route_max_length > 1.0):
+            raise ValidationError(f"WorldConfig.route_max_length: must be > 1 m or None, got {self.route_max_length}")
         for e in self.events:
             if not isinstance(e, AgentEvent):
                 raise ValidationError(f"WorldConfig.events: expected AgentEvent items, got {type(e).__name__}")
@@ -206,6 +210,9 @@ class World:
             self.route = _lane_route(log, self.config.route_lanes, start_xy)
         else:
             self.route = _extended_path(ego[self.config.start_frame:, :2, 3], extension=0.0)
+        if self.config.route_max_length is not None and self.route.length > self.config.route_max_length:
+            keep = self.route.s[self.route.s < self.config.route_max_length]
+            self.route = PolylinePath(self.route.interpolate(np.append(keep, self.config.route_max_length))[0])
         self.route_length = self.route.length
         self.sizes = np.asarray(log.objects.sizes)
         K = len(log.objects)
@@ -478,7 +485,19 @@ def _events(world: World, state: SimState) -> dict:
     return {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad), "route_completed": bool(completed)}
 
 
+EXPERT_RECOVERY_ERROR = 0.25  # [m] farther than this from the logged pose, the expert rejoins the log gently
+EXPERT_RECOVERY_HORIZON = 1.0  # [s] ... aiming at the logged pose this far ahead instead of one step ahead
+
+
 def expert(world: World, state: SimState) -> tuple[float, float]:
-    """The log's action from ``state``: aim at the logged ego pose one step ahead (inverse bicycle, closed loop)."""
-    target = world.logged_ego_pose(min(state.time_s + world.config.dt, world.end_time_s))
-    return expert_action(state.ego, target, world.config.dt, world.config.vehicle)
+    """The log's action from ``state``: aim at the logged ego pose one step ahead (inverse bicycle, closed loop).
+
+    Off the log (more than ``EXPERT_RECOVERY_ERROR`` from the logged pose at this time, e.g. a scenario that starts
+    the ego 1.5 m to the side) it aims ``EXPERT_RECOVERY_HORIZON`` ahead instead: reaching the log in a single
+    0.1 s step would need full steering lock and drive it into whatever stands beside the lane."""
+    dt = world.config.dt
+    here = world.logged_ego_pose(min(state.time_s, world.end_time_s))
+    off = float(np.hypot(here[0, 3] - state.ego.x, here[1, 3] - state.ego.y))
+    horizon = dt if off <= EXPERT_RECOVERY_ERROR else max(dt, min(EXPERT_RECOVERY_HORIZON, world.end_time_s - state.time_s))
+    target = world.logged_ego_pose(min(state.time_s + horizon, world.end_time_s))
+    return expert_action(state.ego, target, horizon, world.config.vehicle)

@@ -1,0 +1,130 @@
+"""``stag-sim eval``, ``stag-sim replay`` and ``stag-sim export``: closed-loop evaluation from the command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from stag_sim.cli_errors import one_line_errors
+from stag_sim.errors import StagSimError
+
+
+def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: float | None) -> dict:
+    out: dict = {}
+    if image_size:
+        try:
+            h, w = (int(v) for v in image_size.lower().split("x"))
+        except ValueError:
+            raise StagSimError(f"--image-size: expected HEIGHTxWIDTH such as 112x200, got {image_size!r}") from None
+        out["image_size"] = (h, w)
+    if cameras:
+        out["cameras"] = [c.strip() for c in cameras.split(",") if c.strip()]
+    if voxel_size is not None:
+        out["voxel_size"] = float(voxel_size)
+    return out
+
+
+_RENDER_OPTIONS = [
+    click.option("--image-size", default=None, help="Observed image size HEIGHTxWIDTH (default: the scene's, 224x400)."),
+    click.option("--cameras", default=None, help="Comma-separated cameras to observe (default: all six)."),
+    click.option("--voxel-size", type=float, default=None, help="Static-cloud voxel size [m] (default 0.2)."),
+]
+
+
+def _render_options(f):
+    for opt in reversed(_RENDER_OPTIONS):
+        f = opt(f)
+    return f
+
+
+@click.command("eval")
+@click.option("--agent", "agent", required=True,
+              help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class")
+@click.option("--scenarios", "scenarios", multiple=True, required=True,
+              help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs/eval"), show_default=True)
+@click.option("--workers", default=1, show_default=True, help="Scenarios run in parallel.")
+@click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
+              help="local processes, or a Ray cluster (ray.init(); pip install 'stag-sim[ray]').")
+@click.option("--video/--no-video", default=False, show_default=True, help="Write one video per scenario.")
+@_render_options
+@one_line_errors
+def eval_cmd(agent: str, scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
+             image_size: str | None, cameras: str | None, voxel_size: float | None) -> None:
+    """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario."""
+    from stag_sim.evaluation import evaluate, format_table, mean_scores
+    from stag_sim.scenario import find_scenarios
+
+    paths = find_scenarios(scenarios)
+    rows = evaluate(paths, agent, out, workers=workers, backend=backend, video=video,
+                    env_overrides=_env_overrides(image_size, cameras, voxel_size))
+    click.echo(format_table(rows))
+    means = mean_scores(rows)
+    click.echo("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
+    failed = [r for r in rows if r["status"] == "failed"]
+    for r in failed:
+        click.echo(f"FAILED {r['scenario']}: {r['reason']}", err=True)
+    click.echo(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.html'}; "
+               f"run records: {out / 'runs'}/<scenario>/")
+
+
+@click.command("replay")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where to write the replayed run [default: RUN_DIR/replay].")
+@click.option("--video/--no-video", default=False, show_default=True, help="Re-render a video of the replay.")
+@click.option("--camera-offset", default=None, help="Shift the camera rig by X,Y,Z [m] in the ego frame (y left).")
+@_render_options
+@one_line_errors
+def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str | None, image_size: str | None,
+               cameras: str | None, voxel_size: float | None) -> None:
+    """Re-run a recorded episode with its recorded actions; check it is bit-identical, or re-render it."""
+    from stag_sim.evaluation import replay_run
+    from stag_sim.fsutil import atomic_open
+
+    offset = None
+    if camera_offset:
+        try:
+            offset = tuple(float(v) for v in camera_offset.split(","))
+            assert len(offset) == 3
+        except (ValueError, AssertionError):
+            raise StagSimError(f"--camera-offset: expected X,Y,Z in metres such as 0,1.5,0, got {camera_offset!r}") from None
+    out = out or run_dir / "replay"
+    res = replay_run(run_dir, out, video=video, env_overrides=_env_overrides(image_size, cameras, voxel_size),
+                     camera_offset=offset)
+    with atomic_open(out / "replay.json") as f:
+        json.dump({k: v for k, v in res.items() if k not in ("result", "recorded")}, f, indent=1)
+    if res["rerendered"]:
+        click.echo(f"re-rendered with other cameras/renderer: driving and metrics identical: {res['metrics_identical']}")
+    elif res["identical"]:
+        click.echo(f"bit-identical: {res['result']['steps']} steps, same observation hashes and metrics")
+    else:
+        click.echo(f"NOT identical: observations {'same' if res['obs_identical'] else 'differ'} "
+                   f"(first divergent step {res['first_divergent_step']}), metrics "
+                   f"{'same' if res['metrics_identical'] else 'differ'}", err=True)
+    click.echo(f"replay: {out}" + (f" (video {out / 'video.mp4'})" if video else ""))
+    if not (res["identical"] or (res["rerendered"] and res["metrics_identical"])):
+        raise SystemExit(1)
+
+
+@click.command("export")
+@click.option("--scenarios", "scenarios", multiple=True, required=True,
+              help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable).")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
+@click.option("--agent", default="log_replay", show_default=True, help="Who drives (the expert's actions are always stored).")
+@click.option("--episodes", default=1, show_default=True, help="Episodes per scenario (seeds scenario.seed + i).")
+@_render_options
+@one_line_errors
+def export_cmd(scenarios: tuple[str, ...], out: Path, agent: str, episodes: int, image_size: str | None,
+               cameras: str | None, voxel_size: float | None) -> None:
+    """Write (obs, action, reward, next_obs, done) episodes as .npz for offline RL and imitation learning."""
+    from stag_sim.export import export_episodes
+    from stag_sim.scenario import find_scenarios
+
+    path = export_episodes(find_scenarios(scenarios), out, agent, episodes=episodes,
+                           env_overrides=_env_overrides(image_size, cameras, voxel_size))
+    index = json.loads((path / "index.json").read_text())
+    steps = sum(e["steps"] for e in index["episodes"])
+    click.echo(f"wrote {len(index['episodes'])} episodes ({steps} steps) to {path} (index.json describes the arrays)")
