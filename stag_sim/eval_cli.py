@@ -49,17 +49,19 @@ def _render_options(f):
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local processes, or a Ray cluster (ray.init(); pip install 'stag-sim[ray]').")
 @click.option("--video/--no-video", default=False, show_default=True, help="Write one video per scenario.")
+@click.option("--carla", "carla", default=None, metavar="HOST:PORT",
+              help="Co-simulate with a CARLA server (pip install 'stag-sim[carla]'; see docs/carla.md).")
 @_render_options
 @one_line_errors
 def eval_cmd(agent: str, scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
-             image_size: str | None, cameras: str | None, voxel_size: float | None) -> None:
+             carla: str | None, image_size: str | None, cameras: str | None, voxel_size: float | None) -> None:
     """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario."""
     from stag_sim.evaluation import evaluate, format_table, mean_scores
     from stag_sim.scenario import find_scenarios
 
     paths = find_scenarios(scenarios)
     rows = evaluate(paths, agent, out, workers=workers, backend=backend, video=video,
-                    env_overrides=_env_overrides(image_size, cameras, voxel_size))
+                    env_overrides=_env_overrides(image_size, cameras, voxel_size), carla=carla)
     click.echo(format_table(rows))
     means = mean_scores(rows)
     click.echo("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))

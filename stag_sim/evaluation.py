@@ -74,13 +74,14 @@ class _Trace:
 
 def reference_progress(world, duration_s: float) -> float:
     """NAVSIM's EP denominator, "the best reachable progress": here the distance the logged driver's mean speed
-    covers in ``duration_s`` [s], capped by the route's length [m]. (NAVSIM uses the best PDM-Closed proposal; we
-    have no such planner, and the logged speed is the natural closed-loop reference.)"""
+    covers in ``duration_s`` [s], capped where the route counts as completed (its length less the completion
+    margin) [m]. (NAVSIM uses the best PDM-Closed proposal; we have no such planner, and the logged speed is the
+    natural closed-loop reference.)"""
     log = world.log
     ts = (np.asarray(log.timestamps_us) - world.t0_us) * 1e-6
     xy = np.asarray(log.ego_poses)[:, :2, 3]
     speed = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(ts[-1] - ts[0], 1e-9))
-    return float(min(speed * duration_s, world.route_length))
+    return float(min(speed * duration_s, world.route_length - world.config.route_completion_margin))
 
 
 def episode_trace(world, trace: _Trace, route_completed: bool, duration_s: float):
@@ -125,7 +126,14 @@ def shifted_rig(rig, offset) -> Any:
     return CameraRig(tuple(cams))
 
 
-def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mode: str | None = None):
+def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mode: str | None = None,
+             carla: str | None = None):
+    """StagDrive-v0 for ``scenario``; with ``carla="HOST:PORT"`` the CARLA co-simulation env instead (CARLA moves
+    the other actors and checks collisions, StagDrive renders; see docs/carla.md)."""
+    if carla is not None:
+        from stag_sim.envs.carla_env import make_carla_env
+
+        return make_carla_env(carla, scenario=scenario, scene=scene, render_mode=render_mode, **(env_overrides or {}))
     import gymnasium as gym
 
     import stag_sim  # noqa: F401  (registers StagDrive-v0)
@@ -135,7 +143,7 @@ def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mod
 
 def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = None, *, video: bool = False,
                 env_overrides: dict | None = None, actions: np.ndarray | None = None, scene=None,
-                camera_offset=None, progress: bool = False, env=None) -> dict:
+                camera_offset=None, progress: bool = False, env=None, carla: str | None = None) -> dict:
     """Run one scenario with one agent; returns the result row (and writes the run directory if ``out_dir``).
 
     Args:
@@ -149,6 +157,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
         camera_offset: (x, y, z) [m] shift of the whole camera rig in the ego frame (re-rendering a run).
         progress: show a progress bar.
         env: an already built env for this scenario (reused, e.g. by tests; ``env_overrides`` then ignored).
+        carla: ``HOST:PORT`` of a CARLA server to co-simulate with (:func:`make_env`).
     """
     from tqdm import tqdm
 
@@ -159,7 +168,8 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     t_start = time.perf_counter()
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     row: dict[str, Any] = {"scenario": sc.name, "agent": agent_spec, "status": "ok", "reason": ""}
-    env = env if env is not None else make_env(sc, env_overrides, scene=scene, render_mode="rgb_array" if video else None)
+    env = env if env is not None else make_env(sc, env_overrides, scene=scene, render_mode="rgb_array" if video else None,
+                                               carla=carla)
     base = env.unwrapped
     if camera_offset is not None and np.any(np.asarray(camera_offset) != 0):
         base.rig = shifted_rig(base.rig, camera_offset)
@@ -304,7 +314,8 @@ def _failed_row(name: str, agent: str, reason: str) -> dict:
             "termination_reason": "error", "reason": reason}
 
 
-def run_one(path: str, agent_spec: str, out: str | None, video: bool, env_overrides: dict | None) -> dict:
+def run_one(path: str, agent_spec: str, out: str | None, video: bool, env_overrides: dict | None,
+            carla: str | None = None) -> dict:
     """One scenario file -> result row; any StagSimError (missing scene, broken scenario) becomes a failed row."""
     from stag_sim.scenario import load_scenario
 
@@ -313,7 +324,7 @@ def run_one(path: str, agent_spec: str, out: str | None, video: bool, env_overri
         sc = load_scenario(path)
         name = sc.name
         run_dir = Path(out) / "runs" / sc.name if out is not None else None
-        return run_episode(sc, agent_spec, run_dir, video=video, env_overrides=env_overrides)
+        return run_episode(sc, agent_spec, run_dir, video=video, env_overrides=env_overrides, carla=carla)
     except StagSimError as e:
         return _failed_row(name, agent_spec, str(e))
     except Exception as e:  # noqa: BLE001 - one broken scenario must not take the others down; say what broke
@@ -321,11 +332,13 @@ def run_one(path: str, agent_spec: str, out: str | None, video: bool, env_overri
 
 
 def evaluate(scenario_paths, agent_spec: str, out: str | os.PathLike, *, workers: int = 1, backend: str = "local",
-             video: bool = False, env_overrides: dict | None = None, progress: bool = True) -> list[dict]:
+             video: bool = False, env_overrides: dict | None = None, progress: bool = True,
+             carla: str | None = None) -> list[dict]:
     """Run ``agent_spec`` on every scenario and write results.csv / results.json / summary.png / summary.html.
 
     ``backend="local"`` runs in this process (``workers=1``) or a process pool; ``backend="ray"`` starts (or joins)
     a Ray cluster with ``ray.init`` and runs one task per scenario. Rows come back in scenario order either way.
+    ``carla="HOST:PORT"`` co-simulates every scenario with that CARLA server (one at a time: one CARLA world).
     """
     from tqdm import tqdm
 
@@ -337,10 +350,12 @@ def evaluate(scenario_paths, agent_spec: str, out: str | os.PathLike, *, workers
         raise StagSimError(f"workers: must be >= 1, got {workers}")
     if agent_spec not in BUILTIN_AGENTS and ":" not in agent_spec:
         raise StagSimError(f"agent {agent_spec!r}: not a built-in ({', '.join(BUILTIN_AGENTS)}) nor pkg.module:Class")
+    if carla is not None and (int(workers) > 1 or backend != "local"):
+        raise StagSimError("--carla: one CARLA server runs one world; use --workers 1 --backend local")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in scenario_paths]
-    args = [(p, agent_spec, str(out), video, env_overrides) for p in paths]
+    args = [(p, agent_spec, str(out), video, env_overrides, carla) for p in paths]
     bar = tqdm(total=len(args), desc=f"eval [{agent_spec}]", unit="scenario", disable=not progress)
     rows: list[dict | None] = [None] * len(args)
     if backend == "ray":

@@ -1,0 +1,177 @@
+"""Closed-loop evaluation: eval rows and files, failing agents, replay bit-identity, export, the CLI."""
+
+import json
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from stag_sim.cache import write_scene_cache
+from stag_sim.cli import main
+from stag_sim.errors import StagSimError
+from stag_sim.evaluation import evaluate, replay_run, run_episode
+from stag_sim.export import load_episode
+from stag_sim.testing import tiny_scene_log
+
+ENV = {"image_size": [18, 32], "cameras": ["CAM_FRONT", "CAM_BACK"], "voxel_size": 0.5}
+
+
+class RaisingAgent:
+    """A planner that crashes on its third step."""
+
+    def __init__(self):
+        self.n = 0
+
+    def reset(self, obs, info):
+        self.n = 0
+
+    def act(self, obs):
+        self.n += 1
+        if self.n == 3:
+            raise RuntimeError("planner exploded")
+        return np.zeros(2, np.float32)
+
+
+class NaNAgent:
+    def reset(self, obs, info):
+        pass
+
+    def act(self, obs):
+        return np.array([np.nan, 0.0], np.float32)
+
+
+@pytest.fixture(scope="module")
+def scenario_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    write_scene_cache(tiny_scene_log(num_frames=40, width=32, height=18), root / "scene")
+    env = json.dumps(ENV)
+    (root / "scenarios").mkdir()
+    (root / "scenarios" / "straight.yaml").write_text(
+        f"scene: {{path: ../scene}}\nduration_s: 3.0\nagents: log_replay\nenv: {env}\nseed: 1\n")
+    (root / "scenarios" / "brake.yaml").write_text(
+        f"scene: {{path: ../scene}}\nduration_s: 3.5\nagents: idm\nenv: {env}\nevents:\n"
+        "  - {type: insert, agent: tiny-car-1, name: lead, ahead_m: 12.0, speed: 5.0, behavior: constant}\n"
+        "  - {type: hard_brake, agent: lead, at_s: 0.5, decel: 6.0}\n")
+    return root
+
+
+def test_run_episode_scores_and_writes_a_run_record(scenario_dir, tmp_path):
+    row = run_episode(scenario_dir / "scenarios" / "straight.yaml", "log_replay", tmp_path / "run", video=True)
+    assert row["status"] == "ok" and row["success"] and row["termination_reason"] == "route_completed"
+    assert row["pdms"] == pytest.approx(1.0, abs=0.02) and row["driving_score"] == 1.0 and row["ade"] < 0.05
+    for name in ("record.json", "actions.npy", "steps.csv", "video.mp4"):
+        assert (tmp_path / "run" / name).stat().st_size > 0
+    record = json.loads((tmp_path / "run" / "record.json").read_text())
+    assert len(record["obs_hashes"]) == row["steps"] + 1 and record["agent"] == "log_replay"
+
+
+def test_brake_scenario_log_replay_collides_with_the_braking_lead(scenario_dir):
+    row = run_episode(scenario_dir / "scenarios" / "brake.yaml", "log_replay")
+    assert row["termination_reason"] == "collision" and row["nc"] == 0.0 and row["pdms"] == 0.0
+    assert row["collisions_vehicle"] == 1 and row["driving_score"] == pytest.approx(0.6 * row["ds_route_completion"])
+
+
+def test_evaluate_orders_expert_above_random_and_writes_reports(scenario_dir, tmp_path):
+    scen = sorted((scenario_dir / "scenarios").glob("*.yaml"))
+    means = {}
+    for agent in ("log_replay", "random"):
+        rows = evaluate(scen, agent, tmp_path / agent, progress=False)
+        assert [r["scenario"] for r in rows] == ["brake", "straight"]
+        means[agent] = np.mean([r["driving_score"] for r in rows])
+        for name in ("results.csv", "results.json", "summary.png", "summary.html"):
+            assert (tmp_path / agent / name).stat().st_size > 0
+    assert means["log_replay"] > means["random"]
+
+
+def test_failing_agents_are_marked_failed_and_eval_continues(scenario_dir, tmp_path):
+    scen = [scenario_dir / "scenarios" / "straight.yaml", scenario_dir / "scenarios" / "brake.yaml"]
+    rows = evaluate(scen, "test_evaluation:RaisingAgent", tmp_path / "raise", progress=False)
+    assert [r["status"] for r in rows] == ["failed", "failed"]
+    assert rows[0]["reason"] == "agent raised RuntimeError: planner exploded" and rows[0]["steps"] == 2
+    rows = evaluate(scen[:1], "test_evaluation:NaNAgent", tmp_path / "nan", progress=False)
+    assert rows[0]["status"] == "failed" and "non-finite action" in rows[0]["reason"]
+    missing = tmp_path / "missing.yaml"
+    missing.write_text("scene: {path: /no/such/scene}\nduration_s: 2.0\n")
+    rows = evaluate([missing, scen[0]], "log_replay", tmp_path / "missing", progress=False)
+    assert rows[0]["status"] == "failed" and "not a scene cache" in rows[0]["reason"] and rows[1]["status"] == "ok"
+
+
+def test_unknown_agent_is_one_clear_error(scenario_dir, tmp_path):
+    with pytest.raises(StagSimError, match="not a built-in"):
+        evaluate([scenario_dir / "scenarios" / "straight.yaml"], "wizard", tmp_path)
+    rows = evaluate([scenario_dir / "scenarios" / "straight.yaml"], "no_such_pkg.mod:Planner", tmp_path, progress=False)
+    assert rows[0]["status"] == "failed" and "cannot import module 'no_such_pkg.mod'" in rows[0]["reason"]
+
+
+def test_replay_is_bit_identical_and_rerenders(scenario_dir, tmp_path):
+    run = tmp_path / "runs"
+    evaluate([scenario_dir / "scenarios" / "brake.yaml"], "random", run, progress=False)
+    rec = run / "runs" / "brake"
+    same = replay_run(rec, tmp_path / "again")
+    assert same["identical"] and same["obs_identical"] and same["metrics_identical"] and same["first_divergent_step"] is None
+    moved = replay_run(rec, tmp_path / "moved", camera_offset=(0.0, 1.0, 0.0))
+    assert moved["rerendered"] and moved["metrics_identical"] and not moved["obs_identical"]
+    assert moved["first_divergent_step"] == 0
+    # a tampered record is caught
+    rec_json = json.loads((rec / "record.json").read_text())
+    rec_json["obs_hashes"][3] = "0" * 64
+    rec_json["result"]["obs_hash"] = "0" * 64
+    (rec / "record.json").write_text(json.dumps(rec_json))
+    bad = replay_run(rec, tmp_path / "bad")
+    assert not bad["identical"] and bad["first_divergent_step"] == 3
+
+
+def test_export_writes_transitions(scenario_dir, tmp_path):
+    from stag_sim.export import export_episodes
+
+    out = export_episodes([scenario_dir / "scenarios" / "straight.yaml"], tmp_path / "ds", episodes=2, progress=False)
+    index = json.loads((out / "index.json").read_text())
+    assert [e["seed"] for e in index["episodes"]] == [1, 2]
+    ep = load_episode(out / index["episodes"][0]["file"])
+    T = index["episodes"][0]["steps"]
+    assert ep["action"].shape == (T, 2) and ep["reward"].shape == (T,) and ep["done"][-1] and not ep["done"][:-1].any()
+    assert ep["obs"]["CAM_FRONT"].shape == (T, 18, 32, 3) and np.array_equal(ep["obs"]["ego"][1:], ep["next_obs"]["ego"][:-1])
+    assert np.allclose(ep["action"], ep["expert_action"])  # the expert drove
+
+
+def test_cli_eval_and_replay(scenario_dir, tmp_path):
+    runner = CliRunner()
+    res = runner.invoke(main, ["eval", "--agent", "constant_velocity", "--scenarios", str(scenario_dir / "scenarios"),
+                               "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    assert "mean: pdms" in res.output and (tmp_path / "e" / "results.csv").is_file()
+    res = runner.invoke(main, ["replay", str(tmp_path / "e" / "runs" / "straight")])
+    assert res.exit_code == 0 and "bit-identical" in res.output, res.output
+    res = runner.invoke(main, ["replay", str(tmp_path)])
+    assert res.exit_code == 1 and "not a run directory" in res.output
+    res = runner.invoke(main, ["eval", "--agent", "random", "--scenarios", str(tmp_path / "none.yaml"), "--out", str(tmp_path)])
+    assert res.exit_code == 1 and "no such scenario file or directory" in res.output
+
+
+@pytest.mark.slow
+def test_shipped_scenarios_rank_log_replay_best_and_random_worst(tmp_path):
+    """The eval over all shipped scenarios (synthetic town): mean PDMS and driving score order the baselines."""
+    from stag_sim.scenario import find_scenarios, shipped_dir
+
+    scen = find_scenarios([shipped_dir()])
+    small = {"image_size": (36, 64), "cameras": ["CAM_FRONT"]}
+    means = {}
+    for agent in ("log_replay", "pure_pursuit", "constant_velocity", "random"):
+        rows = evaluate(scen, agent, tmp_path / agent, env_overrides=small, progress=False)
+        assert all(r["status"] == "ok" for r in rows), [r["reason"] for r in rows]
+        means[agent] = (np.mean([r["pdms"] for r in rows]), np.mean([r["driving_score"] for r in rows]))
+    for k in (0, 1):
+        assert means["log_replay"][k] >= max(m[k] for m in means.values())
+        assert means["random"][k] <= min(m[k] for m in means.values())
+        assert means["log_replay"][k] > means["random"][k]
+
+
+@pytest.mark.slow
+def test_ray_and_local_backends_agree(scenario_dir, tmp_path):
+    pytest.importorskip("ray")
+    scen = sorted((scenario_dir / "scenarios").glob("*.yaml"))
+    local = evaluate(scen, "random", tmp_path / "local", workers=2, progress=False)
+    on_ray = evaluate(scen, "random", tmp_path / "ray", workers=2, backend="ray", progress=False)
+    drop = ("wall_s",)
+    assert [{k: v for k, v in r.items() if k not in drop} for r in local] == \
+        [{k: v for k, v in r.items() if k not in drop} for r in on_ray]
