@@ -4,8 +4,9 @@ Prints, from one run on one machine:
 
 * steps/s of the renderer (frustum culling + level of detail, hole filling on and off), median of ``--repeat``
   timed runs of ``--steps`` consecutive ego poses;
-* steps/s of the brute-force reference in the same run: the same splat code with every point sent to every camera
-  (no culling, no level of detail), and the ratio;
+* steps/s of the brute-force reference in the same run: the same backend and kernel with every point sent to every
+  camera (no culling, no level of detail), and the ratio;
+* with ``--compare-numpy``, the numpy backend (the vectorised fallback) on the same poses, and its brute force;
 * scaling with the number of points (250k, 1M, 4M: the main cloud randomly subsampled, or upsampled by jittered
   copies);
 * the torch CUDA path when a GPU is present (skipped with a message otherwise).
@@ -15,6 +16,10 @@ The scene is the synthetic town's static cloud (built at the voxel size that giv
 
     python benchmarks/render_bench.py                  # default: synthetic town seed 0, or the procedural street
     python benchmarks/render_bench.py --procedural     # always the procedural street
+    python benchmarks/render_bench.py --backend numpy  # the numpy fallback instead of the default (numba)
+
+The numba backend compiles its kernels on first use (~20 s, cached on disk afterwards); the warm-up render of
+each timed run pays that, not the timings.
 """
 
 from __future__ import annotations
@@ -118,6 +123,14 @@ def time_steps(renderer: PointRenderer, rig, ego: np.ndarray, scene: Scene4D, st
     return statistics.median(rates)
 
 
+def _threads(backend: str) -> str:
+    if backend == "numba":
+        import numba
+
+        return f"numba {numba.get_num_threads()} threads, {numba.config.THREADING_LAYER} layer"
+    return "torch 2 threads, numpy as built" if backend == "torch" else "numpy as built"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--points", type=int, default=1_000_000, help="static points of the main scene")
@@ -125,6 +138,8 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5, help="timed runs (median reported)")
     ap.add_argument("--procedural", action="store_true", help="use the procedural street even if the town exists")
     ap.add_argument("--no-scaling", action="store_true", help="skip the 250k / 1M / 4M scaling runs")
+    ap.add_argument("--backend", default="auto", help="CPU backend: auto (numba if installed), numba or numpy")
+    ap.add_argument("--compare-numpy", action="store_true", help="also time the numpy backend (and its brute force)")
     args = ap.parse_args()
 
     import torch
@@ -137,26 +152,34 @@ def main() -> None:
         return (got, "synthetic town") if got is not None else (procedural_street(n), "procedural street")
 
     (scene, ego), kind = scene_of(args.points)
+    fast = PointRenderer(scene, RenderConfig(backend=args.backend))
+    raw = PointRenderer(scene, RenderConfig(backend=args.backend, fill_holes=False))
     print(f"scene: {kind}, {len(scene.static_points):,} static points (voxel {scene.voxel_size:.3f} m), "
-          f"{len(scene.objects)} objects; 6 cameras x 400x224 per step; CPU threads: torch 2, numpy as built")
-    fast = PointRenderer(scene)
-    raw = PointRenderer(scene, RenderConfig(fill_holes=False))
+          f"{len(scene.objects)} objects; 6 cameras x 400x224 per step; backend {fast.backend} "
+          f"({_threads(fast.backend)})")
     r_fill = time_steps(fast, rig, ego, scene, args.steps, args.repeat)
     r_raw = time_steps(raw, rig, ego, scene, args.steps, args.repeat)
     brute_steps = max(3, args.steps // 8)
     r_brute = time_steps(fast, rig, ego, scene, brute_steps, max(1, args.repeat // 2), cull=False)
     print(f"renderer (culling + LOD, hole filling): {r_fill:7.1f} steps/s  ({1e3 / r_fill:6.1f} ms/step)")
     print(f"renderer (culling + LOD, no filling)  : {r_raw:7.1f} steps/s  ({1e3 / r_raw:6.1f} ms/step)")
-    print(f"brute-force reference (same splat code, every point x every camera, hole filling): "
+    print(f"brute-force reference (same backend and kernel, every point x every camera, hole filling): "
           f"{r_brute:6.2f} steps/s  ({1e3 / r_brute:7.1f} ms/step)")
     print(f"speed-up over brute force: {r_fill / r_brute:.1f}x (with filling)")
+    if args.compare_numpy and fast.backend != "numpy":
+        ref = PointRenderer(scene, RenderConfig(backend="numpy"))
+        r_np = time_steps(ref, rig, ego, scene, args.steps, max(1, args.repeat // 2))
+        r_np_brute = time_steps(ref, rig, ego, scene, brute_steps, 1, cull=False)
+        print(f"numpy backend, same poses: {r_np:.1f} steps/s; its brute force {r_np_brute:.2f} steps/s; "
+              f"{fast.backend} vs numpy: {r_fill / r_np:.1f}x")
 
     if not args.no_scaling:
         print("\nscaling (hole filling on):")
         print(f"{'points':>10}  {'steps/s':>8}  {'ms/step':>8}")
         for n in (250_000, 1_000_000, 4_000_000):  # the main scene's cloud, subsampled or upsampled
             sc = resampled(scene, n / len(scene.static_points))
-            r = time_steps(PointRenderer(sc), rig, ego, sc, args.steps, max(1, args.repeat // 2))
+            r = time_steps(PointRenderer(sc, RenderConfig(backend=args.backend)), rig, ego, sc, args.steps,
+                           max(1, args.repeat // 2))
             print(f"{len(sc.static_points):10,d}  {r:8.1f}  {1e3 / r:8.1f}")
 
     if torch.cuda.is_available():

@@ -143,6 +143,8 @@ class PointRenderer:
 
             self._torch = TorchSplatter(self.index, self._obj_points, self.config.device)
         if self.backend == "numba":  # all objects' levels in one array, and where each (object, level) starts
+            from stag_sim.render import kernels  # noqa: F401  (numba's threading layer is chosen on import)
+
             flat = [lv for levels in self._obj_points for lv in levels]
             self._obj_xyz1 = np.ascontiguousarray(np.concatenate([p for p, _ in flat], 1) if flat
                                                   else np.zeros((4, 0), np.float32))
@@ -243,11 +245,12 @@ class PointRenderer:
         n = len(poses)
         cfg = self.config
         cams = CameraBatch.make(poses, K, w, h, cfg.near, ZLayout.reach_px(cfg.max_footprint_px))
-        ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
         obj_sets = self._visible_objects(cams, obj_poses, obj_mask, cull)
         layout = ZLayout.make(n, w, h, cfg.max_footprint_px)
         if self.backend == "numba":
-            return self._render_numba(cams, ranges, obj_sets, layout, poses)
+            chunks = self.index.select_flat(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
+            return self._render_numba(cams, chunks, obj_sets, layout, poses)
+        ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
         if self._torch is not None:
             keys = self._torch.splat(ranges, obj_sets, cams, layout, self._obj_voxels, cfg)
         else:
@@ -265,47 +268,36 @@ class PointRenderer:
                     self._fill(rgb[i], valid[i], poses[i], K[i])
         return RenderResult(rgb, depth, valid)
 
-    def _render_numba(self, cams: CameraBatch, ranges, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
-        """The compiled path: one parallel kernel splats, composes and decodes; a second fills the holes."""
+    def _render_numba(self, cams: CameraBatch, chunks, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
+        """The compiled path: one parallel kernel splats, composes and decodes; a second fills the holes.
+        ``chunks``: (camera, level, chunk) of the static chunks to draw (:meth:`ChunkIndex.select_flat`)."""
         from stag_sim.render import kernels
 
         cfg, n, h, w = self.config, len(cams), cams.height, cams.width
         L = len(self.index.voxel_sizes)
-        # kernel parameters: camera i's static level l is row i * L + l, the drawn objects follow
-        Ts, Ks = [np.repeat(cams.T_cam_from_world, L, 0)], [np.repeat(cams.K, L, 0)]
-        vox = [np.tile(self.index.voxel_sizes, n)]
-        starts, counts, pidx, per_cam = [], [], [], np.zeros(n, np.int64)
-        n_obj = 0
-        for i in range(n):
-            for level, st, ct in ranges[i]:
-                starts.append(st)
-                counts.append(ct)
-                pidx.append(np.full(len(st), i * L + level, np.int64))
-                per_cam[i] += len(st)
-            if obj_sets[i]:
-                ks, lv, T = zip(*obj_sets[i])
-                ks, lv = np.array(ks), np.array(lv)
-                Ts.append(np.stack(T))
-                Ks.append(np.repeat(cams.K[i:i + 1], len(ks), 0))
-                vox.append(self._obj_voxels[lv])
-                starts.append(self._obj_starts[ks, lv])
-                counts.append(self._obj_sizes[ks, lv])
-                pidx.append(n * L + n_obj + np.arange(len(ks)))
-                n_obj += len(ks)
-                per_cam[i] += len(ks)
-        cat = lambda parts: np.concatenate(parts).astype(np.int64) if parts else np.zeros(0, np.int64)  # noqa: E731
-        pidx = cat(pidx)
-        params = self._splat_params(np.concatenate(Ts), np.concatenate(Ks), layout, np.concatenate(vox))
-        counts = cat(counts)
+        cam, level, chunk = chunks
+        # items (point ranges) and their kernel parameters: static level l of camera i uses row i * L + l,
+        # drawn objects the rows after
+        objs = [(i, k, lv, T) for i in range(n) for k, lv, T in obj_sets[i]]
+        o_cam, o_k, o_lv = (np.array([o[j] for o in objs], np.int64).reshape(-1) for j in range(3))
+        T_obj = np.array([o[3] for o in objs], np.float64).reshape(-1, 4, 4)
+        params = self._splat_params(np.concatenate([np.repeat(cams.T_cam_from_world, L, 0), T_obj]),
+                                    np.concatenate([np.repeat(cams.K, L, 0), cams.K[o_cam]]), layout,
+                                    np.concatenate([np.tile(self.index.voxel_sizes, n), self._obj_voxels[o_lv]]))
+        order = np.argsort(np.concatenate([cam, o_cam]), kind="stable")  # camera by camera, objects last
+        starts = np.concatenate([self.index.starts[level, chunk], self._obj_starts[o_k, o_lv]])[order]
+        counts = np.concatenate([self.index.counts[level, chunk], self._obj_sizes[o_k, o_lv]])[order]
+        pidx = np.concatenate([cam * L + level, n * L + np.arange(len(objs))])[order]
+        per_cam = np.bincount(np.concatenate([cam, o_cam]), minlength=n)
         cam_ptr = np.concatenate([[0], np.cumsum(per_cam)]).astype(np.int64)
-        work = np.bincount(np.repeat(np.arange(n), per_cam), weights=counts, minlength=n)  # points per camera
+        work = np.bincount(np.concatenate([cam, o_cam])[order], weights=counts, minlength=n)  # points per camera
         offsets = np.stack([layout.camera_offsets(i) for i in range(n)])
         rgb = np.empty((n, h, w, 3), np.uint8)
         depth = np.empty((n, h, w), np.float32)
         valid = np.empty((n, h, w), bool)
         with kernels.LOCK:
             kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
-                                self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), cat(starts), counts, pidx,
+                                self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), starts, counts, pidx,
                                 params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
                                 np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
                                 np.empty(layout.size, np.int64), rgb, depth, valid)

@@ -85,9 +85,10 @@ class CameraBatch:
     def sphere_visible(self, centres: np.ndarray, radii: np.ndarray, max_range: float, near: float) -> np.ndarray:
         """(N, M) bool: spheres (M, 3) [m] / (M,) [m] that may hold points seen by each camera with
         ``near`` < z < ``max_range`` (z along the optical axis, the same test the splatter applies per point)."""
-        s = np.einsum("nkj,mj->nmk", self.planes[:, :, :3], centres) + self.planes[:, None, :, 3]
-        vis = np.all(s >= -radii[None, :, None], axis=2)
-        return vis & (s[:, :, 4] + near - radii[None] < max_range)
+        P = self.planes[:, :, :, None]  # (N, 5, 4, 1): signed distances (N, 5, M), summed in a fixed order
+        s = P[:, :, 0] * centres[:, 0] + P[:, :, 1] * centres[:, 1] + P[:, :, 2] * centres[:, 2] + P[:, :, 3]
+        vis = np.all(s >= -radii, axis=1)
+        return vis & (s[:, 4] + near - radii < max_range)
 
 
 class ChunkIndex:
@@ -164,38 +165,46 @@ class ChunkIndex:
 
     def select(self, cams: CameraBatch, max_range: float, near: float, lod_factor: float,
                cull: bool = True) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
-        """Per camera, ``[(level, starts, counts), ...]`` of the chunks to draw.
-
-        A chunk is drawn when its bounding sphere meets the frustum between ``near`` and ``max_range`` [m], at the coarsest level
-        that still has ``lod_factor`` points per pixel of the chunk's projected bounding box (level 0 for chunks
-        reaching behind the camera). ``lod_factor`` 0 draws level 0 only; ``cull=False`` draws every level-0 point
-        in every camera (the brute-force reference).
-        """
-        M = self.starts.shape[1]
-        if not cull or M == 0:
-            return [[(0, self.starts[0], self.counts[0])] for _ in range(len(cams))]
-        vis = cams.sphere_visible(self.centres, self.radii, max_range, near)
+        """Per camera, ``[(level, starts, counts), ...]`` of the chunks to draw (see :meth:`select_flat`)."""
+        cam, level, chunk = self.select_flat(cams, max_range, near, lod_factor, cull)
+        bounds = np.searchsorted(cam, np.arange(len(cams) + 1))
         out = []
         for i in range(len(cams)):
-            sel = np.flatnonzero(vis[i])
-            level = np.zeros(len(sel), np.int64)
-            if lod_factor > 0 and len(sel) and len(self.voxel_sizes) > 1:
-                T = cams.T_cam_from_world[i]
-                pc = self._corners[sel] @ T[:3, :3].T + T[:3, 3]  # (m, 8, 3)
-                z = pc[..., 2]
-                fx, fy, cx, cy = cams.K[i]
-                front = z.min(axis=1) > 1e-3
-                zs = np.where(front[:, None], z, 1.0)
-                u = np.clip(fx * pc[..., 0] / zs + cx, -0.5, cams.width - 0.5)
-                v = np.clip(fy * pc[..., 1] / zs + cy, -0.5, cams.height - 0.5)
-                need = lod_factor * (u.max(1) - u.min(1) + 1.0) * (v.max(1) - v.min(1) + 1.0)
-                level = np.where(front, (self.counts[1:, sel] >= need).sum(0), 0)
+            lv, ch = level[bounds[i]:bounds[i + 1]], chunk[bounds[i]:bounds[i + 1]]
             groups = []
-            for lvl in np.unique(level).tolist():
-                m = sel[level == lvl]
+            for lvl in np.unique(lv).tolist():
+                m = ch[lv == lvl]
                 groups.append((int(lvl), self.starts[lvl, m], self.counts[lvl, m]))
             out.append(groups)
         return out
+
+    def select_flat(self, cams: CameraBatch, max_range: float, near: float, lod_factor: float,
+                    cull: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The chunks to draw: (k,) int64 camera, level of detail and chunk, camera by camera, chunks ascending.
+
+        A chunk is drawn when its bounding sphere meets the frustum between ``near`` and ``max_range`` [m], at the
+        coarsest level that still has ``lod_factor`` points per pixel of the chunk's projected bounding box (level 0
+        for chunks reaching behind the camera). ``lod_factor`` 0 draws level 0 only; ``cull=False`` draws every
+        level-0 point in every camera (the brute-force reference).
+        """
+        N, M = len(cams), self.starts.shape[1]
+        if not cull or M == 0:
+            return np.repeat(np.arange(N), M), np.zeros(N * M, np.int64), np.tile(np.arange(M), N)
+        cam, chunk = np.nonzero(cams.sphere_visible(self.centres, self.radii, max_range, near))
+        level = np.zeros(len(cam), np.int64)
+        if lod_factor > 0 and len(cam) and len(self.voxel_sizes) > 1:
+            T = cams.T_cam_from_world[cam][:, :3, :, None]  # (k, 3, 4, 1)
+            c = self._corners[chunk][:, None]  # (k, 1, 8, 3)
+            pc = T[:, :, 0] * c[..., 0] + T[:, :, 1] * c[..., 1] + T[:, :, 2] * c[..., 2] + T[:, :, 3]  # (k, 3, 8)
+            x, y, z = pc[:, 0], pc[:, 1], pc[:, 2]
+            fx, fy, cx, cy = (k[:, None] for k in cams.K[cam].T)
+            front = z.min(axis=1) > 1e-3
+            zs = np.where(front[:, None], z, 1.0)
+            u = np.clip(fx * x / zs + cx, -0.5, cams.width - 0.5)
+            v = np.clip(fy * y / zs + cy, -0.5, cams.height - 0.5)
+            need = lod_factor * (u.max(1) - u.min(1) + 1.0) * (v.max(1) - v.min(1) + 1.0)
+            level = np.where(front, (self.counts[1:, chunk] >= need).sum(0), 0)
+        return cam, level, chunk
 
     def gather(self, starts: np.ndarray, counts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(4, n) float32 homogeneous positions and (n,) int32 colours of the given chunk ranges."""
