@@ -371,3 +371,53 @@ def test_savgol_matches_scipy():
     for window, order, deriv in ((15, 2, 1), (15, 3, 2), (7, 2, 0)):
         expected = signal.savgol_filter(y, window, order, deriv=deriv, delta=DT, mode="interp")
         np.testing.assert_allclose(M._savgol(y, window, order, deriv, DT), expected, atol=1e-9)
+
+
+# --- TTC on curves: realised ego path, CTRV agents, oncoming-lane filter ---------------------------------------------
+
+def _arc(radius, speed, T, x0=0.0, y0=0.0, yaw0=0.0, turn=1.0):
+    """(xy (T, 2), yaw (T,)) along a circle of ``radius`` [m] at ``speed`` [m/s], turning left (turn=1) or right."""
+    yaw = yaw0 + turn * speed / radius * DT * np.arange(T)
+    cx, cy = x0 - turn * radius * np.sin(yaw0), y0 + turn * radius * np.cos(yaw0)
+    xy = np.stack([cx + turn * radius * np.sin(yaw), cy - turn * radius * np.cos(yaw)], axis=-1)
+    return xy, yaw
+
+
+def test_ttc_follows_the_realised_ego_path_through_a_curve():
+    # the ego turns left on a 20 m circle; a car parked just outside the curve (0.9 s straight ahead of step 10,
+    # 1.5 m outward) would be hit by a straight constant-velocity projection, but never by the realised path
+    T = 30
+    xy, yaw = _arc(20.0, 8.0, T)
+    ego = EgoTrace(np.arange(T) * DT, xy, yaw, np.full(T, 8.0), EGO_LENGTH, EGO_WIDTH, EGO_OFFSET)
+    straight_ahead = xy[10] + EGO_OFFSET * np.array([np.cos(yaw[10]), np.sin(yaw[10])]) + 8.0 * 0.9 * np.array(
+        [np.cos(yaw[10]), np.sin(yaw[10])]) + 1.5 * np.array([np.sin(yaw[10]), -np.cos(yaw[10])])  # 1.5 m outward
+    parked = AgentTrace(("p",), ("vehicle.car",), np.array([[4.5, 1.9, 1.5]]), np.tile(straight_ahead, (T, 1, 1)),
+                        np.full((T, 1), yaw[10]), np.zeros((T, 1)), np.ones((T, 1), bool))
+    road = shapely.Point(0.0, 20.0).buffer(30.0)
+    tr = EpisodeTrace(ego, parked, road, xy, np.arange(T) * 0.8, 20.0, xy, np.ones(T, bool)).validate()
+    assert M.no_at_fault_collisions(tr).score == 1.0
+    assert M.time_to_collision(tr).score == 1.0
+    # the same car inside the realised path is a violation
+    on_path = AgentTrace(("p",), ("vehicle.car",), np.array([[4.5, 1.9, 1.5]]), np.tile(xy[20], (T, 1, 1)),
+                         np.full((T, 1), yaw[20]), np.zeros((T, 1)), np.ones((T, 1), bool))
+    tr2 = EpisodeTrace(ego, on_path, road, xy, np.arange(T) * 0.8, 20.0, xy, np.ones(T, bool)).validate()
+    assert M.time_to_collision(tr2).score == 0.0
+
+
+def test_ttc_ignores_oncoming_traffic_in_its_own_lane_but_not_in_ours():
+    # ego drives +x at y = 0; an oncoming car at -x, 3.5 m to the left, aimed slightly toward us (it is entering
+    # a curve): constant velocity would cross into our lane within 0.9 s, but it is not in our corridor
+    T = 20
+    ego = drive(np.full(T, 8.0))
+    t = np.arange(T) * DT
+    yaw = np.pi - 0.25
+    xy = np.stack([14.0 + 9.0 * np.cos(yaw) * t, 3.5 + 9.0 * np.sin(yaw) * t * 0], axis=-1)
+    other = AgentTrace(("o",), ("vehicle.car",), np.array([[4.5, 1.9, 1.5]]), xy[:, None, :], np.full((T, 1), yaw),
+                       np.full((T, 1), 9.0), np.ones((T, 1), bool))
+    assert M.time_to_collision(episode(ego, other)).score == 1.0
+    # an oncoming car in the ego's own lane is a violation
+    head_on = agents(T, ("h", "vehicle.car", (4.5, 1.9), 30.0, 0.0, 0.0))
+    head_on = AgentTrace(head_on.ids, head_on.categories, head_on.sizes,
+                         np.stack([30.0 - 9.0 * t, np.zeros(T)], -1)[:, None, :], np.full((T, 1), np.pi),
+                         np.full((T, 1), 9.0), head_on.valid)
+    assert M.time_to_collision(episode(ego, head_on)).score == 0.0
