@@ -24,8 +24,9 @@ def unet_config(size: str, mask_channel: bool = True) -> dict:
     cin = 2 * LATENT_CHANNELS + int(mask_channel)
     if size == "tiny":
         return dict(sample_size=16, in_channels=cin, out_channels=LATENT_CHANNELS,
-                    down_block_types=("CrossAttnDownBlockSpatioTemporal", "DownBlockSpatioTemporal"),
-                    up_block_types=("UpBlockSpatioTemporal", "CrossAttnUpBlockSpatioTemporal"),
+                    # attention at the half-resolution level only: cheap on CPU, still one cross-camera layer each way
+                    down_block_types=("DownBlockSpatioTemporal", "CrossAttnDownBlockSpatioTemporal"),
+                    up_block_types=("CrossAttnUpBlockSpatioTemporal", "UpBlockSpatioTemporal"),
                     block_out_channels=(32, 64), addition_time_embed_dim=8,
                     projection_class_embeddings_input_dim=8 * NUM_TIME_IDS, layers_per_block=1,
                     cross_attention_dim=32, num_attention_heads=(2, 4), num_frames=4)

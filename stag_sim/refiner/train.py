@@ -1,0 +1,285 @@
+"""Fine-tune the refiner on scene caches (``stag-sim train-refiner``).
+
+Examples: for held-out frames (left out of the 4D point cloud, as the fidelity report does) the point render of
+the six cameras is the *condition* and the logged frames are the *target*; on the synthetic town the rig is also
+shifted sideways and the town's oracle renders the target at the shifted pose. The reference frame (CLIP
+embedding) is the logged frame of the nearest frame kept in the cloud. The validation split is by frame (the last
+``val_fraction`` of the held-out frames), so the shifts of one frame never straddle it.
+
+Training: optional autoencoder warm-up of the VAE (only for the untrained tiny VAE), then the UNet with the
+v-prediction loss under the pipeline's noise schedule; VAE and image encoder frozen (their outputs are computed
+once). accelerate provides devices, mixed precision, multi-GPU (``accelerate launch``) and checkpoints;
+``resume=True`` continues from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from stag_sim.errors import StagSimError
+from stag_sim.fsutil import atomic_open
+from stag_sim.refiner import backend
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Attributes:
+        steps: UNet optimisation steps; vae_steps: autoencoder warm-up steps before them.
+        batch_size: examples (6-camera frames) per step; lr, vae_lr: AdamW learning rates.
+        holdout_every: hold out one frame in this many; shifts: lateral rig shifts [m] (non-zero: synthetic only).
+        val_fraction: share of held-out frames used for validation; voxel_size: 4D scene voxel [m].
+        checkpoint_every: steps between checkpoints; mixed_precision: ``no``, ``fp16``, ``bf16``.
+        eval_steps: sampler steps of the final PSNR evaluation; seed: all randomness.
+    """
+
+    steps: int = 300
+    vae_steps: int = 0
+    batch_size: int = 4
+    lr: float = 1e-3
+    vae_lr: float = 1e-3
+    holdout_every: int = 4
+    shifts: tuple[float, ...] = (0.0, 1.0)
+    val_fraction: float = 0.25
+    voxel_size: float = 0.2  # [m]
+    checkpoint_every: int = 100
+    mixed_precision: str = "no"
+    eval_steps: int = 4
+    seed: int = 0
+
+    def validate(self) -> "TrainConfig":
+        for name in ("steps", "batch_size", "holdout_every", "checkpoint_every", "eval_steps"):
+            if int(getattr(self, name)) < 1:
+                raise StagSimError(f"train-refiner {name}: must be >= 1, got {getattr(self, name)}")
+        if self.vae_steps < 0:
+            raise StagSimError(f"train-refiner vae_steps: must be >= 0, got {self.vae_steps}")
+        if not 0 < self.val_fraction < 1:
+            raise StagSimError(f"train-refiner val_fraction: must be in (0, 1), got {self.val_fraction}")
+        if self.mixed_precision not in ("no", "fp16", "bf16"):
+            raise StagSimError(f"train-refiner mixed_precision: {self.mixed_precision!r} is not one of no, fp16, bf16")
+        if not self.shifts:
+            raise StagSimError("train-refiner shifts: give at least one (0 = the logged rig)")
+        return self
+
+
+def build_examples(log, cfg: TrainConfig, progress: bool = False) -> dict:
+    """Conditions and targets of one scene: dict of (N, C, H, W, 3) uint8 ``cond``/``target``/``ref``,
+    (N, C, H, W) bool ``valid``, (N,) int ``frame``."""
+    from stag_sim.geometry import pose_xy_yaw
+    from stag_sim.render.fidelity import held_out_frames, synthetic_oracle
+    from stag_sim.render.renderer import PointRenderer
+    from stag_sim.scene4d import Scene4DConfig, build_scene4d
+
+    frames = held_out_frames(log.num_frames, cfg.holdout_every)
+    if len(frames) < 2:
+        raise StagSimError(f"{log.name}: {log.num_frames} frames give {len(frames)} held-out frame(s) at "
+                           f"holdout_every={cfg.holdout_every}; need >= 2 (one for validation)")
+    oracle = None
+    if any(s != 0 for s in cfg.shifts):
+        oracle = synthetic_oracle(log)  # RendererError naming the scene when it is not synthetic
+    scene = build_scene4d(log, Scene4DConfig(voxel_size=cfg.voxel_size, exclude_frames=tuple(frames)), progress=progress)
+    renderer = PointRenderer(scene)
+    intr = [c.intrinsics for c in log.rig.cameras]
+    kept = np.setdiff1d(np.arange(log.num_frames), frames)
+    out = {k: [] for k in ("cond", "valid", "target", "ref", "frame")}
+    for t in frames:
+        time_s = float(log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
+        t_ref = int(kept[np.argmin(np.abs(kept - t))])
+        ref = np.stack([log.images[t_ref, c] for c in range(len(intr))])
+        for s in cfg.shifts:
+            poses = log.camera_ego_poses[t] @ pose_xy_yaw(0.0, s, 0.0) @ log.rig.T_ego_from_cameras
+            res = renderer.render(poses, intr, scene.object_poses_at(time_s))
+            if s == 0:
+                target = np.stack([log.images[t, c] for c in range(len(intr))])
+            else:
+                target = np.stack([np.asarray(oracle.render(poses[c], intr[c], time_s)[0]) for c in range(len(intr))])
+            for k, v in (("cond", res.rgb), ("valid", res.valid), ("target", target), ("ref", ref), ("frame", t)):
+                out[k].append(v)
+    return {k: np.stack(v) for k, v in out.items()}
+
+
+def _latest_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
+    found = sorted((int(p.name.split("-")[1]), p) for p in ckpt_dir.glob("step-*") if (p / "done.json").is_file())
+    return (found[-1][1], found[-1][0]) if found else None
+
+
+def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, *, resume: bool = False,
+                  progress: bool = False) -> dict:
+    """Train; returns (and writes to ``out_dir/metrics.json``) the validation losses and PSNR figures.
+
+    Args:
+        scenes: scene cache directories, or :class:`~stag_sim.scene_log.SceneLog` objects.
+        init_dir: refiner directory to start from.
+        out_dir: output: ``refiner/`` (the trained pipeline), ``checkpoints/``, ``metrics.json``.
+    """
+    from tqdm import tqdm
+
+    from stag_sim.cache import load_scene_cache
+    from stag_sim.refiner.cli import save_pipeline
+    from stag_sim.refiner.renderer import load_refiner
+
+    cfg = (config or TrainConfig()).validate()
+    torch, accelerate, diffusers = backend.torch(), backend.accelerate(), backend.diffusers()
+    out = Path(out_dir)
+    ckpt_dir = out / "checkpoints"
+    latest = _latest_checkpoint(ckpt_dir) if resume else None
+    if resume and latest is None:
+        raise StagSimError(f"--resume: no finished checkpoint in {ckpt_dir}")
+    if not resume and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
+        raise StagSimError(f"--out {out}: holds checkpoints already; pass --resume to continue, or another --out")
+    acc = accelerate.Accelerator(mixed_precision=cfg.mixed_precision, project_dir=str(out))
+    accelerate.utils.set_seed(cfg.seed)
+    pipe = load_refiner(init_dir, "cpu", "float32")
+    pipe.to(acc.device)
+
+    logs = [s if not isinstance(s, (str, Path)) else load_scene_cache(s) for s in scenes]
+    parts = [build_examples(log, cfg, progress and acc.is_local_main_process) for log in logs]
+    data = {}
+    for k in parts[0]:
+        data[k] = np.concatenate([p[k] + 1_000_000 * i if k == "frame" else p[k] for i, p in enumerate(parts)])
+    frames = np.unique(data["frame"])
+    n_val = max(1, int(round(len(frames) * cfg.val_fraction)))
+    is_val = np.isin(data["frame"], frames[-n_val:])
+    tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    rng = np.random.default_rng(cfg.seed)
+    bar = lambda n, desc: tqdm(total=n, desc=desc, disable=not (progress and acc.is_local_main_process))  # noqa: E731
+
+    def video(key, idx):  # (len(idx), F=1, C, H, W, 3) float [0, 1]
+        return torch.from_numpy(data[key][idx][:, None]).float().div(255.0)
+
+    # --- VAE warm-up (untrained tiny VAE only), saved so a resume skips it ----------------------------------------
+    vae_dir = ckpt_dir / "vae"
+    if latest is not None and vae_dir.is_dir():
+        pipe.vae = type(pipe.vae).from_pretrained(vae_dir).to(acc.device)
+    elif cfg.vae_steps:
+        pipe.vae.train().requires_grad_(True)
+        opt = torch.optim.AdamW(pipe.vae.parameters(), lr=cfg.vae_lr)
+        vae, opt = acc.prepare(pipe.vae, opt)
+        imgs = np.concatenate([data["target"][tr], data["cond"][tr]]).reshape(-1, *data["target"].shape[2:])
+        with bar(cfg.vae_steps, "vae warm-up") as pb:
+            for _ in range(cfg.vae_steps):
+                x = torch.from_numpy(imgs[rng.integers(0, len(imgs), 4 * cfg.batch_size)]).permute(0, 3, 1, 2)
+                x = x.float().div(127.5).sub(1.0).to(acc.device)
+                with acc.autocast():
+                    post = vae.encode(x).latent_dist
+                    rec = vae.decode(post.sample()).sample
+                    loss = torch.nn.functional.mse_loss(rec.float(), x) + 1e-6 * post.kl().mean()
+                acc.backward(loss)
+                opt.step()
+                opt.zero_grad()
+                pb.update()
+                pb.set_postfix(loss=f"{loss.item():.4f}")
+        pipe.vae = acc.unwrap_model(vae).eval().requires_grad_(False)
+        if acc.is_main_process:
+            pipe.vae.save_pretrained(vae_dir)
+    pipe.vae.requires_grad_(False).eval()
+    pipe.image_encoder.requires_grad_(False).eval()
+
+    # --- frozen encoders: condition / target latents and reference embeddings, once ---------------------------------
+    with torch.no_grad():
+        all_idx = np.arange(len(data["frame"]))
+        cond = torch.cat([pipe.encode_condition(video("cond", i), torch.from_numpy(data["valid"][i][:, None]))
+                          for i in np.array_split(all_idx, max(1, len(all_idx) // 8))])
+        b, c = len(all_idx), data["cond"].shape[1]
+        tgt = torch.cat([pipe.encode_images(video("target", i).permute(0, 2, 1, 5, 3, 4).flatten(0, 2))
+                         for i in np.array_split(all_idx, max(1, len(all_idx) // 8))])
+        tgt = tgt.view(b * c, 1, *tgt.shape[1:])
+        emb = pipe.embed_reference(torch.from_numpy(data["ref"]).float().div(255.0))
+        ids = pipe.time_ids(b * c, 10.0, 127.0, 0.02)
+    cams = pipe.camera_layout
+    cameras = tuple(logs[0].rig.names)
+    if any(tuple(log.rig.names) != cameras for log in logs):
+        raise StagSimError("train-refiner: all scenes must have the same camera rig names and order")
+    sched = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
+    alphas = sched.alphas_cumprod.to(acc.device)
+
+    def rows(idx):  # example indices -> rows of the (B*C, ...) tensors
+        return (np.asarray(idx)[:, None] * c + np.arange(c)[None]).reshape(-1)
+
+    def v_loss(unet, idx, gen=None, t=None):
+        r = torch.from_numpy(rows(idx)).to(acc.device)
+        x0 = tgt[r]
+        noise = torch.randn(x0.shape, generator=gen, device="cpu").to(acc.device)
+        if t is None:
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(acc.device)
+        t_rows = t.repeat_interleave(c)
+        a = alphas[t_rows].view(-1, 1, 1, 1, 1)
+        noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
+        cams.set(cameras, 1)
+        x = torch.cat([noisy, cond[r]], dim=2)
+        with acc.autocast():
+            pred = unet(x, t_rows, encoder_hidden_states=emb[r], added_time_ids=ids[r]).sample
+        return torch.nn.functional.mse_loss(pred.float(), target.float())
+
+    def val_loss(unet) -> float:
+        gen = torch.Generator().manual_seed(cfg.seed + 1)
+        ts = torch.linspace(50, sched.config.num_train_timesteps - 50, 4).long()
+        with torch.no_grad():
+            vals = [v_loss(unet, va, gen, t.repeat(len(va)).to(acc.device)).item() for t in ts]
+        return float(np.mean(vals))
+
+    # --- UNet --------------------------------------------------------------------------------------------------
+    pipe.unet.train().requires_grad_(True)
+    opt = torch.optim.AdamW(pipe.unet.parameters(), lr=cfg.lr)
+    unet, opt = acc.prepare(pipe.unet, opt)
+    meta_file = ckpt_dir / "meta.json"
+    start = 0
+    if latest is not None:
+        acc.load_state(str(latest[0]))
+        start = latest[1]
+        meta = json.loads(meta_file.read_text())
+        rng = np.random.default_rng([cfg.seed, start])
+    else:
+        meta = {"val_loss_before": val_loss(unet), "config": asdict(cfg)}
+        if acc.is_main_process:
+            ckpt_dir.mkdir(parents=True, exist_ok=True)
+            with atomic_open(meta_file) as f:
+                json.dump(meta, f)
+    gen = torch.Generator().manual_seed(cfg.seed + start)
+    with bar(cfg.steps, "refiner") as pb:
+        pb.update(start)
+        for step in range(start, cfg.steps):
+            loss = v_loss(unet, rng.choice(tr, size=min(cfg.batch_size, len(tr)), replace=False), gen)
+            acc.backward(loss)
+            opt.step()
+            opt.zero_grad()
+            pb.update()
+            pb.set_postfix(loss=f"{loss.item():.4f}")
+            if (step + 1) % cfg.checkpoint_every == 0 or step + 1 == cfg.steps:
+                d = ckpt_dir / f"step-{step + 1:06d}"
+                acc.save_state(str(d))
+                if acc.is_main_process:
+                    with atomic_open(d / "done.json") as f:
+                        json.dump({"step": step + 1, "loss": loss.item()}, f)
+    unet.eval()
+    metrics = {**meta, "val_loss_after": val_loss(unet), "steps": cfg.steps, "train_examples": int(len(tr)),
+               "val_examples": int(len(va))}
+    pipe.unet = acc.unwrap_model(unet).requires_grad_(False)
+    metrics.update(hole_psnr(pipe, data, va, cfg))
+    if acc.is_main_process:
+        metrics["out"] = str(save_pipeline(pipe, out / "refiner"))
+        with atomic_open(out / "metrics.json") as f:
+            json.dump(metrics, f, indent=1)
+    return metrics
+
+
+def hole_psnr(pipe, data: dict, idx, cfg: TrainConfig) -> dict:
+    """PSNR [dB] vs the target of the point render and of the refined frames: inside the holes and overall."""
+    from stag_sim.render.fidelity import psnr
+
+    torch = backend.torch()
+    gen = torch.Generator(device=pipe.device).manual_seed(cfg.seed)
+    refined = np.stack([pipe(data["cond"][i][None], data["valid"][i][None], data["ref"][i],
+                             num_inference_steps=cfg.eval_steps, generator=gen.manual_seed(cfg.seed)).frames[0]
+                        for i in idx])
+    holes = ~data["valid"][idx]
+    tgt, pt = data["target"][idx], data["cond"][idx]
+    m = {"psnr_point": psnr(pt, tgt), "psnr_refined": psnr(refined, tgt), "hole_fraction": float(holes.mean())}
+    if holes.any():
+        m["psnr_holes_point"] = psnr(pt[holes], tgt[holes])
+        m["psnr_holes_refined"] = psnr(refined[holes], tgt[holes])
+    return m
