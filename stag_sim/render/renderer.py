@@ -161,11 +161,14 @@ class PointRenderer:
             poses = poses[None]
         if poses.ndim != 3 or poses.shape[1:] != (4, 4):
             raise RendererError(f"camera_poses: expected (N, 4, 4) T_world_from_camera, got shape {poses.shape}")
-        for i, T in enumerate(poses):
-            try:
-                check_transform(T, f"camera_poses[{i}]")
-            except StagSimError as e:
-                raise RendererError(f"{e} (a camera needs a finite rigid pose to look somewhere)") from None
+        try:
+            check_transform(poses, "camera_poses")  # all at once; on failure, again one by one to name the camera
+        except StagSimError:
+            for i, T in enumerate(poses):
+                try:
+                    check_transform(T, f"camera_poses[{i}]")
+                except StagSimError as e:
+                    raise RendererError(f"{e} (a camera needs a finite rigid pose to look somewhere)") from None
         intr = [intrinsics] * len(poses) if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
         if len(intr) != len(poses):
             raise RendererError(f"intrinsics: got {len(intr)} for {len(poses)} camera poses (give one, or one per pose)")
