@@ -47,6 +47,11 @@ def load_scene(scene) -> tuple[SceneLog, Path | None]:
 class StagDriveEnv(gym.Env):
     """Closed-loop driving on a logged scene. See the README's RL section and :class:`envs.config.EnvConfig`.
 
+    ``scene``: None (the embedded synthetic town), a scene cache path or a SceneLog. ``scenario``: a scenario file,
+    a shipped scenario's name or a :class:`stag_sim.scenario.Scenario`; it sets the scene (unless ``scene`` is
+    given), start frame, duration, route, agents, scripted events and the default reset options (ego offset and
+    speed); explicit keyword settings override the scenario's ``env`` block.
+
     Observation (Dict): one ``(H, W, 3)`` uint8 image per observed camera (keys = camera names), ``ego``
     (4,) float32 = (speed [m/s], accel [m/s^2], yaw_rate [rad/s], steer [rad]), ``route`` (2N,) float32 =
     (x0, y0, x1, y1, ...) route points ahead in the ego frame [m] (flat, as vector policies expect), and optionally ``depth_<CAM>`` (H, W) float32 [m].
