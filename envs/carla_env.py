@@ -33,7 +33,7 @@ from stag_sim.dynamics import EgoState, bicycle_step, wrap_angle
 from stag_sim.envs.stag_drive import StagDriveEnv
 from stag_sim.errors import BridgeError, ValidationError
 from stag_sim.geometry import pose_xy_yaw
-from stag_sim.world import SimState, World
+from stag_sim.world import SimState, World, advance_route
 
 COSIM_MODES = ("carla_drives", "stag_drives")
 
@@ -256,27 +256,14 @@ class CarlaCoSimEnv(StagDriveEnv):
         self._state = self._advance(prev, ego, events.collisions, agents)
         self._trail.append((ego.x, ego.y))
         self._update_agents(agents, events.collisions, events.lane_invasions)
-        ev = self._state.events
-        reason = "collision" if ev["collision"] else "offroad" if ev["offroad"] else "route_completed" if ev["route_completed"] else None
-        terminated = reason is not None
-        truncated = not terminated and self._state.step >= self.max_steps
-        progress = self._state.route_s - prev.route_s
-        cfg = self.config
-        terms = {"progress": cfg.reward_progress * progress, "collision": -cfg.penalty_collision * ev["collision"],
-                 "offroad": -cfg.penalty_offroad * ev["offroad"], "clipped": -cfg.penalty_clipped * n_clipped}
-        info = self._info(self._state, reason or ("truncated" if truncated else None))
-        info["progress"] = float(progress)
-        info["reward_terms"] = {k: float(v) for k, v in terms.items()}
-        return float(sum(terms.values())), terminated, truncated, info
+        return self._finish_step(prev, n_clipped)
 
     def _advance(self, prev: SimState, ego: EgoState, collisions: list[dict], agents: list[CarlaAgent]) -> SimState:
         """The next state around a given ego: route progress (as stag_sim.world.step), events from the scene map
         (off-road, route completion), and collisions: CARLA's collision sensor or our ego box overlapping a CARLA
         actor's box (a kinematic, mirrored ego may not raise sensor hits)."""
         w = self.world
-        s_new = float(w.route.project([[ego.x, ego.y]])[0][0])
-        reach = 5.0 + w.config.vehicle.max_speed * w.config.dt
-        route_s = max(prev.route_s, s_new) if abs(s_new - prev.route_s) < reach else prev.route_s
+        route_s = advance_route(w, prev.route_s, ego)
         ego_box = w.ego_box(ego)
         offroad = w.drivable is not None and not w.drivable.contains(ego_box)
         hits = {f"{self._label(c['other_id'])}:{c['other_type']}" for c in collisions}

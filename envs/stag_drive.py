@@ -227,6 +227,10 @@ class StagDriveEnv(gym.Env):
         prev = self._state
         self._state = step(self.world, prev, accel, steer)
         self._trail.append((self._state.ego.x, self._state.ego.y))
+        return self._finish_step(prev, n_clipped)
+
+    def _finish_step(self, prev, n_clipped: int) -> tuple[float, bool, bool, dict]:
+        """Reward, termination and info of the step from ``prev`` to the current state (shared with co-sim envs)."""
         ev = self._state.events
         reason = "collision" if ev["collision"] else "offroad" if ev["offroad"] else "route_completed" if ev["route_completed"] else None
         terminated = reason is not None

@@ -437,11 +437,17 @@ def step(world: World, state: SimState, accel: float, steer: float) -> SimState:
     if world.simulated.any():
         agent_s, agent_speed = _agents_update(world, state)
     nxt = SimState(state.step + 1, time_s, ego, agent_s, agent_speed, state.route_s, {})
-    # progress: projection onto the route, never jumping back more than the step could have moved
-    s_new = float(world.route.project([[ego.x, ego.y]])[0][0])
-    route_s = max(state.route_s, s_new) if abs(s_new - state.route_s) < 5.0 + cfg.vehicle.max_speed * cfg.dt else state.route_s
+    route_s = advance_route(world, state.route_s, ego)
     events = _events(world, replace(nxt, route_s=route_s))
     return replace(nxt, route_s=route_s, events=events)
+
+
+def advance_route(world: World, route_s: float, ego: EgoState) -> float:
+    """Route progress [m] after moving to ``ego`` from progress ``route_s``: the projection onto the route, never
+    going back, and ignoring projections that jump farther than one step could move (e.g. onto a crossing part)."""
+    cfg = world.config
+    s_new = float(world.route.project([[ego.x, ego.y]])[0][0])
+    return max(route_s, s_new) if abs(s_new - route_s) < 5.0 + cfg.vehicle.max_speed * cfg.dt else route_s
 
 
 def _agents_update(world: World, state: SimState):
