@@ -158,6 +158,10 @@ class CarlaCoSimEnv(StagDriveEnv):
         self.cosim = CoSimConfig.from_value(cosim)
         self.bridge = None
         super().__init__(**kwargs)
+        timed = sorted({e.type for e in self.world.config.events if e.type in ("hard_brake", "cut_in")})
+        if timed:
+            raise ValidationError(f"CarlaCoSimEnv: scenario events {', '.join(timed)} cannot be scripted through the "
+                                  "Traffic Manager; run them with scenario_runner (cosim attach_role_name) instead")
         dt = self.world.config.dt
         if isinstance(carla, CarlaBridge):
             if not np.isclose(carla.config.dt, dt):
@@ -209,7 +213,7 @@ class CarlaCoSimEnv(StagDriveEnv):
         rng = np.random.default_rng(self.np_random.integers(2**63))
         if c.num_traffic:
             b.spawn_traffic(c.num_traffic, rng)
-        for spec in actors:
+        for spec in actors + self._scenario_actors():
             b.spawn_actor(spec.get("type_filter", "vehicle.*"), spec["pose"], bool(spec.get("autopilot", False)), rng=rng)
         e = self._state.ego
         b.set_ego_pose(e.pose(), velocity=self._velocity(e))
@@ -220,6 +224,17 @@ class CarlaCoSimEnv(StagDriveEnv):
         self._assigned, self._labels, self.carla_actor_ids = {}, {}, {}
         self._update_agents(b.agents(), [], [])
         return self._info(self._state, None)
+
+    def _scenario_actors(self) -> list[dict]:
+        """The scenario's ``insert`` events as CARLA actors at their start poses (scene frame): Traffic-Manager
+        autopilot unless ``behavior: stopped``. Timed events (hard brake, cut-in) need a scenario runner in
+        CARLA (e.g. scenario_runner with ``attach_role_name``): they are refused in ``__init__``."""
+        w = self.world
+        if not w.inserted:
+            return []
+        poses, _ = World.agent_poses(w, self._state)  # the scripted start poses, not CARLA's
+        return [{"type_filter": "vehicle.*", "pose": poses[k], "autopilot": e.behavior != "stopped"}
+                for k, e in sorted(w.inserted.items())]
 
     def _start_pose(self) -> np.ndarray:
         """The log's start ego pose (with its ground height) in the scene frame."""

@@ -217,3 +217,21 @@ def test_with_block_cleans_up_on_ctrl_c(fake, log, renderer):
             assert world._actors
             raise KeyboardInterrupt
     assert world._actors == {} and not world.get_settings().synchronous_mode
+
+
+def test_scenario_inserts_become_carla_actors_and_timed_events_are_refused(fake, log, renderer):
+    from stag_sim.world import AgentEvent
+
+    insert = AgentEvent("insert", agent="tiny-car-1", ahead_m=15.0, speed=4.0, behavior="stopped")
+    env = make_carla_env(f"{HOST}:3000", cosim={"mode": "stag_drives"}, carla_module=fake[0], scene=log,
+                         renderer=renderer, world={"events": (insert,)}, **SMALL)
+    _, info = env.reset(seed=0)
+    (agent,) = env.bridge.agents()  # spawned where the scenario puts it: 15 m ahead of the ego's start, on the route
+    # (the actor origin goes there; the stand-in's vehicle box centre sits 0.1 m ahead of its origin, as in CARLA)
+    np.testing.assert_allclose(agent.T_scene_from_box[:2, 3], [15.1, 0.0], atol=1e-6)
+    assert info["carla"]["agents_drawn"] == ["carla-0"]
+    env.close()
+    brake = AgentEvent("hard_brake", agent="tiny-car-0", at_s=1.0)
+    with pytest.raises(ValidationError, match="hard_brake cannot be scripted through the Traffic Manager"):
+        make_carla_env(f"{HOST}:3000", carla_module=fake[0], scene=log, renderer=renderer,
+                       world={"events": (insert, brake)}, **SMALL)
