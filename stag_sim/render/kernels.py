@@ -16,7 +16,7 @@ threads cost ~1.5x wall time on a busy 2-core machine, where the Python part of 
 the workqueue layer must not be entered from two Python threads at once, so calls go through :data:`LOCK`.
 
 Compiled functions are cached on disk (``cache=True``: beside this file, else numba's user cache directory) so
-the compile time (~10 s) is paid once per machine; where no cache directory is writable they compile per process.
+the compile time (~15 s) is paid once per machine; where no cache directory is writable they compile per process.
 """
 
 from __future__ import annotations

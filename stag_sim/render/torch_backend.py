@@ -6,9 +6,10 @@ projection, footprint expansion and the z-buffer (``scatter_reduce_(..., "amin")
 on the device, with the same float32 arithmetic, so results agree with the numpy path up to float rounding of
 pixel coordinates (a handful of pixels at rounding boundaries).
 
-Why numpy on the CPU: measured on 2 cores, ``np.minimum.at`` scatters 1M int64 keys in ~4 ms against ~11 ms for
-torch's ``scatter_reduce_`` on CPU tensors, and strided point gathers are slower in torch; so the CPU default is
-numpy and torch is the GPU path (also runnable on ``device="cpu"`` for the agreement tests).
+Why not torch on the CPU: measured on 2 cores, ``np.minimum.at`` scatters 1M int64 keys in ~4 ms against ~11 ms
+for torch's ``scatter_reduce_`` on CPU tensors, and strided point gathers are slower in torch; the CPU default is
+the compiled numba backend (numpy where numba is missing) and torch is the GPU path (also runnable on
+``device="cpu"`` for the agreement tests). Hole filling here is the numpy path's (OpenCV push-pull).
 """
 
 from __future__ import annotations
