@@ -525,6 +525,8 @@ def replay_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     record, actions = load_record(run_dir)
     sc = load_scenario_text(record["scenario_yaml"], source=record.get("scenario_source") or "record.json")
     scene = record.get("scene_dir")
+    if scene is not None and not (Path(scene) / "scene.json").is_file():
+        scene = None  # recorded on another machine: resolve the scene from the scenario instead
     overrides = {**record.get("env_overrides", {}), **(env_overrides or {})}
     offset = camera_offset if camera_offset is not None else record.get("camera_offset")
     row = run_episode(sc, record["agent"], out_dir, video=video, env_overrides=overrides, actions=actions,

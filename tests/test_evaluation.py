@@ -175,3 +175,13 @@ def test_ray_and_local_backends_agree(scenario_dir, tmp_path):
     drop = ("wall_s",)
     assert [{k: v for k, v in r.items() if k not in drop} for r in local] == \
         [{k: v for k, v in r.items() if k not in drop} for r in on_ray]
+
+
+def test_cli_demo_writes_video_table_and_record(scenario_dir, tmp_path):
+    res = CliRunner().invoke(main, ["demo", "--scenario", str(scenario_dir / "scenarios" / "straight.yaml"),
+                                    "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "demo-straight"
+    for name in ("video.mp4", "results.csv", "summary.html", "steps.csv", "record.json"):
+        assert (run / name).stat().st_size > 0, name
+    assert "pure_pursuit" in res.output and f"stag-sim replay {run}" in res.output
