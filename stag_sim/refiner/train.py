@@ -156,8 +156,10 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
         pipe.vae = type(pipe.vae).from_pretrained(vae_dir).to(acc.device)
     elif cfg.vae_steps:
         pipe.vae.train().requires_grad_(True)
-        opt = torch.optim.AdamW(pipe.vae.parameters(), lr=cfg.vae_lr)
-        vae, opt = acc.prepare(pipe.vae, opt)
+        # not acc.prepare(): the checkpoints then hold only the UNet, so a resume (which skips this) lines up;
+        # every process runs the same seeded warm-up, so the VAEs agree without syncing
+        vae = pipe.vae
+        opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
         imgs = np.concatenate([data["target"][tr], data["cond"][tr]]).reshape(-1, *data["target"].shape[2:])
         with bar(cfg.vae_steps, "vae warm-up") as pb:
             for _ in range(cfg.vae_steps):
@@ -167,12 +169,12 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
                     post = vae.encode(x).latent_dist
                     rec = vae.decode(post.sample()).sample
                     loss = torch.nn.functional.mse_loss(rec.float(), x) + 1e-6 * post.kl().mean()
-                acc.backward(loss)
+                loss.backward()
                 opt.step()
                 opt.zero_grad()
                 pb.update()
                 pb.set_postfix(loss=f"{loss.item():.4f}")
-        pipe.vae = acc.unwrap_model(vae).eval().requires_grad_(False)
+        pipe.vae = vae.eval().requires_grad_(False)
         if acc.is_main_process:
             pipe.vae.save_pretrained(vae_dir)
     pipe.vae.requires_grad_(False).eval()
