@@ -52,6 +52,14 @@ def _jit(**kw):
 
 
 @_jit(inline="always")
+def kmin(a, b):
+    """min of two non-negative int64 without a branch (LLVM turns ``min`` into a branch here, which mispredicts
+    on z-tests about half the time)."""
+    d = a - b
+    return b + (d & (d >> 63))
+
+
+@_jit(inline="always")
 def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off, wp, hp, zbuf):
     """Z-buffer points ``start:start + count`` of ``xyz`` (4, Q) / ``rgb`` (Q,) with the (12,) projection ``P``
     (see :func:`stag_sim.render.splat.splat_keys`, whose float32 arithmetic this repeats). A point with a
@@ -77,7 +85,7 @@ def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off
             ui = min(max(np.int64(min(max(u, np.float32(-1.0)), fwp)), 0), wp - 1)
             vi = min(max(np.int64(min(max(v, np.float32(-1.0)), fhp)), 0), hp - 1)
             pix = np.uint64(off0 + vi * wp + ui)
-            zbuf[pix] = min(key, zbuf[pix])
+            zbuf[pix] = kmin(key, zbuf[pix])
         else:  # footprint above one pixel: a 2 x 2 square of 2^j-pixel blocks at level j
             yb = min(scale * iz, max_size) * half
             j = 0 if yb <= 1 else (1 if yb <= 2 else (2 if yb <= 4 else 3))
@@ -86,11 +94,11 @@ def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off
             ub = min(max(np.int64(np.floor(min(max(u * b - half, mone), fwp))), 0), w_l - 2)
             vb = min(max(np.int64(np.floor(min(max(v * b - half, mone), fhp))), 0), (hp >> j) - 2)
             base = np.uint64(off[j] + vb * w_l + ub)
-            zbuf[base] = min(key, zbuf[base])
-            zbuf[base + 1] = min(key, zbuf[base + 1])
+            zbuf[base] = kmin(key, zbuf[base])
+            zbuf[base + 1] = kmin(key, zbuf[base + 1])
             b2 = base + np.uint64(w_l)
-            zbuf[b2] = min(key, zbuf[b2])
-            zbuf[b2 + 1] = min(key, zbuf[b2 + 1])
+            zbuf[b2] = kmin(key, zbuf[b2])
+            zbuf[b2 + 1] = kmin(key, zbuf[b2 + 1])
 
 
 @_jit(inline="always")
