@@ -166,15 +166,17 @@ def schedule(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 @_jit(inline="always")
-def box_mean(src, w, f):
-    """f x f box means of (h, w, 3) ``src`` and (h, w) ``w`` (edge boxes average the pixels they have)."""
+def box_mean(src, w, sf):
+    """2^sf x 2^sf box means of (h, w, 3) ``src`` and (h, w) ``w`` (edge boxes average the pixels they have)."""
+    f = 1 << sf
     h, ww = w.shape
-    h2, w2 = (h + f - 1) // f, (ww + f - 1) // f
+    h2, w2 = (h + f - 1) >> sf, (ww + f - 1) >> sf
     out = np.zeros((h2, w2, 3), np.float32)
     wo = np.zeros((h2, w2), np.float32)
     for r in range(h):
+        r2 = r >> sf
         for c in range(ww):
-            r2, c2 = r // f, c // f
+            c2 = c >> sf
             wo[r2, c2] += w[r, c]
             for ch in range(3):
                 out[r2, c2, ch] += src[r, c, ch]
@@ -218,10 +220,10 @@ def push_pull(rgb, known):
     :func:`stag_sim.render.splat.push_pull_fill` on exact box means): ``known`` (H, W) bool marks the pixels to
     keep; the others get the quarter-resolution result, upsampled bilinearly."""
     H, W = known.shape
-    a, b = box_mean(rgb, known, 4)  # premultiplied colour (rgb is 0 where not known) and coverage
+    a, b = box_mean(rgb, known, 2)  # 4 x 4: premultiplied colour (rgb is 0 where not known) and coverage
     prem, wts = [a], [b]
     while min(wts[-1].shape[0], wts[-1].shape[1]) > 2:
-        a, b = box_mean(prem[-1], wts[-1], 2)
+        a, b = box_mean(prem[-1], wts[-1], 1)
         prem.append(a)
         wts.append(b)
     top_p, top_w = prem[-1], wts[-1]
@@ -278,12 +280,15 @@ def fill_holes(rgb, valid, R, K, sky, edges, has_sky):
         fx, fy, cx, cy = K[i, 0], K[i, 1], K[i, 2], K[i, 3]
         Ri = R[i]
         if has_sky:
+            us = np.empty(W, np.float32)
+            for c in range(W):
+                us[c] = (np.float32(c) - cx) / fx
             for r in range(H):
                 v = (np.float32(r) - cy) / fy
                 for c in range(W):
                     if known[r, c]:
                         continue
-                    u = (np.float32(c) - cx) / fx
+                    u = us[c]
                     d0 = Ri[0, 0] * u + Ri[0, 1] * v + Ri[0, 2]
                     d1 = Ri[1, 0] * u + Ri[1, 1] * v + Ri[1, 2]
                     d2 = Ri[2, 0] * u + Ri[2, 1] * v + Ri[2, 2]
