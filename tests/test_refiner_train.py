@@ -65,3 +65,17 @@ def test_tiny_training_on_the_synthetic_town_lowers_validation_loss(init_dir, tm
     m = train_refiner([log], init_dir, tmp_path / "run", cfg)
     print({k: v for k, v in m.items() if k != "config"})  # the figures (pytest -s)
     assert m["val_loss_after"] < m["val_loss_before"]
+
+
+def test_cli_train_refiner_bad_scene_is_one_line(tmp_path):
+    from click.testing import CliRunner
+
+    from stag_sim.cli import main
+
+    (tmp_path / "scene").mkdir()
+    r = CliRunner().invoke(main, ["train-refiner", "--scenes", str(tmp_path / "scene"), "--out", str(tmp_path / "o"),
+                                  "--steps", "1"])
+    assert r.exit_code == 1 and r.output.startswith("error:") and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["train-refiner", "--scenes", str(tmp_path / "scene"), "--out", str(tmp_path / "o"),
+                                  "--shifts", "a,b"])
+    assert r.exit_code == 1 and "--shifts" in r.output

@@ -57,8 +57,10 @@ def save_pipeline(pipe, out: Path) -> Path:
 @click.command("train-refiner")
 @click.option("--scenes", "scenes", multiple=True, type=click.Path(exists=True, file_okay=False, path_type=Path),
               required=True, help="Scene cache directories (repeat the option for several).")
-@click.option("--init", "init_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), required=True,
-              help="Refiner directory to start from (stag-sim refiner init).")
+@click.option("--init", "init_dir", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="Refiner directory to start from (stag-sim refiner init); default: an untrained --size model.")
+@click.option("--size", type=click.Choice(["tiny", "full"]), default="tiny", show_default=True,
+              help="Architecture of the untrained start when --init is not given.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
               help="Output directory: the trained pipeline, checkpoints/, metrics.json.")
 @click.option("--steps", type=int, default=300, show_default=True, help="UNet optimisation steps.")
@@ -75,7 +77,7 @@ def save_pipeline(pipe, out: Path) -> Path:
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @one_line_errors
-def train_refiner_cmd(scenes, init_dir, out, steps, vae_steps, batch_size, lr, holdout_every, shifts, checkpoint_every,
+def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size, lr, holdout_every, shifts, checkpoint_every,
                       resume, mixed_precision, seed) -> None:
     """Fine-tune the refiner on scene caches (point renders from clouds without the frame -> logged/oracle frames)."""
     from stag_sim.refiner.train import TrainConfig, train_refiner
@@ -86,7 +88,7 @@ def train_refiner_cmd(scenes, init_dir, out, steps, vae_steps, batch_size, lr, h
         raise StagSimError(f"--shifts: expected comma-separated metres, got {shifts!r}") from None
     cfg = TrainConfig(steps=steps, vae_steps=vae_steps, batch_size=batch_size, lr=lr, holdout_every=holdout_every,
                       shifts=shift_list, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, seed=seed)
-    metrics = train_refiner(list(scenes), init_dir, out, cfg, resume=resume, progress=True)
+    metrics = train_refiner(list(scenes), init_dir, out, cfg, resume=resume, progress=True, size=size)
     click.echo(format_metrics(metrics))
 
 

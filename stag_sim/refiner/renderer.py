@@ -109,18 +109,26 @@ def load_refiner(path: str | Path, device: str = "cpu", dtype: str = "auto"):
     from stag_sim.refiner.pipeline import StagRefinerPipeline
 
     try:
-        pipe = StagRefinerPipeline.from_pretrained(str(root), local_files_only=True)
+        pipe = StagRefinerPipeline.from_pretrained(str(root), local_files_only=True, **{_dtype_kwarg(): dt})
     except (StagSimError, MissingExtraError):
         raise
     except Exception as e:  # diffusers/transformers raise many types for bad checkpoints; report one line
         msg = " ".join(str(e).split())[:400]
         raise RendererError(f"refiner_path: cannot load {str(root)!r}: {type(e).__name__}: {msg}") from None
     try:
-        pipe.to(dev, dt)
+        pipe.to(dev)
     except Exception as e:
         raise RendererError(f"refiner: cannot move the model to {dev} as {dt} ({type(e).__name__}: {e})") from None
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def _dtype_kwarg() -> str:
+    """``dtype`` for diffusers >= 0.42 (verified; ``torch_dtype`` is deprecated there), ``torch_dtype`` before."""
+    from stag_sim.refiner import backend
+
+    ver = tuple(int(v) for v in backend.diffusers().__version__.split(".")[:2] if v.isdigit())
+    return "dtype" if ver >= (0, 42) else "torch_dtype"
 
 
 def forward_warp(rgb: np.ndarray, depth: np.ndarray, K_src: np.ndarray, T_world_from_src: np.ndarray,
@@ -267,6 +275,9 @@ class RefinedRenderer:
             raise RendererError(f"refiner: out of memory on {dev} refining {c} cameras x {f} frames at {h}x{w}; "
                                 "lower refiner_window or image_size, use refiner_dtype='float16', or refine_every > 1"
                                 ) from None
+        except RuntimeError as e:  # a device or kernel failure mid-episode: say where, in one line
+            msg = " ".join(str(e).split())[:300]
+            raise RendererError(f"refiner: failed on render call {self._count} ({dev}): {type(e).__name__}: {msg}") from None
         return np.ascontiguousarray(frames[-1])
 
     def _warp(self, res: RenderResult, poses, K) -> np.ndarray:

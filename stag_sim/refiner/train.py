@@ -107,12 +107,12 @@ def _latest_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
 
 
 def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, *, resume: bool = False,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, size: str = "tiny") -> dict:
     """Train; returns (and writes to ``out_dir/metrics.json``) the validation losses and PSNR figures.
 
     Args:
         scenes: scene cache directories, or :class:`~stag_sim.scene_log.SceneLog` objects.
-        init_dir: refiner directory to start from.
+        init_dir: refiner directory to start from; None: untrained components of ``size`` (seeded).
         out_dir: output: ``refiner/`` (the trained pipeline), ``checkpoints/``, ``metrics.json``.
     """
     from tqdm import tqdm
@@ -132,7 +132,13 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
         raise StagSimError(f"--out {out}: holds checkpoints already; pass --resume to continue, or another --out")
     acc = accelerate.Accelerator(mixed_precision=cfg.mixed_precision, project_dir=str(out))
     accelerate.utils.set_seed(cfg.seed)
-    pipe = load_refiner(init_dir, "cpu", "float32")
+    if init_dir is None:
+        from stag_sim.refiner.components import build_components
+        from stag_sim.refiner.pipeline import StagRefinerPipeline
+
+        pipe = StagRefinerPipeline(**build_components(size, seed=cfg.seed))
+    else:
+        pipe = load_refiner(init_dir, "cpu", "float32")
     pipe.to(acc.device)
 
     logs = [s if not isinstance(s, (str, Path)) else load_scene_cache(s) for s in scenes]
