@@ -3,8 +3,8 @@
 The one module of :mod:`stag_sim.render` that imports numba; the renderer imports it only when built with the
 ``numba`` backend (``PointRenderer.backend``). :func:`render_keys` does, for every camera (cameras shared among
 threads by ``prange``): clear the camera's z-buffer levels, then per point: transform, near/far test, project, footprint from depth, z-test (min of the packed int64 key),
-write; then compose the levels and decode the keys into rgb / depth / valid. :func:`fill_holes` paints the sky
-(the exact arithmetic of :func:`stag_sim.render.splat.sky_bins`) and runs push-pull per image in parallel.
+write; then compose the levels and decode the keys into rgb / depth / valid; then fill the camera's holes
+(:func:`fill_camera`: the sky with the exact arithmetic of :func:`stag_sim.render.splat.sky_bins`, then push-pull).
 
 Arithmetic is the numpy path's float32 arithmetic, operation by operation (no fastmath, so no fused
 multiply-adds), so the z-buffer, and hence rgb / depth / valid before hole filling, is byte-identical to
@@ -140,15 +140,20 @@ def render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count
 
 @_jit(parallel=True)
 def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params,
-                zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out):
+                zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out, fill, R, K, sky,
+                edges, has_sky):
     """Render all cameras: worker t (in parallel) does cameras ``sched_cams[sched_ptr[t]:sched_ptr[t + 1]]``
     (see :func:`schedule`). Item k of camera i (``cam_ptr[i] <= k < cam_ptr[i + 1]``) is the point range
     ``it_start[k]:+it_count[k]`` of the static (``it_src`` 0: ``sxyz``, ``srgb``) or object (1: ``oxyz``, ``orgb``)
-    cloud, drawn with ``params[it_param[k]]`` (12 projection entries, footprint scale, footprint z limit)."""
+    cloud, drawn with ``params[it_param[k]]`` (12 projection entries, footprint scale, footprint z limit).
+    With ``fill``, holes are filled too (:func:`fill_camera`, arguments from ``R`` on)."""
     for t in prange(len(sched_ptr) - 1):
         for s in range(sched_ptr[t], sched_ptr[t + 1]):
-            render_camera(sched_cams[s], sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param,
-                          params, zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out)
+            i = sched_cams[s]
+            render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok,
+                          near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out)
+            if fill:
+                fill_camera(i, rgb_out, valid_out, R, K, sky, edges, has_sky)
 
 
 def schedule(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -266,40 +271,38 @@ def push_pull(rgb, known):
                     rgb[r, c, ch] = np.uint8(min(max(val, np.float32(0.0)), np.float32(255.0)))
 
 
-@_jit(parallel=True)
-def fill_holes(rgb, valid, R, K, sky, edges, has_sky):
-    """Fill the holes of (n, H, W, 3) ``rgb`` in place: sky colour above the horizon (``has_sky``), push-pull
-    below. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);
+@_jit(inline="always")
+def fill_camera(i, rgb, valid, R, K, sky, edges, has_sky):
+    """Fill the holes of image i of (n, H, W, 3) ``rgb`` in place: sky colour above the horizon (``has_sky``),
+    push-pull below. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);
     sky: (B, 3) uint8 colours of the elevation bins whose lower edges (sin of the elevation) are ``edges``."""
-    n, H, W = valid.shape
+    H, W = valid.shape[1], valid.shape[2]
     B = len(edges)
-    for i in prange(n):
-        known = valid[i].copy()
-        if known.all():
-            continue
-        fx, fy, cx, cy = K[i, 0], K[i, 1], K[i, 2], K[i, 3]
-        Ri = R[i]
-        if has_sky:
-            us = np.empty(W, np.float32)
+    known = valid[i].copy()
+    if known.all():
+        return
+    fx, fy, cx, cy = K[i, 0], K[i, 1], K[i, 2], K[i, 3]
+    Ri = R[i]
+    if has_sky:
+        us = np.empty(W, np.float32)
+        for c in range(W):
+            us[c] = (np.float32(c) - cx) / fx
+        for r in range(H):
+            v = (np.float32(r) - cy) / fy
             for c in range(W):
-                us[c] = (np.float32(c) - cx) / fx
-            for r in range(H):
-                v = (np.float32(r) - cy) / fy
-                for c in range(W):
-                    if known[r, c]:
-                        continue
-                    u = us[c]
-                    d0 = Ri[0, 0] * u + Ri[0, 1] * v + Ri[0, 2]
-                    d1 = Ri[1, 0] * u + Ri[1, 1] * v + Ri[1, 2]
-                    d2 = Ri[2, 0] * u + Ri[2, 1] * v + Ri[2, 2]
-                    s = d2 / np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                    k = 0
-                    while k < B and edges[k] <= s:
-                        k += 1
-                    if k > 0:  # above the horizon: bin k - 1
-                        for ch in range(3):
-                            rgb[i, r, c, ch] = sky[k - 1, ch]
-                        known[r, c] = True
-        if not known.all():
-            push_pull(rgb[i], known)
-
+                if known[r, c]:
+                    continue
+                u = us[c]
+                d0 = Ri[0, 0] * u + Ri[0, 1] * v + Ri[0, 2]
+                d1 = Ri[1, 0] * u + Ri[1, 1] * v + Ri[1, 2]
+                d2 = Ri[2, 0] * u + Ri[2, 1] * v + Ri[2, 2]
+                s = d2 / np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
+                k = 0
+                while k < B and edges[k] <= s:
+                    k += 1
+                if k > 0:  # above the horizon: bin k - 1
+                    for ch in range(3):
+                        rgb[i, r, c, ch] = sky[k - 1, ch]
+                    known[r, c] = True
+    if not known.all():
+        push_pull(rgb[i], known)

@@ -277,7 +277,7 @@ class PointRenderer:
         return RenderResult(rgb, depth, valid)
 
     def _render_numba(self, cams: CameraBatch, chunks, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
-        """The compiled path: one parallel kernel splats, composes and decodes; a second fills the holes.
+        """The compiled path: one parallel kernel splats, composes, decodes and fills the holes, camera by camera.
         ``chunks``: (camera, level, chunk) of the static chunks to draw (:meth:`ChunkIndex.select_flat`)."""
         from stag_sim.render import kernels
 
@@ -303,16 +303,15 @@ class PointRenderer:
         rgb = np.empty((n, h, w, 3), np.uint8)
         depth = np.empty((n, h, w), np.float32)
         valid = np.empty((n, h, w), bool)
+        sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
         with kernels.LOCK:
             kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
                                 self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), starts, counts, pidx,
                                 params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
                                 np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
-                                np.empty(layout.size, np.int64), rgb, depth, valid)
-            if cfg.fill_holes and not valid.all():
-                sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
-                kernels.fill_holes(rgb, valid, np.ascontiguousarray(poses[:, :3, :3], np.float32),
-                                   cams.K.astype(np.float32), sky, sky_edges(SKY_BINS), self._sky is not None)
+                                np.empty(layout.size, np.int64), rgb, depth, valid, bool(cfg.fill_holes),
+                                np.ascontiguousarray(poses[:, :3, :3], np.float32), cams.K.astype(np.float32), sky,
+                                sky_edges(SKY_BINS), self._sky is not None)
         return RenderResult(rgb, depth, valid)
 
     def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout,
