@@ -28,7 +28,10 @@ import numba
 import numpy as np
 from numba import prange
 
-from stag_sim.render.splat import EMPTY_KEY
+from stag_sim.render.splat import EMPTY_KEY, NUM_LEVELS
+
+if NUM_LEVELS != 4:  # the kernels spell out the 4 z-buffer levels (footprint level tests, compose)
+    raise ImportError(f"stag_sim.render.kernels is written for 4 z-buffer levels, splat.NUM_LEVELS is {NUM_LEVELS}")
 
 
 if "NUMBA_THREADING_LAYER" not in os.environ and numba.config.THREADING_LAYER == "default":

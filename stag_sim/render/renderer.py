@@ -12,8 +12,8 @@ from stag_sim.camera import CameraIntrinsics, CameraRig
 from stag_sim.errors import RendererError, StagSimError
 from stag_sim.geometry import check_positive, check_transform
 from stag_sim.render.splat import (
-    EMPTY_KEY, MAX_FOOTPRINT_PX, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb, projection_matrix,
-    push_pull_fill, sky_bins, sky_edges, splat_keys,
+    EMPTY_KEY, MAX_FOOTPRINT_PX, NUM_LEVELS, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb,
+    projection_matrix, push_pull_fill, sky_bins, sky_edges, splat_keys,
 )
 from stag_sim.scene4d import SKY_BINS, Scene4D, VoxelAccumulator
 
@@ -299,7 +299,7 @@ class PointRenderer:
         per_cam = np.bincount(np.concatenate([cam, o_cam]), minlength=n)
         cam_ptr = np.concatenate([[0], np.cumsum(per_cam)]).astype(np.int64)
         work = np.bincount(np.concatenate([cam, o_cam])[order], weights=counts, minlength=n)  # points per camera
-        offsets = np.stack([layout.camera_offsets(i) for i in range(n)])
+        offsets = np.array([layout.camera_offsets(i) for i in range(n)], np.int64).reshape(n, NUM_LEVELS)
         rgb = np.empty((n, h, w, 3), np.uint8)
         depth = np.empty((n, h, w), np.float32)
         valid = np.empty((n, h, w), bool)
