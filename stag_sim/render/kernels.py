@@ -2,13 +2,15 @@
 
 The one module of :mod:`stag_sim.render` that imports numba; the renderer imports it only when built with the
 ``numba`` backend (``PointRenderer.backend``). :func:`render_keys` does, for every camera (cameras shared among
-threads by ``prange``): clear the camera's z-buffer levels, then per point: transform, near/far test, project, footprint from depth, z-test (min of the packed int64 key),
-write; then compose the levels and decode the keys into rgb / depth / valid; then fill the camera's holes
-(:func:`fill_camera`: the sky with the exact arithmetic of :func:`stag_sim.render.splat.sky_bins`, then push-pull).
+threads by ``prange``, see :func:`schedule`): clear the camera's z-buffer levels, then per point: transform,
+near/far test, project, footprint from depth, z-test (min of the packed int64 key), write; then compose the levels
+and decode the keys into rgb / depth / valid; then fill the camera's holes (:func:`fill_camera`: the sky with the
+exact arithmetic of :func:`stag_sim.render.splat.sky_bins`, then push-pull).
 
 Arithmetic is the numpy path's float32 arithmetic, operation by operation (no fastmath, so no fused
-multiply-adds), so the z-buffer, and hence rgb / depth / valid before hole filling, is byte-identical to
-``backend="numpy"``. Push-pull is compiled too, on an exact 2 x 2 box pyramid instead of OpenCV's ``INTER_AREA``
+multiply-adds), so rgb / depth / valid before hole filling are byte-identical to ``backend="numpy"`` (the
+kernel skips one kind of write the numpy path makes, which cannot change the composed image: see
+:func:`splat_range`). Push-pull is compiled too, on an exact 2 x 2 box pyramid instead of OpenCV's ``INTER_AREA``
 resizes, so filled hole pixels differ slightly from the numpy path (known pixels never do).
 
 Threads: numba's ``workqueue`` layer unless ``NUMBA_THREADING_LAYER`` says otherwise (OpenMP's spin-waiting
