@@ -168,12 +168,13 @@ class PointRenderer:
             raise RendererError(f"camera_poses: expected (N, 4, 4) T_world_from_camera, got shape {poses.shape}")
         try:
             check_transform(poses, "camera_poses")  # all at once; on failure, again one by one to name the camera
-        except StagSimError:
+        except StagSimError as batch_error:
             for i, T in enumerate(poses):
                 try:
                     check_transform(T, f"camera_poses[{i}]")
                 except StagSimError as e:
                     raise RendererError(f"{e} (a camera needs a finite rigid pose to look somewhere)") from None
+            raise RendererError(str(batch_error)) from None
         intr = [intrinsics] * len(poses) if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
         if len(intr) != len(poses):
             raise RendererError(f"intrinsics: got {len(intr)} for {len(poses)} camera poses (give one, or one per pose)")
