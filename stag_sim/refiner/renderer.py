@@ -216,6 +216,10 @@ class RefinedRenderer:
         """
         poses = np.asarray(camera_poses, np.float64).reshape(-1, 4, 4)
         intr = [intrinsics] * len(poses) if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
+        if len(poses) != len(self.cameras) and len(poses) % len(self.cameras) == 0:
+            raise RendererError(f"refined renderer: got {len(poses)} camera poses, {len(poses) // len(self.cameras)} envs' "
+                                "worth; the batched vector env is not supported with renderer='refined' (its keyframe "
+                                "state is per env): make one env per refiner")
         if len(poses) != len(self.cameras):
             raise RendererError(f"refined renderer: got {len(poses)} camera poses for the {len(self.cameras)} cameras "
                                 f"{', '.join(self.cameras)} it was built for")
