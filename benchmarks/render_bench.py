@@ -18,7 +18,7 @@ The scene is the synthetic town's static cloud (built at the voxel size that giv
     python benchmarks/render_bench.py --procedural     # always the procedural street
     python benchmarks/render_bench.py --backend numpy  # the numpy fallback instead of the default (numba)
 
-The numba backend compiles its kernels on first use (~20 s, cached on disk afterwards); the warm-up render of
+The numba backend compiles its kernels on first use (~9 s, cached on disk afterwards); the warm-up render of
 each timed run pays that, not the timings.
 """
 

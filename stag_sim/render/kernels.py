@@ -18,7 +18,7 @@ threads cost ~1.5x wall time on a busy 2-core machine, where the Python part of 
 the workqueue layer must not be entered from two Python threads at once, so calls go through :data:`LOCK`.
 
 Compiled functions are cached on disk (``cache=True``: beside this file, else numba's user cache directory) so
-the compile time (~15 s) is paid once per machine; where no cache directory is writable they compile per process.
+the compile time (~9 s) is paid once per machine; where no cache directory is writable they compile per process.
 """
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def _jit(**kw):
     return deco
 
 
-@_jit(inline="always")
+@_jit()
 def kmin(a, b):
     """min of two non-negative int64 without a branch (LLVM turns ``min`` into a branch here, which mispredicts
     on z-tests about half the time)."""
@@ -64,7 +64,7 @@ def kmin(a, b):
     return b + (d & (d >> 63))
 
 
-@_jit(inline="always")
+@_jit()
 def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off, wp, hp, zbuf):
     """Z-buffer points ``start:start + count`` of ``xyz`` (4, Q) / ``rgb`` (Q,) with the (12,) projection ``P``
     (see :func:`stag_sim.render.splat.splat_keys`, whose float32 arithmetic this repeats). A point with a
@@ -106,7 +106,7 @@ def splat_range(xyz, rgb, start, count, P, scale, zbig, zok, near, max_size, off
             zbuf[b2 + 1] = kmin(key, zbuf[b2 + 1])
 
 
-@_jit(inline="always")
+@_jit()
 def render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok, near,
                   max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out):
     """Camera i: clear its z-buffer levels, splat its items, compose the levels and decode into the outputs."""
@@ -175,7 +175,7 @@ def schedule(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return ptr, np.array([i for x in lists for i in x], np.int64)
 
 
-@_jit(inline="always")
+@_jit()
 def box_mean(src, w, sf):
     """2^sf x 2^sf box means of (h, w, 3) ``src`` and (h, w) ``w`` (edge boxes average the pixels they have)."""
     f = 1 << sf
@@ -200,7 +200,7 @@ def box_mean(src, w, sf):
     return out, wo
 
 
-@_jit(inline="always")
+@_jit()
 def bilinear_taps(n_out, n_in):
     """Per output index of an (n_in -> n_out) resize with aligned pixel centres: the two input taps and the
     weight of the second (edges clamped)."""
@@ -217,14 +217,14 @@ def bilinear_taps(n_out, n_in):
     return i0, i1, a
 
 
-@_jit(inline="always")
+@_jit()
 def sample(x, r0, r1, ay, c0, c1, ax, ch):
     top = x[r0, c0, ch] * (1 - ax) + x[r0, c1, ch] * ax
     bot = x[r1, c0, ch] * (1 - ax) + x[r1, c1, ch] * ax
     return top * (1 - ay) + bot * ay
 
 
-@_jit(inline="always")
+@_jit()
 def push_pull(rgb, known):
     """Push-pull fill of one (H, W, 3) uint8 image in place (the algorithm of
     :func:`stag_sim.render.splat.push_pull_fill` on exact box means): ``known`` (H, W) bool marks the pixels to
@@ -276,7 +276,7 @@ def push_pull(rgb, known):
                     rgb[r, c, ch] = np.uint8(min(max(val, np.float32(0.0)), np.float32(255.0)))
 
 
-@_jit(inline="always")
+@_jit()
 def fill_camera(i, rgb, valid, R, K, sky, edges, has_sky):
     """Fill the holes of image i of (n, H, W, 3) ``rgb`` in place: sky colour above the horizon (``has_sky``),
     push-pull below. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);

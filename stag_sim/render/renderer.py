@@ -103,7 +103,7 @@ class PointRenderer:
 
     Build once per scene (indexing and levels of detail cost ~1 s per million points), then call :meth:`render` or
     :meth:`render_rigs` every step. Stateless between calls: the same inputs give the same bytes. The default
-    (numba) backend compiles its kernels on the first render: ~15 s once per machine, then loaded from numba's
+    (numba) backend compiles its kernels on the first render: ~9 s once per machine, then loaded from numba's
     on-disk cache (~0.3 s per process).
 
     Args:
