@@ -260,6 +260,9 @@ class PointRenderer:
             chunks = self.index.select_flat(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
             return self._render_numba(cams, chunks, obj_sets, layout, poses)
         ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
+        o_cam, o_k, o_lv, o_T = obj_sets
+        bounds = np.searchsorted(o_cam, np.arange(n + 1))
+        obj_sets = [[(int(o_k[j]), int(o_lv[j]), o_T[j]) for j in range(bounds[i], bounds[i + 1])] for i in range(n)]
         if self._torch is not None:
             keys = self._torch.splat(ranges, obj_sets, cams, layout, self._obj_voxels, cfg)
         else:
@@ -279,7 +282,8 @@ class PointRenderer:
 
     def _render_numba(self, cams: CameraBatch, chunks, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
         """The compiled path: one parallel kernel splats, composes, decodes and fills the holes, camera by camera.
-        ``chunks``: (camera, level, chunk) of the static chunks to draw (:meth:`ChunkIndex.select_flat`)."""
+        ``chunks``: (camera, level, chunk) of the static chunks to draw (:meth:`ChunkIndex.select_flat`);
+        ``obj_sets``: the objects to draw (:meth:`_visible_objects`)."""
         from stag_sim.render import kernels
 
         cfg, n, h, w = self.config, len(cams), cams.height, cams.width
@@ -287,16 +291,14 @@ class PointRenderer:
         cam, level, chunk = chunks
         # items (point ranges) and their kernel parameters: static level l of camera i uses row i * L + l,
         # drawn objects the rows after
-        objs = [(i, k, lv, T) for i in range(n) for k, lv, T in obj_sets[i]]
-        o_cam, o_k, o_lv = (np.array([o[j] for o in objs], np.int64).reshape(-1) for j in range(3))
-        T_obj = np.array([o[3] for o in objs], np.float64).reshape(-1, 4, 4)
+        o_cam, o_k, o_lv, T_obj = obj_sets
         params = self._splat_params(np.concatenate([np.repeat(cams.T_cam_from_world, L, 0), T_obj]),
                                     np.concatenate([np.repeat(cams.K, L, 0), cams.K[o_cam]]), layout,
                                     np.concatenate([np.tile(self.index.voxel_sizes, n), self._obj_voxels[o_lv]]))
         order = np.argsort(np.concatenate([cam, o_cam]), kind="stable")  # camera by camera, objects last
         starts = np.concatenate([self.index.starts[level, chunk], self._obj_starts[o_k, o_lv]])[order]
         counts = np.concatenate([self.index.counts[level, chunk], self._obj_sizes[o_k, o_lv]])[order]
-        pidx = np.concatenate([cam * L + level, n * L + np.arange(len(objs))])[order]
+        pidx = np.concatenate([cam * L + level, n * L + np.arange(len(o_cam))])[order]
         per_cam = np.bincount(np.concatenate([cam, o_cam]), minlength=n)
         cam_ptr = np.concatenate([[0], np.cumsum(per_cam)]).astype(np.int64)
         work = np.bincount(np.concatenate([cam, o_cam])[order], weights=counts, minlength=n)  # points per camera
@@ -329,30 +331,27 @@ class PointRenderer:
         out[:, 13] = np.where(z_big > cfg.near, z_big - cfg.near, -1.0)
         return out
 
-    def _visible_objects(self, cams: CameraBatch, obj_poses, obj_mask, cull: bool) -> list[list[tuple[int, int, np.ndarray]]]:
-        """Per camera, [(object index, level of detail, T_cam_from_object)] of the objects to draw.
+    def _visible_objects(self, cams: CameraBatch, obj_poses, obj_mask, cull: bool):
+        """The objects to draw: (k,) int64 camera, object index and level of detail, and (k, 4, 4)
+        ``T_cam_from_object``, camera by camera.
 
         Level of detail as for static chunks: the coarsest level with ``lod_factor`` points per pixel of the
         object's projected bounding disc (level 0 for objects reaching behind the camera, or without culling).
         """
         cfg = self.config
-        out = []
-        for i in range(len(cams)):
-            ks = np.flatnonzero(obj_mask[i])
-            level = np.zeros(len(ks), np.int64)
-            if len(ks) and cull:
-                centres, radii = obj_poses[i, ks, :3, 3], self._obj_radii[ks]
-                vis = _spheres_in_camera(cams, i, centres, radii, cfg.max_range, cfg.near)
-                ks, centres, radii = ks[vis], centres[vis], radii[vis]
-                if cfg.lod_factor > 0 and len(ks):
-                    z = centres @ cams.planes[i, 4, :3] + cams.planes[i, 4, 3] + cfg.near - radii  # nearest z [m]
-                    disc = np.pi * (radii * cams.K[i, 0] / np.maximum(z, 1e-3)) ** 2  # projected area [px]
-                    enough = self._obj_counts[ks, 1:] >= cfg.lod_factor * disc[:, None]
-                    level = np.where(z > cfg.near, enough.sum(1), 0)
-                else:
-                    level = np.zeros(len(ks), np.int64)
-            out.append([(int(k), int(lv), cams.T_cam_from_world[i] @ obj_poses[i, k]) for k, lv in zip(ks, level)])
-        return out
+        cam, obj = np.nonzero(obj_mask)
+        level = np.zeros(len(cam), np.int64)
+        if len(cam) and cull:
+            c, radii, P = obj_poses[cam, obj, :3, 3], self._obj_radii[obj], cams.planes[cam]  # P: (k, 5, 4)
+            s = P[:, :, 0] * c[:, :1] + P[:, :, 1] * c[:, 1:2] + P[:, :, 2] * c[:, 2:] + P[:, :, 3]  # as sphere_visible
+            vis = np.all(s >= -radii[:, None], axis=1) & (s[:, 4] + cfg.near - radii < cfg.max_range)
+            cam, obj, s, radii, level = cam[vis], obj[vis], s[vis], radii[vis], level[vis]
+            if cfg.lod_factor > 0 and len(cam):
+                z = s[:, 4] + cfg.near - radii  # nearest z [m]
+                disc = np.pi * (radii * cams.K[cam, 0] / np.maximum(z, 1e-3)) ** 2  # projected area [px]
+                enough = self._obj_counts[obj, 1:] >= cfg.lod_factor * disc[:, None]
+                level = np.where(z > cfg.near, enough.sum(1), 0)
+        return cam, obj, level, np.matmul(cams.T_cam_from_world[cam], obj_poses[cam, obj])
 
     def _camera_writes(self, cams: CameraBatch, i: int, rng, objs, layout: ZLayout):
         """Yield the (pix, keys) z-buffer writes of camera i: static levels, then objects."""
@@ -425,14 +424,6 @@ def _resolve_backend(name: str) -> str:
         raise RendererError("RenderConfig.backend: 'numba' needs numba, which is not installed (pip install numba; "
                             "or use backend='numpy')")
     return name
-
-
-def _spheres_in_camera(cams: CameraBatch, i: int, centres: np.ndarray, radii: np.ndarray, max_range: float,
-                       near: float) -> np.ndarray:
-    """(M,) bool: spheres that may hold points camera i sees (see :meth:`CameraBatch.sphere_visible`)."""
-    planes = cams.planes[i]
-    s = centres @ planes[:, :3].T + planes[:, 3]
-    return np.all(s >= -radii[:, None], axis=1) & (s[:, 4] + near - radii < max_range)
 
 
 def _complete_sky(colors: np.ndarray, valid: np.ndarray) -> np.ndarray | None:
