@@ -11,8 +11,13 @@ from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import StagSimError
 
 
-def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: float | None) -> dict:
+def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: float | None,
+                   renderer: str | None = None, refiner_path: str | None = None) -> dict:
     out: dict = {}
+    if renderer:
+        out["renderer"] = renderer
+    if refiner_path:
+        out["refiner_path"] = refiner_path
     if image_size:
         try:
             h, w = (int(v) for v in image_size.lower().split("x"))
@@ -30,6 +35,9 @@ _RENDER_OPTIONS = [
     click.option("--image-size", default=None, help="Observed image size HEIGHTxWIDTH (default: the scene's, 224x400)."),
     click.option("--cameras", default=None, help="Comma-separated cameras to observe (default: all six)."),
     click.option("--voxel-size", type=float, default=None, help="Static-cloud voxel size [m] (default 0.2)."),
+    click.option("--renderer", type=click.Choice(["point", "refined"]), default=None,
+                 help="Camera renderer (default: point; refined needs --refiner-path and the diffusion extra)."),
+    click.option("--refiner-path", default=None, help="Refiner directory for --renderer refined."),
 ]
 
 
@@ -54,14 +62,15 @@ def _render_options(f):
 @_render_options
 @one_line_errors
 def eval_cmd(agent: str, scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
-             carla: str | None, image_size: str | None, cameras: str | None, voxel_size: float | None) -> None:
+             carla: str | None, image_size: str | None, cameras: str | None, voxel_size: float | None,
+             renderer: str | None, refiner_path: str | None) -> None:
     """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario."""
     from stag_sim.evaluation import evaluate, format_table, mean_scores
     from stag_sim.scenario import find_scenarios
 
     paths = find_scenarios(scenarios)
     rows = evaluate(paths, agent, out, workers=workers, backend=backend, video=video,
-                    env_overrides=_env_overrides(image_size, cameras, voxel_size), carla=carla)
+                    env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path), carla=carla)
     click.echo(format_table(rows))
     means = mean_scores(rows)
     click.echo("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
@@ -81,7 +90,7 @@ def eval_cmd(agent: str, scenarios: tuple[str, ...], out: Path, workers: int, ba
 @_render_options
 @one_line_errors
 def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str | None, image_size: str | None,
-               cameras: str | None, voxel_size: float | None) -> None:
+               cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Re-run a recorded episode with its recorded actions; check it is bit-identical, or re-render it."""
     from stag_sim.evaluation import replay_run
     from stag_sim.fsutil import atomic_open
@@ -94,8 +103,8 @@ def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str 
         except (ValueError, AssertionError):
             raise StagSimError(f"--camera-offset: expected X,Y,Z in metres such as 0,1.5,0, got {camera_offset!r}") from None
     out = out or run_dir / "replay"
-    res = replay_run(run_dir, out, video=video, env_overrides=_env_overrides(image_size, cameras, voxel_size),
-                     camera_offset=offset)
+    res = replay_run(run_dir, out, video=video, camera_offset=offset,
+                     env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path))
     with atomic_open(out / "replay.json") as f:
         json.dump({k: v for k, v in res.items() if k not in ("result", "recorded")}, f, indent=1)
     if res["rerendered"]:
@@ -120,13 +129,13 @@ def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str 
 @_render_options
 @one_line_errors
 def export_cmd(scenarios: tuple[str, ...], out: Path, agent: str, episodes: int, image_size: str | None,
-               cameras: str | None, voxel_size: float | None) -> None:
+               cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Write (obs, action, reward, next_obs, done) episodes as .npz for offline RL and imitation learning."""
     from stag_sim.export import export_episodes
     from stag_sim.scenario import find_scenarios
 
     path = export_episodes(find_scenarios(scenarios), out, agent, episodes=episodes,
-                           env_overrides=_env_overrides(image_size, cameras, voxel_size))
+                           env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path))
     index = json.loads((path / "index.json").read_text())
     steps = sum(e["steps"] for e in index["episodes"])
     click.echo(f"wrote {len(index['episodes'])} episodes ({steps} steps) to {path} (index.json describes the arrays)")

@@ -93,18 +93,24 @@ class PolylinePath:
         xy = self.points[i] + d * (s - self.s[i])[..., None]
         return xy, np.arctan2(d[..., 1], d[..., 0])
 
-    def project(self, xy) -> tuple[np.ndarray, np.ndarray]:
+    def project(self, xy, s_range: tuple[float, float] | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Arc length (N,) [m] of the closest path point to each of ``xy`` (N, 2), and the signed lateral offset
-        (N,) [m], positive to the left of the driving direction."""
+        (N,) [m], positive to the left of the driving direction. ``s_range`` = (lo, hi) [m] searches only the
+        segments overlapping that stretch of the path (the closest point *there*)."""
         xy = np.asarray(xy, dtype=np.float64).reshape(-1, 2)
-        rel = xy[:, None, :] - self.points[None, :-1, :]  # (N, M, 2)
-        t = np.clip(np.einsum("nmk,mk->nm", rel, self._dir), 0.0, self._seg_len[None])
-        foot = self.points[None, :-1] + self._dir[None] * t[..., None]
+        lo, hi = 0, len(self._seg_len)
+        if s_range is not None:
+            lo = int(np.clip(np.searchsorted(self.s, s_range[0], side="right") - 1, 0, hi - 1))
+            hi = int(np.clip(np.searchsorted(self.s, s_range[1], side="left"), lo + 1, hi))
+        pts, dirs, seg = self.points[lo:hi], self._dir[lo:hi], self._seg_len[lo:hi]
+        rel = xy[:, None, :] - pts[None, :, :]  # (N, M, 2)
+        t = np.clip(np.einsum("nmk,mk->nm", rel, dirs), 0.0, seg[None])
+        foot = pts[None] + dirs[None] * t[..., None]
         d2 = np.sum((xy[:, None] - foot) ** 2, axis=2)
         j = np.argmin(d2, axis=1)
         n = np.arange(len(xy))
-        cross = self._dir[j, 0] * rel[n, j, 1] - self._dir[j, 1] * rel[n, j, 0]
-        return self.s[j] + t[n, j], cross
+        cross = dirs[j, 0] * rel[n, j, 1] - dirs[j, 1] * rel[n, j, 0]
+        return self.s[lo + j] + t[n, j], cross
 
 
 @dataclass(frozen=True)
@@ -130,8 +136,18 @@ def find_leaders(path: PolylinePath, s_self: float, length_self: float, obstacle
     """
     if not obstacles:
         return float("inf"), 0.0
-    xy = np.array([o.xy for o in obstacles])
-    s, lat = path.project(xy)
+    # exact pre-filter: an obstacle farther than horizon + lateral_tolerance from us (in a straight line) is either
+    # too far along the path or too far from it, so it is never the leader
+    here, _ = path.interpolate(s_self)
+    xy_all = np.array([o.xy for o in obstacles])
+    close = np.hypot(xy_all[:, 0] - here[0], xy_all[:, 1] - here[1]) <= horizon + lateral_tolerance
+    if not close.any():
+        return float("inf"), 0.0
+    obstacles = [o for o, c in zip(obstacles, close) if c]
+    xy = xy_all[close]
+    # only the stretch of path from just behind us to the horizon can hold a leader (a path that loops back near
+    # itself would otherwise hand an obstacle to its nearer, irrelevant part)
+    s, lat = path.project(xy, s_range=(s_self - lateral_tolerance - 1.0, s_self + horizon + lateral_tolerance + 1.0))
     ahead = s - s_self
     _, heading = path.interpolate(s)
     along = np.array([o.speed for o in obstacles]) * np.cos(np.array([o.yaw for o in obstacles]) - heading)

@@ -338,17 +338,21 @@ class World:
     def agent_poses(self, state: SimState) -> tuple[np.ndarray, np.ndarray]:
         """Agent poses (K, 4, 4) and validity (K,) in ``state`` (IDM agents at their simulated positions)."""
         poses, valid = self.logged_object_poses(state.time_s)
-        for k in np.flatnonzero(self.simulated):
-            xy, yaw = self.agent_paths[k].interpolate(state.agent_s[k])
-            if k in self.inserted:
-                lat, rate = self.lateral_offset(k, state.time_s)
-                xy = xy + lat * np.array([-np.sin(yaw), np.cos(yaw)])
-                yaw = yaw + np.arctan2(rate, max(state.agent_speed[k], 1.0))
-                z = self.sizes[k, 2] / 2.0  # box centre above the (flat) ground [m]
-            else:
-                z = poses[k][2, 3]
-            poses[k] = pose_xy_yaw(xy[0], xy[1], yaw, z)
-            valid[k] = True
+        ks = np.flatnonzero(self.simulated)
+        if len(ks):
+            xyz, yaws = np.empty((len(ks), 3)), np.empty(len(ks))
+            for i, k in enumerate(ks):
+                xy, yaw = self.agent_paths[k].interpolate(state.agent_s[k])
+                if k in self.inserted:
+                    lat, rate = self.lateral_offset(k, state.time_s)
+                    xy = xy + lat * np.array([-np.sin(yaw), np.cos(yaw)])
+                    yaw = yaw + np.arctan2(rate, max(state.agent_speed[k], 1.0))
+                    z = self.sizes[k, 2] / 2.0  # box centre above the (flat) ground [m]
+                else:
+                    z = poses[k][2, 3]
+                xyz[i], yaws[i] = (xy[0], xy[1], z), yaw
+            poses[ks] = pose_xy_yaw(xyz[:, 0], xyz[:, 1], yaws, xyz[:, 2])  # one call for all: pose building is the cost
+            valid[ks] = True
         valid[self.removed] = False
         return poses, valid
 
@@ -358,9 +362,15 @@ class World:
         return _box_polygon(ego.x + v.centre_offset * np.cos(ego.yaw), ego.y + v.centre_offset * np.sin(ego.yaw),
                             ego.yaw, v.length, v.width)
 
-    def agent_boxes(self, poses: np.ndarray, valid: np.ndarray) -> list[tuple[int, object]]:
+    def agent_boxes(self, poses: np.ndarray, valid: np.ndarray, near=None, reach: float = np.inf) -> list[tuple[int, object]]:
+        """Shapely footprints of the valid agents; with ``near`` = (x, y) [m], only those whose box could reach within
+        ``reach`` [m] of it (centre distance <= reach + half diagonal)."""
+        ks = np.flatnonzero(valid)
+        if near is not None and len(ks):
+            d = np.hypot(poses[ks, 0, 3] - near[0], poses[ks, 1, 3] - near[1])
+            ks = ks[d <= reach + 0.5 * np.hypot(self.sizes[ks, 0], self.sizes[ks, 1])]
         return [(k, _box_polygon(poses[k, 0, 3], poses[k, 1, 3], yaw_of(poses[k]), self.sizes[k, 0], self.sizes[k, 1]))
-                for k in np.flatnonzero(valid)]
+                for k in ks]
 
 
 def _extended_path(xy: np.ndarray, extension: float) -> PolylinePath:
@@ -485,7 +495,10 @@ def _agents_update(world: World, state: SimState):
 def _events(world: World, state: SimState) -> dict:
     ego_poly = world.ego_box(state.ego)
     poses, valid = world.agent_poses(state)
-    hits = [world.log.objects.instance_ids[k] for k, poly in world.agent_boxes(poses, valid) if poly.intersects(ego_poly)]
+    v = world.config.vehicle
+    centre = (state.ego.x + v.centre_offset * np.cos(state.ego.yaw), state.ego.y + v.centre_offset * np.sin(state.ego.yaw))
+    near = world.agent_boxes(poses, valid, near=centre, reach=0.5 * float(np.hypot(v.length, v.width)) + 0.01)
+    hits = [world.log.objects.instance_ids[k] for k, poly in near if poly.intersects(ego_poly)]
     offroad = world.drivable is not None and not world.drivable.contains(ego_poly)
     completed = state.route_s >= world.route_length - world.config.route_completion_margin
     return {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad), "route_completed": bool(completed)}

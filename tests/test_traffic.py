@@ -73,3 +73,15 @@ def test_idm_vectorised_and_bad_params():
         IDMParameters(headway=0.0).validate()
     with pytest.raises(ValidationError, match="points"):
         PolylinePath([[0.0, 0.0]])
+
+
+def test_project_within_a_stretch_of_a_looping_path():
+    from stag_sim.traffic import PolylinePath
+
+    # out along +x, then back along y = 1: a point at (2, 0.6) is nearest to the return leg (s = 19) but, searched
+    # only on the first 10 m, it projects onto the outbound leg at s = 2 with lateral +0.6
+    path = PolylinePath([[0.0, 0.0], [10.0, 0.0], [10.0, 1.0], [0.0, 1.0]])
+    s_all, lat_all = path.project([[2.0, 0.6]])
+    assert np.isclose(s_all[0], 19.0) and np.isclose(lat_all[0], 0.4)
+    s, lat = path.project([[2.0, 0.6]], s_range=(0.0, 10.0))
+    assert np.isclose(s[0], 2.0) and np.isclose(lat[0], 0.6)
