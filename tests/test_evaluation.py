@@ -185,3 +185,17 @@ def test_cli_demo_writes_video_table_and_record(scenario_dir, tmp_path):
     for name in ("video.mp4", "results.csv", "summary.html", "steps.csv", "record.json"):
         assert (run / name).stat().st_size > 0, name
     assert "pure_pursuit" in res.output and f"stag-sim replay {run}" in res.output
+
+
+def test_replay_rerenders_with_the_refiner(scenario_dir, tmp_path):
+    pytest.importorskip("diffusers")
+    res = CliRunner().invoke(main, ["refiner", "init", "--size", "tiny", "--out", str(tmp_path / "refiner")])
+    assert res.exit_code == 0, res.output
+    run = tmp_path / "runs"
+    evaluate([scenario_dir / "scenarios" / "straight.yaml"], "pure_pursuit", run, progress=False)
+    res = CliRunner().invoke(main, ["replay", str(run / "runs" / "straight"), "--out", str(tmp_path / "refined"),
+                                    "--renderer", "refined", "--refiner-path", str(tmp_path / "refiner")])
+    assert res.exit_code == 0, res.output
+    assert "re-rendered with other cameras/renderer: driving and metrics identical: True" in res.output
+    replay = json.loads((tmp_path / "refined" / "replay.json").read_text())
+    assert replay["rerendered"] and not replay["obs_identical"] and replay["first_divergent_step"] == 0
