@@ -6,42 +6,35 @@ missing extra is reported as :class:`~stag_sim.errors.MissingExtraError` naming 
 
 from __future__ import annotations
 
+import importlib
+
 from stag_sim.errors import MissingExtraError
 
 EXTRA = "diffusion"
 
 
+def _load(module: str, purpose: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise MissingExtraError(module, EXTRA, purpose) from None
+
+
 def torch():
     """The torch module (a core dependency, imported here for the refiner)."""
-    try:
-        import torch as _torch
-    except ImportError:
-        raise MissingExtraError("torch", EXTRA, "the diffusion refiner") from None
-    return _torch
+    return _load("torch", "the diffusion refiner")
 
 
 def diffusers():
     """The diffusers module."""
-    try:
-        import diffusers as _diffusers
-    except ImportError:
-        raise MissingExtraError("diffusers", EXTRA, "the diffusion refiner") from None
-    return _diffusers
+    return _load("diffusers", "the diffusion refiner")
 
 
 def transformers():
     """The transformers module (the CLIP image encoder of the reference frame)."""
-    try:
-        import transformers as _transformers
-    except ImportError:
-        raise MissingExtraError("transformers", EXTRA, "the refiner's image encoder") from None
-    return _transformers
+    return _load("transformers", "the refiner's image encoder")
 
 
 def accelerate():
     """The accelerate module (refiner training: devices, mixed precision, multi-GPU, checkpoints)."""
-    try:
-        import accelerate as _accelerate
-    except ImportError:
-        raise MissingExtraError("accelerate", EXTRA, "refiner training") from None
-    return _accelerate
+    return _load("accelerate", "refiner training")
