@@ -51,7 +51,8 @@ def _render_options(f):
 @click.option("--agent", "agent", required=True,
               help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class")
 @click.option("--scenarios", "scenarios", multiple=True, required=True,
-              help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable).")
+              help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable; more may follow).")
+@click.argument("more_scenarios", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs/eval"), show_default=True)
 @click.option("--workers", default=1, show_default=True, help="Scenarios run in parallel.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
@@ -61,14 +62,17 @@ def _render_options(f):
               help="Co-simulate with a CARLA server (pip install 'stag-sim[carla]'; see docs/carla.md).")
 @_render_options
 @one_line_errors
-def eval_cmd(agent: str, scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
+def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
              carla: str | None, image_size: str | None, cameras: str | None, voxel_size: float | None,
              renderer: str | None, refiner_path: str | None) -> None:
-    """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario."""
+    """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario.
+
+    Example: stag-sim eval --agent pure_pursuit --scenarios scenarios/ --out runs/pp
+    """
     from stag_sim.evaluation import evaluate, format_table, mean_scores
     from stag_sim.scenario import find_scenarios
 
-    paths = find_scenarios(scenarios)
+    paths = find_scenarios(scenarios + more_scenarios)
     rows = evaluate(paths, agent, out, workers=workers, backend=backend, video=video,
                     env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path), carla=carla)
     click.echo(format_table(rows))
@@ -122,19 +126,20 @@ def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str 
 
 @click.command("export")
 @click.option("--scenarios", "scenarios", multiple=True, required=True,
-              help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable).")
+              help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable; more may follow).")
+@click.argument("more_scenarios", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True)
 @click.option("--agent", default="log_replay", show_default=True, help="Who drives (the expert's actions are always stored).")
 @click.option("--episodes", default=1, show_default=True, help="Episodes per scenario (seeds scenario.seed + i).")
 @_render_options
 @one_line_errors
-def export_cmd(scenarios: tuple[str, ...], out: Path, agent: str, episodes: int, image_size: str | None,
+def export_cmd(scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out: Path, agent: str, episodes: int, image_size: str | None,
                cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Write (obs, action, reward, next_obs, done) episodes as .npz for offline RL and imitation learning."""
     from stag_sim.export import export_episodes
     from stag_sim.scenario import find_scenarios
 
-    path = export_episodes(find_scenarios(scenarios), out, agent, episodes=episodes,
+    path = export_episodes(find_scenarios(scenarios + more_scenarios), out, agent, episodes=episodes,
                            env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path))
     index = json.loads((path / "index.json").read_text())
     steps = sum(e["steps"] for e in index["episodes"])

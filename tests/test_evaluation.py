@@ -136,10 +136,10 @@ def test_export_writes_transitions(scenario_dir, tmp_path):
 
 def test_cli_eval_and_replay(scenario_dir, tmp_path):
     runner = CliRunner()
-    res = runner.invoke(main, ["eval", "--agent", "constant_velocity", "--scenarios", str(scenario_dir / "scenarios"),
-                               "--out", str(tmp_path / "e")])
+    files = sorted(str(p) for p in (scenario_dir / "scenarios").glob("*.yaml"))
+    res = runner.invoke(main, ["eval", "--agent", "constant_velocity", "--scenarios", *files, "--out", str(tmp_path / "e")])
     assert res.exit_code == 0, res.output
-    assert "mean: pdms" in res.output and (tmp_path / "e" / "results.csv").is_file()
+    assert "mean: pdms" in res.output and (tmp_path / "e" / "results.csv").read_text().count("\n") == 3
     res = runner.invoke(main, ["replay", str(tmp_path / "e" / "runs" / "straight")])
     assert res.exit_code == 0 and "bit-identical" in res.output, res.output
     res = runner.invoke(main, ["replay", str(tmp_path)])
