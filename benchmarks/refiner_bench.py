@@ -4,8 +4,8 @@ Prints, from one run on one machine (random weights: speed does not depend on th
 
 * per-component times of the refiner (CLIP image encoder, VAE encode, one UNet forward, VAE decode) for 6 cameras
   x 1 frame, median of ``--repeat`` runs, and seconds per refined step for 1 / 4 / 25 sampler steps computed as
-  ``encoder + vae_encode + steps x unet + vae_decode`` (the pipeline runs exactly these, plus a scheduler update
-  that costs microseconds);
+  ``encoder + vae_encode + steps x unet + n x vae_decode`` (the pipeline runs exactly these, plus a scheduler update
+  that costs microseconds; n = 2 with the residual decode, which also decodes the render's latents, else 1);
 * on CUDA: also the timed end-to-end pipeline call (to check the sum), and env-step rates in keyframe mode
   (refine every K-th step, forward-warp in between);
 * the reference in the same run: one point render of the 6 cameras is *not* included (see render_bench.py).
@@ -96,7 +96,7 @@ def main() -> None:
         warp = timed(lambda: [forward_warp(renders[0, c], np.full((h, w), 10.0, np.float32), np.diag([w, w, 1.0]),
                                            np.eye(4), np.diag([w, w, 1.0]), np.eye(4)) for c in range(6)], 1, sync)
         for steps in SAMPLER_STEPS:
-            per = t_enc + t_vae_e + steps * t_unet + t_dec
+            per = t_enc + t_vae_e + steps * t_unet + (2 if pipe.config.residual_decode else 1) * t_dec
             key = (per + (args.refine_every - 1) * warp) / args.refine_every
             line = (f"  {steps:2d} sampler steps: {per:8.3f} s per refined 6-camera step ({1 / per:6.2f} Hz); keyframe "
                     f"mode K={args.refine_every}: {key:8.3f} s per env step ({1 / key:6.2f} Hz, warp {warp:.3f} s)")

@@ -92,6 +92,53 @@ def test_save_load_round_trip(pipe, saved):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_decode_options_are_saved_with_the_model(tmp_path):
+    p = StagRefinerPipeline(**get_dummy_components(), residual_decode=False, composite=True, predict_residual=True)
+    p.save_pretrained(tmp_path)
+    index = json.loads((tmp_path / "model_index.json").read_text())
+    assert index["residual_decode"] is False and index["composite"] is True and index["predict_residual"] is True
+    loaded = load_refiner(tmp_path, "cpu", "float32")
+    assert loaded.config.residual_decode is False and loaded.config.composite is True
+    assert loaded.config.predict_residual is True
+    renders, masks, ref = inputs()
+    assert np.array_equal(run(p, renders, masks, ref), run(loaded, renders, masks, ref))
+    assert np.array_equal(run(loaded, renders, masks, ref),
+                          run(loaded, renders, masks, ref, residual_decode=False, composite=True))
+
+
+def test_residual_decode_gives_back_the_render_for_its_own_latents(pipe):
+    renders, masks, _ = inputs()
+    video, mk, _, _, _ = pipe.prepare_inputs(renders, masks)
+    lat = pipe.encode_condition(video, mk)[:, :, :pipe.vae.config.latent_channels]
+    plain = pipe.finish(lat, video, mk, lat, residual=False, composite=False)
+    residual = pipe.finish(lat, video, mk, lat, residual=True, composite=False)
+    assert torch.allclose(residual, video, atol=1e-5)  # the VAE's reconstruction error cancels exactly
+    assert (plain - video).abs().max() > 0.05  # while the plain decode carries it (untrained VAE)
+    other = pipe.finish(torch.zeros_like(lat), video, mk, lat, residual=True, composite=False)
+    assert not torch.allclose(other, video, atol=1e-3)  # other latents: a correction on top of the render
+
+
+def test_predict_residual_zero_prediction_gives_back_the_render(monkeypatch):
+    p = StagRefinerPipeline(**get_dummy_components(), predict_residual=True)
+    p.set_progress_bar_config(disable=True)
+    renders, masks, ref = inputs(f=1)
+    # v = 0 at the zero-SNR first step means x0 = 0: no correction to the render's latents
+    monkeypatch.setattr(p, "predict", lambda x, *a: torch.zeros_like(x))
+    out = p(renders, masks, ref, num_inference_steps=1, generator=torch.Generator().manual_seed(0)).frames
+    assert np.array_equal(out, renders)
+    plain = p(renders, masks, ref, num_inference_steps=1, generator=torch.Generator().manual_seed(0),
+              residual_decode=False).frames
+    assert not np.array_equal(plain, renders)  # the plain decode of the same latents carries the VAE's error
+
+
+def test_composite_keeps_the_valid_pixels_of_the_render(pipe):
+    renders, masks, ref = inputs()
+    out = run(pipe, renders, masks, ref, composite=True)
+    free = run(pipe, renders, masks, ref, composite=False)
+    assert np.array_equal(out[masks], renders[masks])
+    assert np.array_equal(out[~masks], free[~masks]) and not np.array_equal(free[masks], renders[masks])
+
+
 def test_bfloat16_runs_on_cpu(saved):
     p = load_refiner(saved, "cpu", "bfloat16")
     assert p.unet.dtype == torch.bfloat16

@@ -76,9 +76,14 @@ def save_pipeline(pipe, out: Path) -> Path:
 @click.option("--resume", is_flag=True, help="Continue from the latest checkpoint in --out/checkpoints.")
 @click.option("--mixed-precision", type=click.Choice(["no", "fp16", "bf16"]), default="no", show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--residual-decode/--plain-decode", default=True, show_default=True,
+              help="Saved decode: render + D(z) - D(E(render)) (the VAE's error cancels), or plain D(z).")
+@click.option("--composite", is_flag=True, help="Saved option: keep the render's valid pixels, refine only the holes.")
+@click.option("--predict-residual/--predict-target", default=True, show_default=True,
+              help="Diffuse target-minus-render latents (a zero prediction gives back the render) or the target's.")
 @one_line_errors
 def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size, lr, holdout_every, shifts, checkpoint_every,
-                      resume, mixed_precision, seed) -> None:
+                      resume, mixed_precision, seed, residual_decode, composite, predict_residual) -> None:
     """Fine-tune the refiner on scene caches (point renders from clouds without the frame -> logged/oracle frames)."""
     from stag_sim.refiner.train import TrainConfig, train_refiner
 
@@ -87,7 +92,8 @@ def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size,
     except ValueError:
         raise StagSimError(f"--shifts: expected comma-separated metres, got {shifts!r}") from None
     cfg = TrainConfig(steps=steps, vae_steps=vae_steps, batch_size=batch_size, lr=lr, holdout_every=holdout_every,
-                      shifts=shift_list, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, seed=seed)
+                      shifts=shift_list, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, seed=seed,
+                      residual_decode=residual_decode, composite=composite, predict_residual=predict_residual)
     metrics = train_refiner(list(scenes), init_dir, out, cfg, resume=resume, progress=True, size=size)
     click.echo(format_metrics(metrics))
 
@@ -97,5 +103,8 @@ def format_metrics(m: dict) -> str:
     if "psnr_holes_refined" in m:
         lines.append(f"PSNR in holes vs target: point render {m['psnr_holes_point']:.2f} dB, refined "
                      f"{m['psnr_holes_refined']:.2f} dB; whole image: {m['psnr_point']:.2f} -> {m['psnr_refined']:.2f} dB")
+        lines.append("  every decode (whole image / holes): " + ", ".join(
+            f"{k}: {m[f'psnr_{k}']:.2f} / {m[f'psnr_holes_{k}']:.2f} dB"
+            for k in ("plain", "residual", "plain_composite", "residual_composite") if f"psnr_holes_{k}" in m))
     lines.append(f"wrote {m['out']}")
     return "\n".join(lines)

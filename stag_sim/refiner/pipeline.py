@@ -45,13 +45,23 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
         image_encoder: ``transformers.CLIPVisionModelWithProjection``; its ``projection_dim`` must equal the UNet's
             ``cross_attention_dim``.
         scheduler: a diffusers scheduler (trained with v-prediction; DDIM with trailing spacing by default).
+        residual_decode: output = render + (D(z) - D(E(render))) instead of D(z): the VAE's reconstruction error
+            cancels between the two decodes, so latents equal to the render's give back the render exactly and the
+            model's latents act as a correction (saved with the model, in model_index.json).
+        composite: keep the render's exact values at valid (mask) pixels; refine only the holes.
+        predict_residual: the diffusion runs over the *difference* of the target's and the render's latents (the
+            sample is added to the render's latents before decoding), so a model that predicts zero gives back the
+            render; must match how the UNet was trained (``train-refiner`` sets it).
     """
 
     model_cpu_offload_seq = "image_encoder->unet->vae"
 
-    def __init__(self, unet, vae, image_encoder, scheduler) -> None:
+    def __init__(self, unet, vae, image_encoder, scheduler, residual_decode: bool = True,
+                 composite: bool = False, predict_residual: bool = False) -> None:
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_encoder=image_encoder, scheduler=scheduler)
+        self.register_to_config(residual_decode=bool(residual_decode), composite=bool(composite),
+                                predict_residual=bool(predict_residual))
         check_components(unet, vae, image_encoder)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.camera_layout = CameraLayout()
@@ -167,7 +177,8 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
     @torch.no_grad()
     def __call__(self, renders, masks=None, reference=None, *, cameras=None, num_inference_steps: int = 4,
                  generator=None, fps: float = 10.0, motion_bucket_id: float = 127.0, noise_aug_strength: float = 0.02,
-                 output_type: str = "np", return_dict: bool = True, progress: bool = False):
+                 output_type: str = "np", return_dict: bool = True, progress: bool = False,
+                 residual_decode: bool | None = None, composite: bool | None = None):
         """Refine point renders.
 
         Args:
@@ -179,6 +190,7 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             generator: ``torch.Generator`` for the initial noise (same seed -> same frames).
             fps, motion_bucket_id, noise_aug_strength: SVD micro-conditioning.
             output_type: ``np`` (uint8 HWC) or ``pt`` (float [0, 1] tensor, same layout).
+            residual_decode, composite: override the saved options (None: ``self.config``'s).
 
         Returns:
             :class:`StagRefinerOutput` (or a 1-tuple with ``return_dict=False``).
@@ -202,13 +214,32 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             x = self.scheduler.scale_model_input(latents, t)
             v = self.predict(x, t, cond, emb, ids, cameras)
             latents = self.scheduler.step(v, t, latents).prev_sample
-        frames = self.decode_latents(latents).view(b, c, f, 3, h, w).permute(0, 2, 1, 4, 5, 3)
+        residual = self.config.residual_decode if residual_decode is None else residual_decode
+        comp = self.config.composite if composite is None else composite
+        render_latents = cond[:, :, :self.vae.config.latent_channels]
+        if self.config.predict_residual:
+            latents = latents + render_latents.to(latents.dtype)
+        frames = self.finish(latents, video, masks, render_latents, residual, comp)
         if not batched:
             frames = frames[0]
         if output_type == "np":
             frames = (frames * 255.0 + 0.5).clamp(0, 255).to(torch.uint8).cpu().numpy()
         self.maybe_free_model_hooks()
         return StagRefinerOutput(frames=frames) if return_dict else (frames,)
+
+
+    def finish(self, latents, video, masks, render_latents, residual: bool, composite: bool):
+        """Sampled latents (B*C, F, ...) -> (B, F, C, H, W, 3) float [0, 1] frames (plain or residual decode, optional
+        composite of the render's valid pixels)."""
+        b, f, c, h, w, _ = video.shape
+        out = self.decode_latents(latents).view(b, c, f, 3, h, w).permute(0, 2, 1, 4, 5, 3)
+        if residual:
+            rec = self.decode_latents(render_latents.to(latents.dtype)).view(b, c, f, 3, h, w).permute(0, 2, 1, 4, 5, 3)
+            out = (video.to(out.device) + out - rec).clamp(0, 1)
+        if composite:
+            keep = masks.to(out.device)[..., None] > 0.5
+            out = torch.where(keep, video.to(out.device, out.dtype), out)
+        return out
 
 
 def check_components(unet, vae, image_encoder) -> None:

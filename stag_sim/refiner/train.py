@@ -34,6 +34,9 @@ class TrainConfig:
         val_fraction: share of held-out frames used for validation; voxel_size: 4D scene voxel [m].
         checkpoint_every: steps between checkpoints; mixed_precision: ``no``, ``fp16``, ``bf16``.
         eval_steps: sampler steps of the final PSNR evaluation; seed: all randomness.
+        predict_residual: train the UNet on target-minus-render latents (saved with the pipeline).
+        residual_decode, composite: the decode options saved with the trained pipeline (see
+            :class:`~stag_sim.refiner.pipeline.StagRefinerPipeline`); the evaluation reports every combination.
     """
 
     steps: int = 300
@@ -49,6 +52,9 @@ class TrainConfig:
     mixed_precision: str = "no"
     eval_steps: int = 4
     seed: int = 0
+    residual_decode: bool = True
+    composite: bool = False
+    predict_residual: bool = True
 
     def validate(self) -> "TrainConfig":
         for name in ("steps", "batch_size", "holdout_every", "checkpoint_every", "eval_steps"):
@@ -195,6 +201,8 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
         tgt = torch.cat([pipe.encode_images(video("target", i).permute(0, 2, 1, 5, 3, 4).flatten(0, 2))
                          for i in np.array_split(all_idx, max(1, len(all_idx) // 8))])
         tgt = tgt.view(b * c, 1, *tgt.shape[1:])
+        if cfg.predict_residual:
+            tgt = tgt - cond[:, :, :tgt.shape[2]]
         emb = pipe.embed_reference(torch.from_numpy(data["ref"]).float().div(255.0))
         ids = pipe.time_ids(b * c, 10.0, 127.0, 0.02)
     cams = pipe.camera_layout
@@ -267,6 +275,8 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     metrics = {**meta, "val_loss_after": val_loss(unet), "steps": cfg.steps, "train_examples": int(len(tr)),
                "val_examples": int(len(va))}
     pipe.unet = acc.unwrap_model(unet).requires_grad_(False)
+    pipe.register_to_config(residual_decode=bool(cfg.residual_decode), composite=bool(cfg.composite),
+                            predict_residual=bool(cfg.predict_residual))
     metrics.update(hole_psnr(pipe, data, va, cfg))
     if acc.is_main_process:
         metrics["out"] = str(save_pipeline(pipe, out / "refiner"))
@@ -276,18 +286,29 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
 
 
 def hole_psnr(pipe, data: dict, idx, cfg: TrainConfig) -> dict:
-    """PSNR [dB] vs the target of the point render and of the refined frames: inside the holes and overall."""
+    """PSNR [dB] vs the target of the point render and of the refined frames (the saved decode options:
+    ``psnr_refined``; every combination: ``psnr_{plain,residual}[_composite]``), inside the holes (``psnr_holes_*``)
+    and overall. Same seed, so all decodes share the sampled latents."""
     from stag_sim.render.fidelity import psnr
 
     torch = backend.torch()
     gen = torch.Generator(device=pipe.device).manual_seed(cfg.seed)
-    refined = np.stack([pipe(data["cond"][i][None], data["valid"][i][None], data["ref"][i],
-                             num_inference_steps=cfg.eval_steps, generator=gen.manual_seed(cfg.seed)).frames[0]
-                        for i in idx])
     holes = ~data["valid"][idx]
     tgt, pt = data["target"][idx], data["cond"][idx]
-    m = {"psnr_point": psnr(pt, tgt), "psnr_refined": psnr(refined, tgt), "hole_fraction": float(holes.mean())}
+    m = {"psnr_point": psnr(pt, tgt), "hole_fraction": float(holes.mean())}
     if holes.any():
         m["psnr_holes_point"] = psnr(pt[holes], tgt[holes])
-        m["psnr_holes_refined"] = psnr(refined[holes], tgt[holes])
+    for residual in (False, True):
+        for comp in (False, True):
+            name = ("residual" if residual else "plain") + ("_composite" if comp else "")
+            out = np.stack([pipe(data["cond"][i][None], data["valid"][i][None], data["ref"][i],
+                                 num_inference_steps=cfg.eval_steps, generator=gen.manual_seed(cfg.seed),
+                                 residual_decode=residual, composite=comp).frames[0] for i in idx])
+            m[f"psnr_{name}"] = psnr(out, tgt)
+            if holes.any():
+                m[f"psnr_holes_{name}"] = psnr(out[holes], tgt[holes])
+            if (residual, comp) == (bool(pipe.config.residual_decode), bool(pipe.config.composite)):
+                m["psnr_refined"] = m[f"psnr_{name}"]
+                if holes.any():
+                    m["psnr_holes_refined"] = m[f"psnr_holes_{name}"]
     return m
