@@ -65,6 +65,13 @@ def test_tiny_training_on_the_synthetic_town_lowers_validation_loss(init_dir, tm
     m = train_refiner([log], init_dir, tmp_path / "run", cfg)
     print({k: v for k, v in m.items() if k != "config"})  # the figures (pytest -s)
     assert m["val_loss_after"] < m["val_loss_before"]
+    # the saved default (residual latents + residual decode) is what psnr_refined measures
+    assert m["psnr_refined"] == m["psnr_residual"] and m["psnr_holes_refined"] == m["psnr_holes_residual"]
+    # measured (seed 0, CPU): holes 25.76 dB residual vs 24.05 plain, 28.82 point render; whole image 20.26 vs
+    # 20.01 plain, 20.10 point render. The residual decode beats the plain one in the holes; neither beats the
+    # point render there (the tiny VAE caps it, see docs/refiner.md); over the whole image it is on par with it.
+    assert m["psnr_holes_residual"] > m["psnr_holes_plain"] + 0.5
+    assert m["psnr_residual"] > m["psnr_point"] - 0.5
 
 
 def test_cli_train_refiner_bad_scene_is_one_line(tmp_path):
