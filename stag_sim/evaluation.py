@@ -77,11 +77,9 @@ def reference_progress(world, duration_s: float) -> float:
     covers in ``duration_s`` [s], capped where the route counts as completed (its length less the completion
     margin) [m]. (NAVSIM uses the best PDM-Closed proposal; we have no such planner, and the logged speed is the
     natural closed-loop reference.)"""
-    log = world.log
-    ts = (np.asarray(log.timestamps_us) - world.t0_us) * 1e-6
-    xy = np.asarray(log.ego_poses)[:, :2, 3]
-    speed = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(ts[-1] - ts[0], 1e-9))
-    return float(min(speed * duration_s, world.route_length - world.config.route_completion_margin))
+    from stag_sim.world import logged_mean_speed
+
+    return float(min(logged_mean_speed(world.log) * duration_s, world.route_length - world.config.route_completion_margin))
 
 
 def episode_trace(world, trace: _Trace, route_completed: bool, duration_s: float):

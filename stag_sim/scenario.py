@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from stag_sim.errors import ScenarioError, StagSimError
-from stag_sim.world import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEvent
+from stag_sim.world import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEvent, logged_mean_speed
 
 #: Where the shipped scenarios are (``scenarios/`` of the repository, installed as ``stag_sim.scenarios``).
 METRIC_NAMES = ("pdms", "driving_score", "log_divergence")
@@ -362,8 +362,7 @@ def env_settings(scenario: Scenario, log, dt: float = 0.1) -> tuple[dict[str, An
                             f"the end of scene {log.name!r} ({rel[-1]:.1f} s)")
     # the route is as long as the logged driver drove in the scenario's duration (at the log's mean speed), so
     # "route completed" means "got where the log got, in time"
-    xy = np.asarray(log.ego_poses)[:, :2, 3]
-    mean_speed = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(rel[-1] - rel[0], 1e-9))  # [m/s]
+    mean_speed = logged_mean_speed(log)  # [m/s]
     world = dict(scenario.env.get("world", {}))
     world.update(start_frame=start_frame, events=scenario.events,
                  route_lanes=() if scenario.route == "logged" else tuple(scenario.route),

@@ -231,8 +231,7 @@ class World:
         self.inserted: dict[int, AgentEvent] = {}
         self.brakes: dict[int, AgentEvent] = {}
         self.cut_ins: dict[int, AgentEvent] = {}
-        self._route_path = PolylinePath(np.vstack([self.route.points, self.route.points[-1] + PATH_EXTENSION * (
-            self.route.points[-1] - self.route.points[-2]) / np.linalg.norm(self.route.points[-1] - self.route.points[-2])]))
+        self._route_path = _extended_path(self.route.points, PATH_EXTENSION)  # inserted agents drive past its end
         self._resolve_events(log, P, V)
         self.drivable = None
         if log.map is not None:
@@ -371,6 +370,13 @@ class World:
             ks = ks[d <= reach + 0.5 * np.hypot(self.sizes[ks, 0], self.sizes[ks, 1])]
         return [(k, _box_polygon(poses[k, 0, 3], poses[k, 1, 3], yaw_of(poses[k]), self.sizes[k, 0], self.sizes[k, 1]))
                 for k in ks]
+
+
+def logged_mean_speed(log: SceneLog) -> float:
+    """The logged ego's mean speed over the whole log [m/s] (path length / duration)."""
+    xy = np.asarray(log.ego_poses)[:, :2, 3]
+    duration = float(log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
+    return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
 
 
 def _extended_path(xy: np.ndarray, extension: float) -> PolylinePath:
