@@ -19,6 +19,7 @@ An agent that raises, or returns NaN, ends its episode with ``status = "failed"`
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 import os
@@ -405,9 +406,9 @@ def write_results(rows: list[dict], out: Path, agent_spec: str = "") -> dict[str
 
     cols = list(LEAD_COLUMNS) + sorted({k for r in rows for k in r} - set(LEAD_COLUMNS))
     with atomic_open(out / "results.csv") as f:
-        f.write(",".join(cols) + "\n")
-        for r in rows:
-            f.write(",".join(_csv(r.get(c, "")) for c in cols) + "\n")
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(cols)
+        writer.writerows([["" if r.get(c) is None else _jsonable(r.get(c, "")) for c in cols] for r in rows])
     with atomic_open(out / "results.json") as f:
         json.dump({"agent": agent_spec, "results": [{k: _jsonable(v) for k, v in r.items()} for r in rows],
                    "mean": mean_scores(rows)}, f, indent=1)
@@ -427,11 +428,6 @@ def mean_scores(rows: list[dict]) -> dict[str, float]:
 
     return {"pdms": mean("pdms"), "driving_score": mean("driving_score"), "success_rate": mean("success"),
             "route_completion": mean("route_completion")}
-
-
-def _csv(v) -> str:
-    s = "" if v is None else str(_jsonable(v))
-    return f'"{s}"' if ("," in s or '"' in s) and not s.startswith('"') else s.replace("\n", " ")
 
 
 def summary_chart(rows: list[dict], title: str = "", width: int = 900, bar_h: int = 22) -> np.ndarray:

@@ -28,7 +28,7 @@ class RaisingAgent:
     def act(self, obs):
         self.n += 1
         if self.n == 3:
-            raise RuntimeError("planner exploded")
+            raise RuntimeError('planner exploded, "badly"')
         return np.zeros(2, np.float32)
 
 
@@ -87,7 +87,11 @@ def test_failing_agents_are_marked_failed_and_eval_continues(scenario_dir, tmp_p
     scen = [scenario_dir / "scenarios" / "straight.yaml", scenario_dir / "scenarios" / "brake.yaml"]
     rows = evaluate(scen, "test_evaluation:RaisingAgent", tmp_path / "raise", progress=False)
     assert [r["status"] for r in rows] == ["failed", "failed"]
-    assert rows[0]["reason"] == "agent raised RuntimeError: planner exploded" and rows[0]["steps"] == 2
+    assert rows[0]["reason"] == 'agent raised RuntimeError: planner exploded, "badly"' and rows[0]["steps"] == 2
+    import csv
+
+    with open(tmp_path / "raise" / "results.csv", newline="") as f:  # commas and quotes survive the CSV
+        assert [r["reason"] for r in csv.DictReader(f)] == [r["reason"] for r in rows]
     rows = evaluate(scen[:1], "test_evaluation:NaNAgent", tmp_path / "nan", progress=False)
     assert rows[0]["status"] == "failed" and "non-finite action" in rows[0]["reason"]
     missing = tmp_path / "missing.yaml"
