@@ -131,6 +131,27 @@ def test_predict_residual_zero_prediction_gives_back_the_render(monkeypatch):
     assert not np.array_equal(plain, renders)  # the plain decode of the same latents carries the VAE's error
 
 
+def test_sample_scale_divides_the_sampled_latents(monkeypatch, tmp_path):
+    # zero-SNR first step: x0 = -v, so a constant v gives the sample x0 = -v; it is decoded as x0 / sample_scale
+    renders, masks, ref = inputs(f=1)
+    outs = []
+    for scale, v in ((1.0, -0.3), (4.0, -1.2), (1.0, -1.2)):
+        p = StagRefinerPipeline(**get_dummy_components(), predict_residual=True, sample_scale=scale)
+        p.set_progress_bar_config(disable=True)
+        monkeypatch.setattr(p, "predict", lambda x, *a, v=v: torch.full_like(x, v))
+        outs.append(p(renders, masks, ref, num_inference_steps=1, generator=torch.Generator().manual_seed(0),
+                      output_type="pt").frames)
+    # (up to the noise's 2**-12 weight left at the clamped zero-SNR step)
+    assert torch.allclose(outs[0], outs[1], atol=1e-3) and not torch.allclose(outs[0], outs[2], atol=1e-2)
+    p.save_pretrained(tmp_path)
+    assert load_refiner(tmp_path, "cpu", "float32").config.sample_scale == 1.0
+    p = StagRefinerPipeline(**get_dummy_components(), sample_scale=2.5)
+    p.save_pretrained(tmp_path / "s")
+    assert load_refiner(tmp_path / "s", "cpu", "float32").config.sample_scale == 2.5
+    with pytest.raises(RendererError, match="sample_scale"):
+        StagRefinerPipeline(**get_dummy_components(), sample_scale=0.0)
+
+
 def test_composite_keeps_the_valid_pixels_of_the_render(pipe):
     renders, masks, ref = inputs()
     out = run(pipe, renders, masks, ref, composite=True)

@@ -81,9 +81,14 @@ def save_pipeline(pipe, out: Path) -> Path:
 @click.option("--composite", is_flag=True, help="Saved option: keep the render's valid pixels, refine only the holes.")
 @click.option("--predict-residual/--predict-target", default=True, show_default=True,
               help="Diffuse target-minus-render latents (a zero prediction gives back the render) or the target's.")
+@click.option("--hole-weight", type=float, default=0.0, show_default=True,
+              help="Extra loss weight on the render's holes (a latent pixel weighs 1 + W x its hole fraction).")
+@click.option("--eval-steps", type=int, default=1, show_default=True,
+              help="Sampler steps of the final PSNR evaluation.")
 @one_line_errors
 def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size, lr, holdout_every, shifts, checkpoint_every,
-                      resume, mixed_precision, seed, residual_decode, composite, predict_residual) -> None:
+                      resume, mixed_precision, seed, residual_decode, composite, predict_residual, hole_weight,
+                      eval_steps) -> None:
     """Fine-tune the refiner on scene caches (point renders from clouds without the frame -> logged/oracle frames)."""
     from stag_sim.refiner.train import TrainConfig, train_refiner
 
@@ -93,7 +98,8 @@ def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size,
         raise StagSimError(f"--shifts: expected comma-separated metres, got {shifts!r}") from None
     cfg = TrainConfig(steps=steps, vae_steps=vae_steps, batch_size=batch_size, lr=lr, holdout_every=holdout_every,
                       shifts=shift_list, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, seed=seed,
-                      residual_decode=residual_decode, composite=composite, predict_residual=predict_residual)
+                      residual_decode=residual_decode, composite=composite, predict_residual=predict_residual,
+                      hole_weight=hole_weight, eval_steps=eval_steps)
     metrics = train_refiner(list(scenes), init_dir, out, cfg, resume=resume, progress=True, size=size)
     click.echo(format_metrics(metrics))
 

@@ -52,16 +52,22 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
         predict_residual: the diffusion runs over the *difference* of the target's and the render's latents (the
             sample is added to the render's latents before decoding), so a model that predicts zero gives back the
             render; must match how the UNet was trained (``train-refiner`` sets it).
+        sample_scale: the diffusion sample is ``sample_scale`` x (the target's latents, or their difference from
+            the render's): ``train-refiner`` sets it to 1 / std of those latents over its training examples so the
+            sample has unit variance against unit noise (as Stable Diffusion's VAE scaling factor does; residual
+            latents are far smaller than the latents themselves). Saved with the model.
     """
 
     model_cpu_offload_seq = "image_encoder->unet->vae"
 
     def __init__(self, unet, vae, image_encoder, scheduler, residual_decode: bool = True,
-                 composite: bool = False, predict_residual: bool = False) -> None:
+                 composite: bool = False, predict_residual: bool = False, sample_scale: float = 1.0) -> None:
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_encoder=image_encoder, scheduler=scheduler)
         self.register_to_config(residual_decode=bool(residual_decode), composite=bool(composite),
-                                predict_residual=bool(predict_residual))
+                                predict_residual=bool(predict_residual), sample_scale=float(sample_scale))
+        if not np.isfinite(self.config.sample_scale) or self.config.sample_scale <= 0:
+            raise RendererError(f"refiner sample_scale: must be a positive number, got {sample_scale}")
         check_components(unet, vae, image_encoder)
         self.vae_scale_factor = 2 ** (len(vae.config.block_out_channels) - 1)
         self.camera_layout = CameraLayout()
@@ -217,6 +223,7 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
         residual = self.config.residual_decode if residual_decode is None else residual_decode
         comp = self.config.composite if composite is None else composite
         render_latents = cond[:, :, :self.vae.config.latent_channels]
+        latents = latents / self.config.sample_scale
         if self.config.predict_residual:
             latents = latents + render_latents.to(latents.dtype)
         frames = self.finish(latents, video, masks, render_latents, residual, comp)

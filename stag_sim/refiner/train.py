@@ -35,6 +35,11 @@ class TrainConfig:
         checkpoint_every: steps between checkpoints; mixed_precision: ``no``, ``fp16``, ``bf16``.
         eval_steps: sampler steps of the final PSNR evaluation; seed: all randomness.
         predict_residual: train the UNet on target-minus-render latents (saved with the pipeline).
+        hole_weight: extra training-loss weight on the render's holes: a latent pixel weighs
+            ``1 + hole_weight * (1 - valid fraction)`` (needs the mask channel; the validation loss stays unweighted).
+        lr_schedule: ``cosine`` (decay to zero over the steps, for the VAE warm-up and the UNet) or ``constant``.
+        window: frames per UNet training example: that many consecutive held-out frames of one scene and shift, so
+            the temporal layers see frame sequences (1: single frames).
         residual_decode, composite: the decode options saved with the trained pipeline (see
             :class:`~stag_sim.refiner.pipeline.StagRefinerPipeline`); the evaluation reports every combination.
     """
@@ -55,11 +60,18 @@ class TrainConfig:
     residual_decode: bool = True
     composite: bool = False
     predict_residual: bool = True
+    hole_weight: float = 0.0
+    lr_schedule: str = "cosine"
+    window: int = 1
 
     def validate(self) -> "TrainConfig":
-        for name in ("steps", "batch_size", "holdout_every", "checkpoint_every", "eval_steps"):
+        for name in ("steps", "batch_size", "holdout_every", "checkpoint_every", "eval_steps", "window"):
             if int(getattr(self, name)) < 1:
                 raise StagSimError(f"train-refiner {name}: must be >= 1, got {getattr(self, name)}")
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise StagSimError(f"train-refiner lr_schedule: {self.lr_schedule!r} is not one of constant, cosine")
+        if self.hole_weight < 0:
+            raise StagSimError(f"train-refiner hole_weight: must be >= 0, got {self.hole_weight}")
         if self.vae_steps < 0:
             raise StagSimError(f"train-refiner vae_steps: must be >= 0, got {self.vae_steps}")
         if not 0 < self.val_fraction < 1:
@@ -73,7 +85,7 @@ class TrainConfig:
 
 def build_examples(log, cfg: TrainConfig, progress: bool = False) -> dict:
     """Conditions and targets of one scene: dict of (N, C, H, W, 3) uint8 ``cond``/``target``/``ref``,
-    (N, C, H, W) bool ``valid``, (N,) int ``frame``."""
+    (N, C, H, W) bool ``valid``, (N,) int ``frame``, (N,) float ``shift`` [m]; ordered by frame, then shift."""
     from stag_sim.geometry import pose_xy_yaw
     from stag_sim.render.fidelity import held_out_frames, synthetic_oracle
     from stag_sim.render.renderer import PointRenderer
@@ -90,7 +102,7 @@ def build_examples(log, cfg: TrainConfig, progress: bool = False) -> dict:
     renderer = PointRenderer(scene)
     intr = [c.intrinsics for c in log.rig.cameras]
     kept = np.setdiff1d(np.arange(log.num_frames), frames)
-    out = {k: [] for k in ("cond", "valid", "target", "ref", "frame")}
+    out = {k: [] for k in ("cond", "valid", "target", "ref", "frame", "shift")}
     for t in frames:
         time_s = float(log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
         t_ref = int(kept[np.argmin(np.abs(kept - t))])
@@ -102,9 +114,22 @@ def build_examples(log, cfg: TrainConfig, progress: bool = False) -> dict:
                 target = np.stack([log.images[t, c] for c in range(len(intr))])
             else:
                 target = np.stack([np.asarray(oracle.render(poses[c], intr[c], time_s)[0]) for c in range(len(intr))])
-            for k, v in (("cond", res.rgb), ("valid", res.valid), ("target", target), ("ref", ref), ("frame", t)):
+            for k, v in (("cond", res.rgb), ("valid", res.valid), ("target", target), ("ref", ref), ("frame", t),
+                         ("shift", float(s))):
                 out[k].append(v)
     return {k: np.stack(v) for k, v in out.items()}
+
+
+def frame_windows(frame, shift, idx, window: int) -> np.ndarray:
+    """(n, window) example indices from ``idx``: runs of ``window`` consecutive held-out frames of one scene
+    (``frame // 1_000_000``) and one rig shift, in time order."""
+    idx = np.asarray(idx)
+    out = []
+    for scene_shift in sorted(set(zip(frame[idx] // 1_000_000, shift[idx]))):
+        sel = idx[(frame[idx] // 1_000_000 == scene_shift[0]) & (shift[idx] == scene_shift[1])]
+        sel = sel[np.argsort(frame[sel], kind="stable")]
+        out.extend(sel[k:k + window] for k in range(len(sel) - window + 1))
+    return np.asarray(out, dtype=np.int64).reshape(-1, window)
 
 
 def _latest_checkpoint(ckpt_dir: Path) -> tuple[Path, int] | None:
@@ -156,6 +181,11 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     n_val = max(1, int(round(len(frames) * cfg.val_fraction)))
     is_val = np.isin(data["frame"], frames[-n_val:])
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
+    tr_win, va_win = (frame_windows(data["frame"], data["shift"], i, cfg.window) for i in (tr, va))
+    if not len(tr_win) or not len(va_win):
+        raise StagSimError(f"train-refiner window {cfg.window}: the {'training' if not len(tr_win) else 'validation'} "
+                           f"split has fewer than {cfg.window} consecutive held-out frames; lower --window or give "
+                           "longer scenes")
     rng = np.random.default_rng(cfg.seed)
     bar = lambda n, desc: tqdm(total=n, desc=desc, disable=not (progress and acc.is_local_main_process))  # noqa: E731
 
@@ -172,6 +202,8 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
         # every process runs the same seeded warm-up, so the VAEs agree without syncing
         vae = pipe.vae
         opt = torch.optim.AdamW(vae.parameters(), lr=cfg.vae_lr)
+        sched_lr = diffusers.optimization.get_scheduler(cfg.lr_schedule, opt, num_warmup_steps=0,
+                                                          num_training_steps=cfg.vae_steps)
         imgs = np.concatenate([data["target"][tr], data["cond"][tr]]).reshape(-1, *data["target"].shape[2:])
         with bar(cfg.vae_steps, "vae warm-up") as pb:
             for _ in range(cfg.vae_steps):
@@ -183,6 +215,7 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
                     loss = torch.nn.functional.mse_loss(rec.float(), x) + 1e-6 * post.kl().mean()
                 loss.backward()
                 opt.step()
+                sched_lr.step()
                 opt.zero_grad()
                 pb.update()
                 pb.set_postfix(loss=f"{loss.item():.4f}")
@@ -203,6 +236,9 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
         tgt = tgt.view(b * c, 1, *tgt.shape[1:])
         if cfg.predict_residual:
             tgt = tgt - cond[:, :, :tgt.shape[2]]
+        # unit variance against unit noise (train rows only; deterministic, so a resume gets the same scale)
+        sample_scale = float(1.0 / tgt.reshape(b, c, -1)[torch.from_numpy(tr)].float().std().clamp_min(1e-6))
+        tgt = tgt * sample_scale
         emb = pipe.embed_reference(torch.from_numpy(data["ref"]).float().div(255.0))
         ids = pipe.time_ids(b * c, 10.0, 127.0, 0.02)
     cams = pipe.camera_layout
@@ -212,36 +248,44 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     sched = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
     alphas = sched.alphas_cumprod.to(acc.device)
 
-    def rows(idx):  # example indices -> rows of the (B*C, ...) tensors
-        return (np.asarray(idx)[:, None] * c + np.arange(c)[None]).reshape(-1)
-
-    def v_loss(unet, idx, gen=None, t=None):
-        r = torch.from_numpy(rows(idx)).to(acc.device)
-        x0 = tgt[r]
+    def v_loss(unet, wins, gen=None, t=None, hole_weight=0.0):
+        """v-prediction loss of windows (n, F) of example indices: UNet batch (n * C, F, ...), camera fastest."""
+        wins = np.asarray(wins)
+        f = wins.shape[1]
+        r = (wins[:, None, :] * c + np.arange(c)[None, :, None]).reshape(-1, f)  # (n * C, F) rows
+        r = torch.from_numpy(r).to(acc.device)
+        x0, cnd = tgt[:, 0][r], cond[:, 0][r]
         noise = torch.randn(x0.shape, generator=gen, device="cpu").to(acc.device)
         if t is None:
-            t = torch.randint(0, sched.config.num_train_timesteps, (len(idx),), generator=gen).to(acc.device)
+            t = torch.randint(0, sched.config.num_train_timesteps, (len(wins),), generator=gen).to(acc.device)
         t_rows = t.repeat_interleave(c)
         a = alphas[t_rows].view(-1, 1, 1, 1, 1)
         noisy = a.sqrt() * x0 + (1 - a).sqrt() * noise
         target = a.sqrt() * noise - (1 - a).sqrt() * x0  # v
-        cams.set(cameras, 1)
-        x = torch.cat([noisy, cond[r]], dim=2)
-        with acc.autocast():
-            pred = unet(x, t_rows, encoder_hidden_states=emb[r], added_time_ids=ids[r]).sample
-        return torch.nn.functional.mse_loss(pred.float(), target.float())
+        cams.set(cameras, f)
+        x = torch.cat([noisy, cnd], dim=2)
+        with acc.autocast():  # the reference frame and micro-conditioning of a window: its first frame's
+            pred = unet(x, t_rows, encoder_hidden_states=emb[r[:, 0]], added_time_ids=ids[r[:, 0]]).sample
+        err = (pred.float() - target.float()) ** 2
+        if hole_weight and pipe.uses_mask:
+            w = 1.0 + hole_weight * (1.0 - cnd[:, :, -1:].float())  # the mask channel: valid fraction
+            return (err * w).mean() / w.mean()
+        return err.mean()
 
     def val_loss(unet) -> float:
         gen = torch.Generator().manual_seed(cfg.seed + 1)
         ts = torch.linspace(50, sched.config.num_train_timesteps - 50, 4).long()
         with torch.no_grad():
-            vals = [v_loss(unet, va, gen, t.repeat(len(va)).to(acc.device)).item() for t in ts]
+            vals = [v_loss(unet, va_win, gen, t.repeat(len(va_win)).to(acc.device)).item() for t in ts]
         return float(np.mean(vals))
 
     # --- UNet --------------------------------------------------------------------------------------------------
     pipe.unet.train().requires_grad_(True)
     opt = torch.optim.AdamW(pipe.unet.parameters(), lr=cfg.lr)
-    unet, opt = acc.prepare(pipe.unet, opt)
+    # accelerate steps a prepared scheduler once per process per optimiser step
+    lr_sched = diffusers.optimization.get_scheduler(cfg.lr_schedule, opt,
+                                                    num_warmup_steps=0, num_training_steps=cfg.steps * acc.num_processes)
+    unet, opt, lr_sched = acc.prepare(pipe.unet, opt, lr_sched)
     meta_file = ckpt_dir / "meta.json"
     start = 0
     if latest is not None:
@@ -259,9 +303,11 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     with bar(cfg.steps, "refiner") as pb:
         pb.update(start)
         for step in range(start, cfg.steps):
-            loss = v_loss(unet, rng.choice(tr, size=min(cfg.batch_size, len(tr)), replace=False), gen)
+            pick = rng.choice(len(tr_win), size=min(cfg.batch_size, len(tr_win)), replace=False)
+            loss = v_loss(unet, tr_win[pick], gen, hole_weight=cfg.hole_weight)
             acc.backward(loss)
             opt.step()
+            lr_sched.step()
             opt.zero_grad()
             pb.update()
             pb.set_postfix(loss=f"{loss.item():.4f}")
@@ -273,10 +319,11 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
                         json.dump({"step": step + 1, "loss": loss.item()}, f)
     unet.eval()
     metrics = {**meta, "val_loss_after": val_loss(unet), "steps": cfg.steps, "train_examples": int(len(tr)),
-               "val_examples": int(len(va))}
+               "val_examples": int(len(va)), "train_windows": int(len(tr_win)), "val_windows": int(len(va_win))}
     pipe.unet = acc.unwrap_model(unet).requires_grad_(False)
     pipe.register_to_config(residual_decode=bool(cfg.residual_decode), composite=bool(cfg.composite),
-                            predict_residual=bool(cfg.predict_residual))
+                            predict_residual=bool(cfg.predict_residual), sample_scale=sample_scale)
+    metrics["sample_scale"] = sample_scale
     metrics.update(hole_psnr(pipe, data, va, cfg))
     if acc.is_main_process:
         metrics["out"] = str(save_pipeline(pipe, out / "refiner"))
