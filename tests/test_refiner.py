@@ -118,6 +118,20 @@ def test_residual_decode_gives_back_the_render_for_its_own_latents(pipe):
     assert not torch.allclose(other, video, atol=1e-3)  # other latents: a correction on top of the render
 
 
+def test_plain_in_holes_is_residual_at_valid_pixels_and_plain_in_the_holes(pipe):
+    renders, masks, _ = inputs()
+    video, mk, _, _, _ = pipe.prepare_inputs(renders, masks)
+    lat = pipe.encode_condition(video, mk)[:, :, :pipe.vae.config.latent_channels]
+    z = lat + 0.5 * torch.randn(lat.shape, generator=torch.Generator().manual_seed(1))
+    plain = pipe.finish(z, video, mk, lat, residual=False, composite=False)
+    residual = pipe.finish(z, video, mk, lat, residual=True, composite=False)
+    hybrid = pipe.finish(z, video, mk, lat, residual=True, composite=False, plain_in_holes=True)
+    valid = mk[..., None].expand_as(hybrid) > 0.5
+    assert 0 < valid.float().mean() < 1
+    assert torch.equal(hybrid[valid], residual[valid]) and torch.equal(hybrid[~valid], plain[~valid])
+    assert torch.equal(pipe.finish(z, video, mk, lat, residual=False, composite=False, plain_in_holes=True), plain)
+
+
 def test_predict_residual_zero_prediction_gives_back_the_render(monkeypatch):
     p = StagRefinerPipeline(**get_dummy_components(), predict_residual=True)
     p.set_progress_bar_config(disable=True)

@@ -86,18 +86,21 @@ def test_training_on_frame_windows_with_hole_weight(init_dir, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # about 20 min on 2 CPU cores
 def test_tiny_training_on_the_synthetic_town_lowers_validation_loss(init_dir, tmp_path):
     synth = pytest.importorskip("stag_sim.synth")
-    log = synth.generate_scene(seed=0, duration_s=6.0, width=64, height=36)
-    cfg = TrainConfig(steps=1500, vae_steps=1000, holdout_every=3, shifts=(0.0, 1.0, -1.0), hole_weight=8.0,
-                      eval_steps=1)
+    log = synth.generate_scene(seed=0, duration_s=10.0, width=64, height=36)
+    cfg = TrainConfig(steps=600, vae_steps=1000, holdout_every=3, shifts=(0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5),
+                      hole_weight=8.0, eval_steps=1)
     m = train_refiner([log], init_dir, tmp_path / "run", cfg)
     print({k: v for k, v in m.items() if k != "config"})  # the figures (pytest -s)
+    assert (m["train_examples"], m["val_examples"]) == (175, 56)
     assert m["val_loss_after"] < 0.75 * m["val_loss_before"]
-    # the saved default (residual latents + residual decode) is what psnr_refined measures
-    assert m["psnr_refined"] == m["psnr_residual"] and m["psnr_holes_refined"] == m["psnr_holes_residual"]
     assert m["sample_scale"] > 1.0  # residual latents are far smaller than unit noise
-    assert m["psnr_refined"] > m["psnr_point"] + 1.0  # whole image: clearly better than the point render
+    # the saved default (residual latents, residual decode at valid pixels, plain in the holes) is psnr_refined
+    assert m["psnr_refined"] == m["psnr_hybrid"] and m["psnr_holes_refined"] == m["psnr_holes_hybrid"]
+    # measured (seed 0, 2 CPU cores): whole image 22.28 dB vs 21.23 point render; holes 24.06 vs 23.75
+    assert m["psnr_refined"] > m["psnr_point"] + 0.5
     assert m["psnr_holes_refined"] > m["psnr_holes_point"]
 
 
@@ -113,3 +116,9 @@ def test_cli_train_refiner_bad_scene_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["train-refiner", "--scenes", str(tmp_path / "scene"), "--out", str(tmp_path / "o"),
                                   "--shifts", "a,b"])
     assert r.exit_code == 1 and "--shifts" in r.output
+    r = CliRunner().invoke(main, ["train-refiner", "--scenes", str(tmp_path / "scene"), "--out", str(tmp_path / "o"),
+                                  "--window", "0"])
+    assert r.exit_code == 1 and r.output.startswith("error:") and "window: must be >= 1" in r.output
+    r = CliRunner().invoke(main, ["train-refiner", "--scenes", str(tmp_path / "scene"), "--out", str(tmp_path / "o"),
+                                  "--hole-weight", "-2"])
+    assert r.exit_code == 1 and "hole_weight: must be >= 0" in r.output

@@ -79,16 +79,22 @@ def save_pipeline(pipe, out: Path) -> Path:
 @click.option("--residual-decode/--plain-decode", default=True, show_default=True,
               help="Saved decode: render + D(z) - D(E(render)) (the VAE's error cancels), or plain D(z).")
 @click.option("--composite", is_flag=True, help="Saved option: keep the render's valid pixels, refine only the holes.")
+@click.option("--plain-in-holes/--residual-in-holes", default=True, show_default=True,
+              help="Saved option, with --residual-decode: the plain decode D(z) in the holes (the render only holds a "
+                   "fill there).")
 @click.option("--predict-residual/--predict-target", default=True, show_default=True,
               help="Diffuse target-minus-render latents (a zero prediction gives back the render) or the target's.")
 @click.option("--hole-weight", type=float, default=0.0, show_default=True,
               help="Extra loss weight on the render's holes (a latent pixel weighs 1 + W x its hole fraction).")
 @click.option("--eval-steps", type=int, default=1, show_default=True,
               help="Sampler steps of the final PSNR evaluation.")
+@click.option("--window", type=int, default=1, show_default=True,
+              help="Consecutive held-out frames per training example (trains the temporal layers).")
+@click.option("--lr-schedule", type=click.Choice(["cosine", "constant"]), default="cosine", show_default=True)
 @one_line_errors
 def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size, lr, holdout_every, shifts, checkpoint_every,
                       resume, mixed_precision, seed, residual_decode, composite, predict_residual, hole_weight,
-                      eval_steps) -> None:
+                      eval_steps, window, lr_schedule, plain_in_holes) -> None:
     """Fine-tune the refiner on scene caches (point renders from clouds without the frame -> logged/oracle frames)."""
     from stag_sim.refiner.train import TrainConfig, train_refiner
 
@@ -99,7 +105,8 @@ def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size,
     cfg = TrainConfig(steps=steps, vae_steps=vae_steps, batch_size=batch_size, lr=lr, holdout_every=holdout_every,
                       shifts=shift_list, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, seed=seed,
                       residual_decode=residual_decode, composite=composite, predict_residual=predict_residual,
-                      hole_weight=hole_weight, eval_steps=eval_steps)
+                      hole_weight=hole_weight, eval_steps=eval_steps, window=window, lr_schedule=lr_schedule,
+                      plain_in_holes=plain_in_holes)
     metrics = train_refiner(list(scenes), init_dir, out, cfg, resume=resume, progress=True, size=size)
     click.echo(format_metrics(metrics))
 
@@ -111,6 +118,6 @@ def format_metrics(m: dict) -> str:
                      f"{m['psnr_holes_refined']:.2f} dB; whole image: {m['psnr_point']:.2f} -> {m['psnr_refined']:.2f} dB")
         lines.append("  every decode (whole image / holes): " + ", ".join(
             f"{k}: {m[f'psnr_{k}']:.2f} / {m[f'psnr_holes_{k}']:.2f} dB"
-            for k in ("plain", "residual", "plain_composite", "residual_composite") if f"psnr_holes_{k}" in m))
+            for k in ("plain", "residual", "hybrid", "plain_composite", "residual_composite") if f"psnr_holes_{k}" in m))
     lines.append(f"wrote {m['out']}")
     return "\n".join(lines)

@@ -49,6 +49,8 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             cancels between the two decodes, so latents equal to the render's give back the render exactly and the
             model's latents act as a correction (saved with the model, in model_index.json).
         composite: keep the render's exact values at valid (mask) pixels; refine only the holes.
+        plain_in_holes: with ``residual_decode``, use it at valid pixels only and the plain decode D(z) in the
+            holes: there the render holds a fill, not an observation, so anchoring the output to it gains nothing.
         predict_residual: the diffusion runs over the *difference* of the target's and the render's latents (the
             sample is added to the render's latents before decoding), so a model that predicts zero gives back the
             render; must match how the UNet was trained (``train-refiner`` sets it).
@@ -61,11 +63,13 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
     model_cpu_offload_seq = "image_encoder->unet->vae"
 
     def __init__(self, unet, vae, image_encoder, scheduler, residual_decode: bool = True,
-                 composite: bool = False, predict_residual: bool = False, sample_scale: float = 1.0) -> None:
+                 composite: bool = False, predict_residual: bool = False, sample_scale: float = 1.0,
+                 plain_in_holes: bool = False) -> None:
         super().__init__()
         self.register_modules(unet=unet, vae=vae, image_encoder=image_encoder, scheduler=scheduler)
         self.register_to_config(residual_decode=bool(residual_decode), composite=bool(composite),
-                                predict_residual=bool(predict_residual), sample_scale=float(sample_scale))
+                                predict_residual=bool(predict_residual), sample_scale=float(sample_scale),
+                                plain_in_holes=bool(plain_in_holes))
         if not np.isfinite(self.config.sample_scale) or self.config.sample_scale <= 0:
             raise RendererError(f"refiner sample_scale: must be a positive number, got {sample_scale}")
         check_components(unet, vae, image_encoder)
@@ -184,7 +188,8 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
     def __call__(self, renders, masks=None, reference=None, *, cameras=None, num_inference_steps: int = 4,
                  generator=None, fps: float = 10.0, motion_bucket_id: float = 127.0, noise_aug_strength: float = 0.02,
                  output_type: str = "np", return_dict: bool = True, progress: bool = False,
-                 residual_decode: bool | None = None, composite: bool | None = None):
+                 residual_decode: bool | None = None, composite: bool | None = None,
+                 plain_in_holes: bool | None = None):
         """Refine point renders.
 
         Args:
@@ -196,7 +201,7 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             generator: ``torch.Generator`` for the initial noise (same seed -> same frames).
             fps, motion_bucket_id, noise_aug_strength: SVD micro-conditioning.
             output_type: ``np`` (uint8 HWC) or ``pt`` (float [0, 1] tensor, same layout).
-            residual_decode, composite: override the saved options (None: ``self.config``'s).
+            residual_decode, composite, plain_in_holes: override the saved options (None: ``self.config``'s).
 
         Returns:
             :class:`StagRefinerOutput` (or a 1-tuple with ``return_dict=False``).
@@ -222,11 +227,12 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             latents = self.scheduler.step(v, t, latents).prev_sample
         residual = self.config.residual_decode if residual_decode is None else residual_decode
         comp = self.config.composite if composite is None else composite
+        hybrid = self.config.get("plain_in_holes", False) if plain_in_holes is None else plain_in_holes
         render_latents = cond[:, :, :self.vae.config.latent_channels]
         latents = latents / self.config.sample_scale
         if self.config.predict_residual:
             latents = latents + render_latents.to(latents.dtype)
-        frames = self.finish(latents, video, masks, render_latents, residual, comp)
+        frames = self.finish(latents, video, masks, render_latents, residual, comp, hybrid)
         if not batched:
             frames = frames[0]
         if output_type == "np":
@@ -235,17 +241,19 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
         return StagRefinerOutput(frames=frames) if return_dict else (frames,)
 
 
-    def finish(self, latents, video, masks, render_latents, residual: bool, composite: bool):
-        """Sampled latents (B*C, F, ...) -> (B, F, C, H, W, 3) float [0, 1] frames (plain or residual decode, optional
-        composite of the render's valid pixels)."""
+    def finish(self, latents, video, masks, render_latents, residual: bool, composite: bool,
+               plain_in_holes: bool = False):
+        """Sampled latents (B*C, F, ...) -> (B, F, C, H, W, 3) float [0, 1] frames (plain or residual decode, the
+        plain one in the holes with ``plain_in_holes``, optional composite of the render's valid pixels)."""
         b, f, c, h, w, _ = video.shape
         out = self.decode_latents(latents).view(b, c, f, 3, h, w).permute(0, 2, 1, 4, 5, 3)
+        valid = masks.to(out.device)[..., None] > 0.5
         if residual:
             rec = self.decode_latents(render_latents.to(latents.dtype)).view(b, c, f, 3, h, w).permute(0, 2, 1, 4, 5, 3)
-            out = (video.to(out.device) + out - rec).clamp(0, 1)
+            res = (video.to(out.device) + out - rec).clamp(0, 1)
+            out = torch.where(valid, res, out) if plain_in_holes else res
         if composite:
-            keep = masks.to(out.device)[..., None] > 0.5
-            out = torch.where(keep, video.to(out.device, out.dtype), out)
+            out = torch.where(valid, video.to(out.device, out.dtype), out)
         return out
 
 

@@ -33,14 +33,15 @@ class TrainConfig:
         holdout_every: hold out one frame in this many; shifts: lateral rig shifts [m] (non-zero: synthetic only).
         val_fraction: share of held-out frames used for validation; voxel_size: 4D scene voxel [m].
         checkpoint_every: steps between checkpoints; mixed_precision: ``no``, ``fp16``, ``bf16``.
-        eval_steps: sampler steps of the final PSNR evaluation; seed: all randomness.
+        eval_steps: sampler steps of the final PSNR evaluation (1: the model's mean estimate, the best PSNR);
+            seed: all randomness.
         predict_residual: train the UNet on target-minus-render latents (saved with the pipeline).
         hole_weight: extra training-loss weight on the render's holes: a latent pixel weighs
             ``1 + hole_weight * (1 - valid fraction)`` (needs the mask channel; the validation loss stays unweighted).
         lr_schedule: ``cosine`` (decay to zero over the steps, for the VAE warm-up and the UNet) or ``constant``.
         window: frames per UNet training example: that many consecutive held-out frames of one scene and shift, so
             the temporal layers see frame sequences (1: single frames).
-        residual_decode, composite: the decode options saved with the trained pipeline (see
+        residual_decode, composite, plain_in_holes: the decode options saved with the trained pipeline (see
             :class:`~stag_sim.refiner.pipeline.StagRefinerPipeline`); the evaluation reports every combination.
     """
 
@@ -55,12 +56,13 @@ class TrainConfig:
     voxel_size: float = 0.2  # [m]
     checkpoint_every: int = 100
     mixed_precision: str = "no"
-    eval_steps: int = 4
+    eval_steps: int = 1
     seed: int = 0
     residual_decode: bool = True
     composite: bool = False
     predict_residual: bool = True
     hole_weight: float = 0.0
+    plain_in_holes: bool = True
     lr_schedule: str = "cosine"
     window: int = 1
 
@@ -322,7 +324,8 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
                "val_examples": int(len(va)), "train_windows": int(len(tr_win)), "val_windows": int(len(va_win))}
     pipe.unet = acc.unwrap_model(unet).requires_grad_(False)
     pipe.register_to_config(residual_decode=bool(cfg.residual_decode), composite=bool(cfg.composite),
-                            predict_residual=bool(cfg.predict_residual), sample_scale=sample_scale)
+                            predict_residual=bool(cfg.predict_residual), sample_scale=sample_scale,
+                            plain_in_holes=bool(cfg.plain_in_holes))
     metrics["sample_scale"] = sample_scale
     metrics.update(hole_psnr(pipe, data, va, cfg))
     if acc.is_main_process:
@@ -334,8 +337,9 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
 
 def hole_psnr(pipe, data: dict, idx, cfg: TrainConfig) -> dict:
     """PSNR [dB] vs the target of the point render and of the refined frames (the saved decode options:
-    ``psnr_refined``; every combination: ``psnr_{plain,residual}[_composite]``), inside the holes (``psnr_holes_*``)
-    and overall. Same seed, so all decodes share the sampled latents."""
+    ``psnr_refined``; every decode: ``psnr_{plain,residual,hybrid}[_composite]``, hybrid = residual at valid pixels,
+    plain in the holes), inside the holes (``psnr_holes_*``) and overall. Same seed, so all decodes share the sampled
+    latents."""
     from stag_sim.render.fidelity import psnr
 
     torch = backend.torch()
@@ -345,17 +349,24 @@ def hole_psnr(pipe, data: dict, idx, cfg: TrainConfig) -> dict:
     m = {"psnr_point": psnr(pt, tgt), "hole_fraction": float(holes.mean())}
     if holes.any():
         m["psnr_holes_point"] = psnr(pt[holes], tgt[holes])
-    for residual in (False, True):
-        for comp in (False, True):
-            name = ("residual" if residual else "plain") + ("_composite" if comp else "")
-            out = np.stack([pipe(data["cond"][i][None], data["valid"][i][None], data["ref"][i],
-                                 num_inference_steps=cfg.eval_steps, generator=gen.manual_seed(cfg.seed),
-                                 residual_decode=residual, composite=comp).frames[0] for i in idx])
-            m[f"psnr_{name}"] = psnr(out, tgt)
-            if holes.any():
-                m[f"psnr_holes_{name}"] = psnr(out[holes], tgt[holes])
-            if (residual, comp) == (bool(pipe.config.residual_decode), bool(pipe.config.composite)):
-                m["psnr_refined"] = m[f"psnr_{name}"]
-                if holes.any():
-                    m["psnr_holes_refined"] = m[f"psnr_holes_{name}"]
+    def name(residual, hybrid, comp):
+        if comp and hybrid:  # the render at valid pixels, the plain decode in the holes
+            residual = hybrid = False
+        return ("hybrid" if residual and hybrid else "residual" if residual else "plain") + ("_composite" if comp else "")
+
+    cfg_p = pipe.config
+    saved = name(bool(cfg_p.residual_decode), bool(cfg_p.get("plain_in_holes", False)), bool(cfg_p.composite))
+    for residual, hybrid, comp in ((False, False, False), (True, False, False), (True, True, False),
+                                   (False, False, True), (True, False, True)):
+        key = name(residual, hybrid, comp)
+        out = np.stack([pipe(data["cond"][i][None], data["valid"][i][None], data["ref"][i],
+                             num_inference_steps=cfg.eval_steps, generator=gen.manual_seed(cfg.seed),
+                             residual_decode=residual, composite=comp, plain_in_holes=hybrid).frames[0]
+                        for i in idx])
+        m[f"psnr_{key}"] = psnr(out, tgt)
+        if holes.any():
+            m[f"psnr_holes_{key}"] = psnr(out[holes], tgt[holes])
+    m["psnr_refined"] = m[f"psnr_{saved}"]
+    if holes.any():
+        m["psnr_holes_refined"] = m[f"psnr_holes_{saved}"]
     return m
