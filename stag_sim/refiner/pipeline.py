@@ -227,7 +227,7 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             latents = self.scheduler.step(v, t, latents).prev_sample
         residual = self.config.residual_decode if residual_decode is None else residual_decode
         comp = self.config.composite if composite is None else composite
-        hybrid = self.config.get("plain_in_holes", False) if plain_in_holes is None else plain_in_holes
+        hybrid = self.config.plain_in_holes if plain_in_holes is None else plain_in_holes
         render_latents = cond[:, :, :self.vae.config.latent_channels]
         latents = latents / self.config.sample_scale
         if self.config.predict_residual:

@@ -122,13 +122,18 @@ def build_examples(log, cfg: TrainConfig, progress: bool = False) -> dict:
     return {k: np.stack(v) for k, v in out.items()}
 
 
+# scene i's frame numbers are offset by i x this when several scenes train together
+SCENE_FRAME_OFFSET = 1_000_000
+
+
 def frame_windows(frame, shift, idx, window: int) -> np.ndarray:
     """(n, window) example indices from ``idx``: runs of ``window`` consecutive held-out frames of one scene
-    (``frame // 1_000_000``) and one rig shift, in time order."""
+    (``frame // SCENE_FRAME_OFFSET``) and one rig shift, in time order."""
     idx = np.asarray(idx)
+    scene = frame[idx] // SCENE_FRAME_OFFSET
     out = []
-    for scene_shift in sorted(set(zip(frame[idx] // 1_000_000, shift[idx]))):
-        sel = idx[(frame[idx] // 1_000_000 == scene_shift[0]) & (shift[idx] == scene_shift[1])]
+    for scene_shift in sorted(set(zip(scene, shift[idx]))):
+        sel = idx[(scene == scene_shift[0]) & (shift[idx] == scene_shift[1])]
         sel = sel[np.argsort(frame[sel], kind="stable")]
         out.extend(sel[k:k + window] for k in range(len(sel) - window + 1))
     return np.asarray(out, dtype=np.int64).reshape(-1, window)
@@ -178,7 +183,7 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     parts = [build_examples(log, cfg, progress and acc.is_local_main_process) for log in logs]
     data = {}
     for k in parts[0]:
-        data[k] = np.concatenate([p[k] + 1_000_000 * i if k == "frame" else p[k] for i, p in enumerate(parts)])
+        data[k] = np.concatenate([p[k] + SCENE_FRAME_OFFSET * i if k == "frame" else p[k] for i, p in enumerate(parts)])
     frames = np.unique(data["frame"])
     n_val = max(1, int(round(len(frames) * cfg.val_fraction)))
     is_val = np.isin(data["frame"], frames[-n_val:])
@@ -354,8 +359,7 @@ def hole_psnr(pipe, data: dict, idx, cfg: TrainConfig) -> dict:
             residual = hybrid = False
         return ("hybrid" if residual and hybrid else "residual" if residual else "plain") + ("_composite" if comp else "")
 
-    cfg_p = pipe.config
-    saved = name(bool(cfg_p.residual_decode), bool(cfg_p.get("plain_in_holes", False)), bool(cfg_p.composite))
+    saved = name(pipe.config.residual_decode, pipe.config.plain_in_holes, pipe.config.composite)
     for residual, hybrid, comp in ((False, False, False), (True, False, False), (True, True, False),
                                    (False, False, True), (True, False, True)):
         key = name(residual, hybrid, comp)
