@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
-from stag_sim.camera import CAMERA_NAMES
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_positive
 
@@ -20,7 +19,8 @@ class EnvConfig:
     Attributes:
         action_mode: ``control`` — (acceleration, steering) in [-1, 1]; ``trajectory`` — ``num_waypoints``
             future (x, y) [m] in the ego frame, ``waypoint_dt`` [s] apart, tracked by pure pursuit + PI.
-        cameras: camera names to observe, in rig order (default all six).
+        cameras: camera names to observe (the scene rig's own names; observed in rig order). None: every camera
+            of the rig.
         image_size: (height, width) of observed images [px].
         depth: add ``depth_<CAM>`` (H, W) float32 z-depth [m] observations.
         agents: ``log_replay`` or ``idm``.
@@ -43,7 +43,7 @@ class EnvConfig:
     """
 
     action_mode: str = "control"
-    cameras: tuple[str, ...] = CAMERA_NAMES
+    cameras: tuple[str, ...] | None = None
     image_size: tuple[int, int] = (224, 400)
     depth: bool = False
     agents: str = "log_replay"
@@ -69,9 +69,8 @@ class EnvConfig:
     def validate(self) -> "EnvConfig":
         if self.action_mode not in ACTION_MODES:
             raise ValidationError(f"action_mode: {self.action_mode!r} is not one of {', '.join(ACTION_MODES)}")
-        unknown = [c for c in self.cameras if c not in CAMERA_NAMES]
-        if unknown or not self.cameras:
-            raise ValidationError(f"cameras: {list(self.cameras)} must be a non-empty subset of {', '.join(CAMERA_NAMES)}")
+        if self.cameras is not None and (not self.cameras or len(set(self.cameras)) != len(self.cameras)):
+            raise ValidationError(f"cameras: {list(self.cameras)} must be a non-empty list of distinct camera names (or None: all)")
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
         if self.renderer not in RENDERERS:
@@ -97,8 +96,19 @@ class EnvConfig:
         unknown = sorted(set(kwargs) - known)
         if unknown:
             raise ValidationError(f"StagDrive-v0: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        if "cameras" in kwargs:
-            kwargs["cameras"] = tuple(c for c in CAMERA_NAMES if c in set(kwargs["cameras"])) if set(kwargs["cameras"]) <= set(CAMERA_NAMES) else tuple(kwargs["cameras"])
+        if kwargs.get("cameras") is not None:
+            cams = kwargs["cameras"]
+            kwargs["cameras"] = (cams,) if isinstance(cams, str) else tuple(cams)
         if "image_size" in kwargs:
             kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
         return cls(**kwargs).validate()
+
+    def camera_names(self, rig) -> tuple[str, ...]:
+        """The observed cameras of ``rig`` (a :class:`~stag_sim.camera.CameraRig`), in rig order; a name the rig
+        does not have is a :class:`ValidationError` naming the rig's cameras."""
+        if self.cameras is None:
+            return rig.names
+        unknown = [c for c in self.cameras if c not in rig.names]
+        if unknown:
+            raise ValidationError(f"cameras: {unknown} not in the scene's rig ({', '.join(rig.names)})")
+        return tuple(n for n in rig.names if n in set(self.cameras))

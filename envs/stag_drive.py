@@ -93,15 +93,16 @@ class StagDriveEnv(gym.Env):
         self.world = World(self.log, WorldConfig.from_dict(world_values))
         h, w = self.config.image_size
         self.rig = self.log.rig.with_resolution(w, h)
-        self.cam_index = [self.rig.names.index(c) for c in self.config.cameras]
+        self.camera_names = self.config.camera_names(self.rig)  # the observed cameras, rig order
+        self.cam_index = [self.rig.index(c) for c in self.camera_names]
         self._renderer = renderer if renderer is not None else self._make_renderer()
         veh = self.world.config.vehicle
         self._accel_scale = (veh.max_decel, veh.max_accel)
-        obs = {c: spaces.Box(0, 255, (h, w, 3), np.uint8) for c in self.config.cameras}
+        obs = {c: spaces.Box(0, 255, (h, w, 3), np.uint8) for c in self.camera_names}
         obs["ego"] = spaces.Box(-EGO_STATE_BOUND, EGO_STATE_BOUND, (len(EGO_STATE_FIELDS),), np.float32)
         obs["route"] = spaces.Box(-ROUTE_BOUND, ROUTE_BOUND, (2 * self.config.num_route_points,), np.float32)
         if self.config.depth:
-            for c in self.config.cameras:
+            for c in self.camera_names:
                 obs[f"depth_{c}"] = spaces.Box(0.0, DEPTH_BOUND, (h, w), np.float32)
         self.observation_space = spaces.Dict(obs)
         if self.config.action_mode == "control":
@@ -145,12 +146,12 @@ class StagDriveEnv(gym.Env):
         return self._assemble(state, res.rgb, res.depth)
 
     def _assemble(self, state, rgb, depth) -> dict:
-        obs = {c: rgb[i] for i, c in enumerate(self.config.cameras)}
+        obs = {c: rgb[i] for i, c in enumerate(self.camera_names)}
         e = state.ego
         obs["ego"] = np.array([e.speed, e.accel, e.yaw_rate, e.steer], np.float32)
         obs["route"] = self._route_ahead(state)
         if self.config.depth:
-            for i, c in enumerate(self.config.cameras):
+            for i, c in enumerate(self.camera_names):
                 obs[f"depth_{c}"] = depth[i].astype(np.float32)
         return obs
 
@@ -276,7 +277,7 @@ class StagDriveEnv(gym.Env):
 
         h, w = self.config.image_size
         images = [self._last_obs[c] if c in self._last_obs else np.zeros((h, w, 3), np.uint8) for c in self.rig.names]
-        sheet = contact_sheet(images, self.rig.names)
+        sheet = contact_sheet(images, self.rig.names, azimuths=self.rig.azimuths)
         poses, valid = self.world.agent_poses(self._state)
         bev = bev_image(self.world, self._state, poses, valid, self._trail, size=sheet.shape[0])
         return np.concatenate([sheet, bev], axis=1)

@@ -38,7 +38,8 @@ from stag_sim.fsutil import atomic_directory
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
 
 FORMAT_NAME = "stag_sim.scene_cache"
-FORMAT_VERSION = 1
+#: 2: any rig (1 to 12 cameras, the dataset's names) and per-camera ego-body masks (``ego_mask_<c>.npy``).
+FORMAT_VERSION = 2
 META_FILE = "scene.json"
 
 # Arrays that are always present: attribute path -> (file name, dtype).
@@ -63,20 +64,23 @@ def _sha256(path: Path) -> str:
 
 
 def _rig_to_json(rig: CameraRig) -> list[dict[str, Any]]:
+    """The rig as JSON; camera ``c``'s ego mask (if any) is the array file ``ego_mask_<c>`` (written separately)."""
     return [
         {
             "name": c.name,
             "intrinsics": {k: getattr(c.intrinsics, k) for k in ("fx", "fy", "cx", "cy", "width", "height")},
             "T_ego_from_camera": c.T_ego_from_camera.tolist(),
+            "ego_mask": None if c.ego_mask is None else f"ego_mask_{i}",
         }
-        for c in rig.cameras
+        for i, c in enumerate(rig.cameras)
     ]
 
 
-def _rig_from_json(data: list[dict[str, Any]]) -> CameraRig:
+def _rig_from_json(data: list[dict[str, Any]], arr=None) -> CameraRig:
     return CameraRig(
         tuple(
-            Camera(d["name"], CameraIntrinsics(**d["intrinsics"]), np.asarray(d["T_ego_from_camera"], dtype=np.float64))
+            Camera(d["name"], CameraIntrinsics(**d["intrinsics"]), np.asarray(d["T_ego_from_camera"], dtype=np.float64),
+                   None if d.get("ego_mask") is None else np.asarray(arr(d["ego_mask"])))
             for d in data
         )
     )
@@ -138,6 +142,9 @@ def write_scene_cache(log: SceneLog, out_dir: str | os.PathLike, overwrite: bool
         put_array("camera_timestamps_us", log.camera_timestamps_us)
         put_array("camera_ego_poses", log.camera_ego_poses)
         put_blob("images", log.images)
+        for i, cam in enumerate(log.rig.cameras):
+            if cam.ego_mask is not None:
+                put_array(f"ego_mask_{i}", cam.ego_mask)
         if log.depth is not None:
             put_blob("depth", log.depth)
         if log.lidar is not None:
@@ -189,7 +196,8 @@ def read_scene_meta(scene_dir: str | os.PathLike) -> dict[str, Any]:
     if meta.get("version") != FORMAT_VERSION:
         raise SceneError(
             f"{meta_path}: scene cache format version {meta.get('version')!r} is not supported "
-            f"(this stag_sim reads version {FORMAT_VERSION}); re-create the cache"
+            f"(this stag_sim reads version {FORMAT_VERSION}); re-create the cache from its source "
+            f"(`stag-sim synth`, `stag-sim ingest dgp` or `stag-sim ingest nuscenes`)"
         )
     return meta
 
@@ -245,7 +253,7 @@ def load_scene_cache(scene_dir: str | os.PathLike, verify: bool = True, mmap: bo
         return FrameStore(data, np.asarray(arr(f"{name}_index")), files[p.name]["codec"])
 
     try:
-        rig = _rig_from_json(meta["rig"])
+        rig = _rig_from_json(meta["rig"], arr)
         lidar = None
         if "lidar_points.npy" in files:
             lidar = LidarSweeps(

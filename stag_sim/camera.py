@@ -1,4 +1,4 @@
-"""Pinhole cameras, the six-camera rig, projection and unprojection.
+"""Pinhole cameras, camera rigs (1 to 12 cameras, any names), projection and unprojection.
 
 Camera frame is OpenCV: x right, y down, z forward (optical axis). Pixel (u, v): u along image columns,
 v along rows, pixel centres at integer coordinates (so the top-left pixel covers [-0.5, 0.5]^2), the same as
@@ -14,7 +14,8 @@ import numpy as np
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_finite, check_transform, invert_transform, make_transform, rot_z
 
-#: Camera order everywhere in stag_sim (nuScenes order).
+#: The nuScenes rig's camera names, in nuScenes order. Only nuScenes ingestion and the synthetic town use them;
+#: everything else follows the rig of the scene it is given (any names, 1 to :data:`MAX_CAMERAS` cameras).
 CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT",
     "CAM_FRONT_RIGHT",
@@ -28,6 +29,7 @@ CAMERA_NAMES: tuple[str, ...] = (
 #: camera z (forward) -> ego x, camera x (right) -> ego -y, camera y (down) -> ego -z.
 R_EGO_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
 
+MAX_CAMERAS = 12  # [-] cameras per rig
 MIN_DEPTH = 1e-3  # [m] points closer than this to the image plane are treated as behind the camera
 
 
@@ -95,26 +97,53 @@ class Camera:
     """One calibrated camera of the rig.
 
     Attributes:
-        name: one of :data:`CAMERA_NAMES`.
+        name: the dataset's own camera name (``CAM_FRONT``, ``CAMERA_01``, ``ring_front_center`` ...).
         intrinsics: pinhole intrinsics.
         T_ego_from_camera: (4, 4) float64 extrinsics, OpenCV camera frame -> ego frame [m].
+        ego_mask: optional (height, width) bool at the intrinsics' resolution, True where the camera sees the
+            ego's own body (hood, mirrors, roof). Static in the camera frame: such pixels are never turned into
+            scene points, and renderers composite them back from the logged image.
     """
 
     name: str
     intrinsics: CameraIntrinsics
     T_ego_from_camera: np.ndarray
+    ego_mask: np.ndarray | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "T_ego_from_camera", np.asarray(self.T_ego_from_camera, dtype=np.float64))
+        if self.ego_mask is not None:
+            object.__setattr__(self, "ego_mask", np.asarray(self.ego_mask, dtype=bool))
 
     def validate(self) -> "Camera":
-        if self.name not in CAMERA_NAMES:
-            raise ValidationError(f"Camera.name: {self.name!r} is not one of {', '.join(CAMERA_NAMES)}")
+        if not isinstance(self.name, str) or not self.name.strip() or self.name != self.name.strip():
+            raise ValidationError(f"Camera.name: expected a non-empty name without surrounding spaces, got {self.name!r}")
         self.intrinsics.validate()
         if self.T_ego_from_camera.shape != (4, 4):
             raise ValidationError(f"Camera {self.name}: T_ego_from_camera must be (4, 4), got {self.T_ego_from_camera.shape}")
         check_transform(self.T_ego_from_camera, f"Camera {self.name}.T_ego_from_camera")
+        if self.ego_mask is not None and self.ego_mask.shape != (self.intrinsics.height, self.intrinsics.width):
+            raise ValidationError(f"Camera {self.name}.ego_mask: expected ({self.intrinsics.height}, {self.intrinsics.width}) "
+                                  f"to match the intrinsics, got {self.ego_mask.shape}")
         return self
+
+    @property
+    def azimuth(self) -> float:
+        """Heading of the optical axis in the ego frame [rad] (0 = forward, +pi/2 = left)."""
+        axis = self.T_ego_from_camera[:3, 2]
+        return float(np.arctan2(axis[1], axis[0]))
+
+    def with_resolution(self, width: int, height: int) -> "Camera":
+        """The same camera at another image size (intrinsics scaled, ego mask resized by nearest neighbour)."""
+        mask = None
+        if self.ego_mask is not None:
+            import cv2
+
+            mask = cv2.resize(self.ego_mask.astype(np.uint8), (int(width), int(height)), interpolation=cv2.INTER_NEAREST) > 0
+        return Camera(self.name, self.intrinsics.scaled(width, height), self.T_ego_from_camera, mask)
+
+    def with_ego_mask(self, mask) -> "Camera":
+        return Camera(self.name, self.intrinsics, self.T_ego_from_camera, mask)
 
     def __eq__(self, other: object) -> bool:
         return (
@@ -122,26 +151,28 @@ class Camera:
             and self.name == other.name
             and self.intrinsics == other.intrinsics
             and np.array_equal(self.T_ego_from_camera, other.T_ego_from_camera)
+            and (self.ego_mask is None) == (other.ego_mask is None)
+            and (self.ego_mask is None or np.array_equal(self.ego_mask, other.ego_mask))
         )
 
 
 @dataclass(frozen=True)
 class CameraRig:
-    """The six surround cameras, always in :data:`CAMERA_NAMES` order.
+    """A rig of 1 to :data:`MAX_CAMERAS` calibrated cameras, with the dataset's own names, in the dataset's order.
 
     Attributes:
-        cameras: tuple of 6 :class:`Camera`, in nuScenes order.
+        cameras: tuple of :class:`Camera`, unique names.
     """
 
     cameras: tuple[Camera, ...]
 
     def validate(self) -> "CameraRig":
-        names = tuple(c.name for c in self.cameras)
-        missing = [n for n in CAMERA_NAMES if n not in names]
-        if missing:
-            raise ValidationError(f"CameraRig: missing camera(s) {', '.join(missing)}; a rig needs all of {', '.join(CAMERA_NAMES)}")
-        if names != CAMERA_NAMES:
-            raise ValidationError(f"CameraRig: cameras must be in nuScenes order {CAMERA_NAMES}, got {names}")
+        names = [c.name for c in self.cameras]
+        if not 1 <= len(names) <= MAX_CAMERAS:
+            raise ValidationError(f"CameraRig: a rig has 1 to {MAX_CAMERAS} cameras, got {len(names)}")
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValidationError(f"CameraRig: duplicate camera name(s) {', '.join(map(repr, dup))}; every camera needs its own name")
         for c in self.cameras:
             c.validate()
         return self
@@ -154,15 +185,24 @@ class CameraRig:
 
     def __getitem__(self, key: int | str) -> Camera:
         if isinstance(key, str):
-            for c in self.cameras:
-                if c.name == key:
-                    return c
-            raise KeyError(f"no camera named {key!r} in the rig (have {', '.join(c.name for c in self.cameras)})")
+            return self.cameras[self.index(key)]
         return self.cameras[key]
+
+    def index(self, name: str) -> int:
+        """Position of the camera called ``name``; :class:`ValidationError` naming the rig's cameras otherwise."""
+        for i, c in enumerate(self.cameras):
+            if c.name == name:
+                return i
+        raise ValidationError(f"no camera named {name!r} in the rig (have {', '.join(c.name for c in self.cameras)})")
 
     @property
     def names(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.cameras)
+
+    @property
+    def azimuths(self) -> np.ndarray:
+        """(C,) float64 optical-axis headings in the ego frame [rad] (0 = forward, +pi/2 = left)."""
+        return np.array([c.azimuth for c in self.cameras], np.float64)
 
     @property
     def T_ego_from_cameras(self) -> np.ndarray:
@@ -175,7 +215,12 @@ class CameraRig:
         return T[..., None, :, :] @ self.T_ego_from_cameras
 
     def with_resolution(self, width: int, height: int) -> "CameraRig":
-        return CameraRig(tuple(Camera(c.name, c.intrinsics.scaled(width, height), c.T_ego_from_camera) for c in self.cameras))
+        return CameraRig(tuple(c.with_resolution(width, height) for c in self.cameras))
+
+    def subset(self, names) -> "CameraRig":
+        """The cameras called ``names``, in rig order."""
+        idx = sorted(self.index(n) for n in names)
+        return CameraRig(tuple(self.cameras[i] for i in idx))
 
 
 def camera_extrinsics(x: float, y: float, z: float, yaw: float, pitch: float = 0.0) -> np.ndarray:

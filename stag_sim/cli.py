@@ -74,7 +74,7 @@ def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> Non
     images = [np.zeros((h, w, 3), np.uint8) if i is None else i for i in images]
     rel = (log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
     out = sheet or Path(f"{log.name}_{rel:.1f}s.png")
-    write_png(out, contact_sheet(images, log.rig.names, caption=f"{log.name}  t = {rel:.2f} s  (frame {t})"))
+    write_png(out, contact_sheet(images, log.rig.names, azimuths=log.rig.azimuths, caption=f"{log.name}  t = {rel:.2f} s  (frame {t})"))
     click.echo(f"contact sheet: {out}")
 
 
@@ -122,7 +122,7 @@ def ingest() -> None:
 @click.option("--version", "version", default="v1.0-mini", show_default=True, help="Table version folder.")
 @click.option("--scene", "scene_name", required=True, help="Scene name, e.g. scene-0061.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scene cache directory to write.")
-@click.option("--sweeps", is_flag=True, help="Also use the 12 Hz camera/LiDAR sweeps between keyframes.")
+@click.option("--sweeps", is_flag=True, help="~12 Hz frames on the CAM_FRONT clock; every 20 Hz LiDAR sweep merged into its frame, motion-compensated.")
 @click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
 @one_line_errors
 def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path, sweeps: bool, overwrite: bool) -> None:
@@ -132,6 +132,29 @@ def ingest_nuscenes_cmd(dataroot: Path, version: str, scene_name: str, out: Path
     t0 = time.perf_counter()
     path = ingest_nuscenes_to_cache(dataroot, version, scene_name, out, overwrite=overwrite, use_sweeps=sweeps, progress=True)
     click.echo(f"wrote {path} in {time.perf_counter() - t0:.1f} s")
+
+
+@ingest.command("dgp")
+@click.argument("scene_json", type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scene cache directory to write.")
+@click.option("--cameras", default=None, help="Comma-separated camera names to keep [default: all, sorted by name].")
+@click.option("--lidar", default=None, help="Point-cloud datum name [default: the only one, or LIDAR].")
+@click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
+@one_line_errors
+def ingest_dgp_cmd(scene_json: Path, out: Path, cameras: str | None, lidar: str | None, overwrite: bool) -> None:
+    """Convert one TRI DGP scene (the DDAD format): SCENE_JSON is scene_<sha>.json or the folder holding it."""
+    import numpy as np
+
+    from stag_sim.cache import write_scene_cache
+    from stag_sim.ingest.dgp import check_out_dir, ingest_dgp
+
+    t0 = time.perf_counter()
+    check_out_dir(out, overwrite)
+    log = ingest_dgp(scene_json, progress=True, cameras=cameras, lidar=lidar)
+    path = write_scene_cache(log, out, overwrite=overwrite)
+    points = float(np.mean(np.diff(log.lidar.offsets))) if log.lidar is not None and len(log.lidar) else 0.0
+    click.echo(f"wrote {path}: {log.num_frames} frames x {len(log.rig)} cameras ({', '.join(log.rig.names)}), "
+               f"{points / 1e3:.0f}k LiDAR points/frame, {len(log.objects)} objects in {time.perf_counter() - t0:.1f} s")
 
 
 main.add_command(render)

@@ -19,9 +19,12 @@ def user_cache_dir() -> Path:
 
 def default_scene_dir(seed: int = 0, duration_s: float = 20.0, width: int = 400, height: int = 224) -> Path:
     """Cache path of the synthetic town scene generated with these settings."""
+    from stag_sim.cache import FORMAT_VERSION
     from stag_sim.synth import GENERATOR_VERSION
 
-    return user_cache_dir() / "scenes" / f"synth-town-s{seed}-d{duration_s:g}-{width}x{height}-g{GENERATOR_VERSION}"
+    # the cache format version is part of the name, so a newer stag_sim regenerates instead of failing on an old cache
+    return (user_cache_dir() / "scenes"
+            / f"synth-town-s{seed}-d{duration_s:g}-{width}x{height}-g{GENERATOR_VERSION}-c{FORMAT_VERSION}")
 
 
 def ensure_default_scene(seed: int = 0, duration_s: float = 20.0, width: int = 400, height: int = 224,

@@ -6,15 +6,24 @@ render time the static cloud is drawn as is and each object cloud is placed at w
 asks for (logged, replayed, or moved by traffic), so the scene can be re-rendered at any time and from any
 camera pose.
 
-Build (:func:`build_scene4d`):
+Build (:func:`build_scene4d`), as Stag-1 does, from every pixel of every logged image:
 
-* static background: every frame's dense depth map is unprojected into the world (or, without depth, each LiDAR
-  sweep is coloured by the cameras of its frame); points inside the (slightly inflated) box of any tracked object
-  are dropped; the rest is fused and voxel-downsampled (mean position and mean colour per voxel).
-* objects: points inside an object's box go to that object's cloud, in its box frame, voxel-downsampled the same
-  way. An object that collected fewer than ``min_object_points`` points gets a coloured box proxy (points on the
-  box surface) so it never vanishes silently.
-* sky: the mean colour of never-hit pixels (depth 0) per elevation bin, used by the renderer to fill the sky.
+* dense depth: each image (at the working resolution, ``max_image_width``) gets a depth per pixel from a
+  pluggable depth source (:mod:`stag_sim.depth`): the log's own dense depth maps, or its LiDAR completed by
+  classical image-guided depth completion. Each pixel carries a confidence.
+* ego body: the pixels where a camera sees the logging car itself (the rig's static masks, or found from the log by
+  :mod:`stag_sim.ego_body`) never become points; they are kept as :class:`~stag_sim.ego_body.EgoLayer` images that
+  renderers composite back.
+* static background: every confident pixel is unprojected into the world; points inside the (slightly inflated)
+  box of any tracked object are dropped; the rest is fused per voxel: a weighted mean of position and colour,
+  weighted by confidence and by the inverse square of the depth, so the nearest (and most frontal) views decide
+  the colour.
+* objects: points inside an object's box go to that object's cloud, in its box frame, from all frames. An object
+  that collected fewer than ``min_object_points`` points gets a box proxy (points on the box surface) textured from
+  the images where those points were visible, and coloured by category only where no image saw them.
+* far field: pixels without geometry (sky; structure above the reach of the depth) go to an environment map at
+  infinity (:mod:`stag_sim.far_field`) and to the mean sky colour per elevation bin, which renderers use for the
+  pixels no point reaches.
 
 :func:`load_scene4d` builds once and caches the result next to the scene cache as
 ``<scene_dir>/scene4d-<key>.npz`` (written atomically), where the key hashes the build parameters, the scene's
@@ -34,13 +43,15 @@ from pathlib import Path
 import numpy as np
 
 from stag_sim.camera import CameraIntrinsics, unproject
+from stag_sim.ego_body import EgoLayer
 from stag_sim.errors import SceneError, ValidationError
+from stag_sim.far_field import EnvMap
 from stag_sim.fsutil import atomic_open
 from stag_sim.geometry import check_finite, check_positive, invert_transform, matrix_to_quat, quat_to_matrix
 from stag_sim.scene_log import SceneLog
 
 #: Bumped whenever the build algorithm or the file layout changes (invalidates cached builds).
-SCENE4D_VERSION = 1
+SCENE4D_VERSION = 2
 
 #: Number of sky-colour bins over ray elevation [0, pi/2] rad.
 SKY_BINS = 16
@@ -63,8 +74,17 @@ class Scene4DConfig:
         ground_clearance: height above the box bottom below which points are treated as road [m].
         min_object_points: objects with fewer accumulated points get a box-surface proxy [-].
         exclude_frames: frame indices left out of the cloud (held-out evaluation).
+        exclude_cameras: camera names left out of the cloud (held-out novel-view evaluation).
         frame_stride: use every ``frame_stride``-th frame [-].
         pixel_stride: use every ``pixel_stride``-th pixel of each depth map in u and v [-].
+        depth_source: ``auto`` (``log`` when the log has dense depth maps, else ``lidar``), ``log``, ``lidar``, or
+            a name registered with :func:`stag_sim.depth.register_depth_source`.
+        max_image_width: working resolution: wider images are downscaled to this width first [px].
+        min_confidence: pixels of lower depth confidence do not become points [-].
+        far_resolution_deg: texel size of the far-field environment map [deg]; 0 builds none.
+        far_min_elevation_deg: lowest elevation the far-field map covers [deg].
+        ego_mask: ``auto`` (the rig's masks; else, for sensor depth, found from the log), ``rig`` (only the rig's
+            masks) or ``none``.
     """
 
     voxel_size: float = 0.05
@@ -74,11 +94,19 @@ class Scene4DConfig:
     ground_clearance: float = 0.05
     min_object_points: int = 200
     exclude_frames: tuple[int, ...] = ()
+    exclude_cameras: tuple[str, ...] = ()
     frame_stride: int = 1
     pixel_stride: int = 1
+    depth_source: str = "auto"
+    max_image_width: int = 640
+    min_confidence: float = 0.02
+    far_resolution_deg: float = 0.15
+    far_min_elevation_deg: float = -15.0
+    ego_mask: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
+        object.__setattr__(self, "exclude_cameras", tuple(sorted({str(c) for c in self.exclude_cameras})))
 
     def validate(self) -> "Scene4DConfig":
         check_positive(self, ("voxel_size", "object_voxel_size", "max_depth"))
@@ -91,6 +119,16 @@ class Scene4DConfig:
                 raise ValidationError(f"Scene4DConfig.{name}: must be an int >= 1, got {getattr(self, name)}")
         if self.min_object_points < 0:
             raise ValidationError(f"Scene4DConfig.min_object_points: must be >= 0, got {self.min_object_points}")
+        if int(self.max_image_width) < 8:
+            raise ValidationError(f"Scene4DConfig.max_image_width: must be an int >= 8 px, got {self.max_image_width}")
+        if not (0.0 <= self.min_confidence <= 1.0):
+            raise ValidationError(f"Scene4DConfig.min_confidence: must be in [0, 1], got {self.min_confidence}")
+        if not (np.isfinite(self.far_resolution_deg) and self.far_resolution_deg >= 0):
+            raise ValidationError(f"Scene4DConfig.far_resolution_deg: must be >= 0 deg, got {self.far_resolution_deg}")
+        if not -90.0 <= self.far_min_elevation_deg < 90.0:
+            raise ValidationError(f"Scene4DConfig.far_min_elevation_deg: must be in [-90, 90) deg, got {self.far_min_elevation_deg}")
+        if self.ego_mask not in ("auto", "rig", "none"):
+            raise ValidationError(f"Scene4DConfig.ego_mask: {self.ego_mask!r} is not one of auto, rig, none")
         return self
 
     def key(self) -> dict:
@@ -145,6 +183,8 @@ class Scene4D:
         sky_colors: (SKY_BINS, 3) uint8 mean sky colour per ray-elevation bin over [0, pi/2] rad.
         sky_valid: (SKY_BINS,) bool, the bin saw sky pixels.
         config: the build parameters.
+        env_map: the far field (:class:`~stag_sim.far_field.EnvMap`), or None.
+        ego_layers: the ego body per camera that sees it (:class:`~stag_sim.ego_body.EgoLayer`).
     """
 
     name: str
@@ -159,6 +199,12 @@ class Scene4D:
     sky_colors: np.ndarray
     sky_valid: np.ndarray
     config: Scene4DConfig
+    env_map: EnvMap | None = None
+    ego_layers: tuple[EgoLayer, ...] = ()
+
+    def ego_layer(self, camera: str) -> EgoLayer | None:
+        """The ego body as camera ``camera`` sees it, or None."""
+        return next((e for e in self.ego_layers if e.camera == camera), None)
 
     @property
     def instance_ids(self) -> tuple[str, ...]:
@@ -183,6 +229,8 @@ class Scene4D:
             raise ValidationError(f"Scene4D.sky_colors: expected ({SKY_BINS}, 3), got {self.sky_colors.shape}")
         for o in self.objects:
             o.validate()
+        if self.env_map is not None:
+            self.env_map.validate()
         return self
 
     def object_poses_at(self, time_s: float) -> dict[str, np.ndarray]:
@@ -224,7 +272,9 @@ class Scene4D:
         meta = {"version": SCENE4D_VERSION, "name": self.name, "voxel_size": self.voxel_size,
                 "object_voxel_size": self.object_voxel_size, "config": self.config.key(),
                 "instance_ids": list(self.instance_ids), "categories": [o.category for o in self.objects],
-                "is_proxy": [o.is_proxy for o in self.objects]}
+                "is_proxy": [o.is_proxy for o in self.objects],
+                "env_min_elevation": None if self.env_map is None else self.env_map.min_elevation,
+                "ego_cameras": [e.camera for e in self.ego_layers]}
         arrays = dict(
             meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
             static_points=self.static_points, static_colors=self.static_colors,
@@ -234,6 +284,10 @@ class Scene4D:
             timestamps_us=self.timestamps_us, object_poses=self.object_poses, object_valid=self.object_valid,
             sky_colors=self.sky_colors, sky_valid=self.sky_valid,
         )
+        if self.env_map is not None:
+            arrays.update(env_colors=self.env_map.colors, env_valid=self.env_map.valid)
+        for i, e in enumerate(self.ego_layers):
+            arrays.update({f"ego_mask_{i}": e.mask, f"ego_rgb_{i}": e.rgb})
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
         return path
@@ -252,15 +306,19 @@ class Scene4D:
             raise SceneError(f"{path}: Scene4D version {meta.get('version')!r}, this stag_sim reads {SCENE4D_VERSION}; rebuild it")
         cfg = meta["config"]
         cfg["exclude_frames"] = tuple(cfg["exclude_frames"])
+        cfg["exclude_cameras"] = tuple(cfg.get("exclude_cameras", ()))
         off = d["object_offsets"]
         objects = tuple(
             ObjectCloud(oid, cat, d["object_sizes"][k], d["object_points"][off[k]:off[k + 1]],
                         d["object_colors"][off[k]:off[k + 1]], bool(px))
             for k, (oid, cat, px) in enumerate(zip(meta["instance_ids"], meta["categories"], meta["is_proxy"]))
         )
+        env = (EnvMap(d["env_colors"], d["env_valid"], float(meta["env_min_elevation"]))
+               if meta.get("env_min_elevation") is not None else None)
+        ego = tuple(EgoLayer(name, d[f"ego_mask_{i}"], d[f"ego_rgb_{i}"]) for i, name in enumerate(meta.get("ego_cameras", [])))
         return cls(meta["name"], d["static_points"], d["static_colors"], float(meta["voxel_size"]), objects,
                    float(meta["object_voxel_size"]), d["timestamps_us"], d["object_poses"], d["object_valid"],
-                   d["sky_colors"], d["sky_valid"], Scene4DConfig(**cfg)).validate()
+                   d["sky_colors"], d["sky_valid"], Scene4DConfig(**cfg), env, ego).validate()
 
 
 # --- voxel fusion ----------------------------------------------------------------------------------------------
@@ -276,14 +334,16 @@ class VoxelAccumulator:
     def __init__(self, voxel_size: float) -> None:
         self.voxel_size = float(voxel_size)
         self._keys = np.zeros(0, np.int64)
-        self._sums = np.zeros((0, 7), np.float64)  # x, y, z, r, g, b, count
-        self._pending: list[tuple[np.ndarray, np.ndarray]] = []
+        self._sums = np.zeros((0, 7), np.float64)  # weighted sums of x, y, z, r, g, b, and the weight
+        self._pending: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
         self._pending_n = 0
 
-    def add(self, points, colors) -> None:
-        """Add (n, 3) points [m] (float) with (n, 3) uint8 colours."""
+    def add(self, points, colors, weights=None) -> None:
+        """Add (n, 3) points [m] (float) with (n, 3) uint8 colours and optional (n,) weights > 0 (default 1): each
+        voxel keeps the weighted mean position and colour."""
         if len(points):
-            self._pending.append((np.asarray(points, np.float64), np.asarray(colors)))
+            w = np.ones(len(points)) if weights is None else np.asarray(weights, np.float64)
+            self._pending.append((np.asarray(points, np.float64), np.asarray(colors), w))
             self._pending_n += len(points)
             # merge when the buffer is as large as the fused set: total cost O(n log n), not O(n^2 / buffer)
             if self._pending_n >= max(_MERGE_EVERY, len(self._keys)):
@@ -292,15 +352,16 @@ class VoxelAccumulator:
     def _merge(self) -> None:
         if not self._pending:
             return
-        pts = np.concatenate([p for p, _ in self._pending])
-        cols = np.concatenate([c for _, c in self._pending]).astype(np.float64)
+        pts = np.concatenate([p for p, _, _ in self._pending])
+        cols = np.concatenate([c for _, c, _ in self._pending]).astype(np.float64)
+        w = np.concatenate([w for _, _, w in self._pending])[:, None]
         self._pending, self._pending_n = [], 0
         ijk = np.floor(pts / self.voxel_size).astype(np.int64) + _VOXEL_OFFSET
         if ijk.size and (ijk.min() < 0 or ijk.max() >= (1 << _VOXEL_BITS)):
             raise SceneError(f"points span more than {(1 << _VOXEL_BITS) * self.voxel_size:.0f} m; increase voxel_size")
         keys = (ijk[:, 0] << (2 * _VOXEL_BITS)) | (ijk[:, 1] << _VOXEL_BITS) | ijk[:, 2]
         keys = np.concatenate([self._keys, keys])
-        vals = np.concatenate([self._sums, np.concatenate([pts, cols, np.ones((len(pts), 1))], axis=1)])
+        vals = np.concatenate([self._sums, np.concatenate([pts * w, cols * w, w], axis=1)])
         order = np.argsort(keys)
         keys = keys[order]
         starts = np.concatenate([[0], np.flatnonzero(keys[1:] != keys[:-1]) + 1])
@@ -377,44 +438,127 @@ def _sky_elevation_bins(T_world_from_cam: np.ndarray, uv: np.ndarray, intr: Came
     return np.where(elev >= 0, np.minimum((elev / (np.pi / 2) * SKY_BINS).astype(np.int64), SKY_BINS - 1), -1)
 
 
-def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: bool = False) -> Scene4D:
-    """Fuse a scene log into a :class:`Scene4D` (see the module docstring). Uses dense depth when the log has it,
-    else LiDAR sweeps coloured by the cameras.
+def working_camera(camera, max_width: int):
+    """``camera`` at the build's working resolution: at most ``max_width`` px wide, aspect kept."""
+    k = camera.intrinsics
+    if k.width <= max_width:
+        return camera
+    return camera.with_resolution(int(max_width), max(1, int(round(k.height * max_width / k.width))))
+
+
+def _working_image(log, t: int, c: int, cam) -> np.ndarray:
+    import cv2
+
+    rgb = log.images[t, c]
+    k = cam.intrinsics
+    if rgb.shape[:2] != (k.height, k.width):
+        rgb = cv2.resize(rgb, (k.width, k.height), interpolation=cv2.INTER_AREA)
+    return rgb
+
+
+def _resolve_depth_source(log: SceneLog, cfg: Scene4DConfig, depth_source):
+    from stag_sim.depth import make_depth_source
+
+    if depth_source is not None:
+        return depth_source
+    name = cfg.depth_source
+    if name == "auto":
+        name = "log" if log.depth is not None else "lidar"
+    return make_depth_source(name)
+
+
+def _ego_rig(log: SceneLog, cfg: Scene4DConfig, frames: list[int], source):
+    """The working-resolution cameras with their ego masks (the rig's, or detected from the first pair of used
+    frames the ego moved between), and the ego layers."""
+    from stag_sim.ego_body import detect_ego_mask, ego_layer, moving_frame_pairs
+
+    cams, layers = [], []
+    detect = cfg.ego_mask == "auto" and getattr(source, "key", "") != "log"
+    pairs = moving_frame_pairs(log.ego_poses, frames) if detect else []
+    for c, camera in enumerate(log.rig.cameras):
+        cam = working_camera(camera, cfg.max_image_width)
+        if cfg.ego_mask == "none":
+            cam = cam.with_ego_mask(None)
+        elif cam.ego_mask is None and pairs and camera.name not in cfg.exclude_cameras:
+            a, b = next(((a, b) for a, b in pairs if log.images.has(a, c) and log.images.has(b, c)), (None, None))
+            if a is not None:
+                img_a, img_b = _working_image(log, a, c, cam), _working_image(log, b, c, cam)
+                depth_a = source(log, a, c, cam, img_a).depth
+                T_b_from_a = (invert_transform(log.camera_ego_poses[b, c] @ cam.T_ego_from_camera)
+                              @ log.camera_ego_poses[a, c] @ cam.T_ego_from_camera)
+                cam = cam.with_ego_mask(detect_ego_mask(img_a, img_b, depth_a, cam.intrinsics.K, T_b_from_a))
+        if cam.ego_mask is not None and cam.ego_mask.any() and camera.name not in cfg.exclude_cameras:
+            use = [t for t in frames if log.images.has(t, c)][:8]
+            layers.append(ego_layer(cam.name, cam.ego_mask, [_working_image(log, t, c, cam) for t in use]))
+        cams.append(cam)
+    return cams, tuple(layers)
+
+
+def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: bool = False,
+                  depth_source=None) -> Scene4D:
+    """Fuse a scene log into a :class:`Scene4D` (see the module docstring).
+
+    Args:
+        log: the scene log.
+        config: build parameters.
+        progress: show a progress bar.
+        depth_source: a :class:`~stag_sim.depth.DepthSource` object overriding ``config.depth_source``.
 
     Raises:
         SceneError: when every frame is excluded, or nothing at all was reconstructed.
     """
     from tqdm import tqdm
 
+    from stag_sim.far_field import EnvMapAccumulator
+
     cfg = (config or Scene4DConfig()).validate()
     T, C, K = log.num_frames, len(log.rig), len(log.objects)
     frames = [t for t in range(0, T, cfg.frame_stride) if t not in set(cfg.exclude_frames)]
     if not frames:
         raise SceneError(f"{log.name}: no frames left to build the 4D scene from (exclude_frames={list(cfg.exclude_frames)})")
+    source = _resolve_depth_source(log, cfg, depth_source)
+    cams, ego_layers = _ego_rig(log, cfg, frames, source)
     static = VoxelAccumulator(cfg.voxel_size)
     objs = [VoxelAccumulator(cfg.object_voxel_size) for _ in range(K)]
     halves = np.asarray(log.objects.sizes, np.float64) / 2
+    proxies = [box_proxy_points(log.objects.sizes[k], cfg.object_voxel_size * 2) for k in range(K)]
+    proxy_sum = [np.zeros((len(p), 4)) for p in proxies]  # r, g, b, weight of each proxy point
     sky_sum, sky_n = np.zeros((SKY_BINS, 3)), np.zeros(SKY_BINS)
+    env = (EnvMapAccumulator(np.radians(cfg.far_resolution_deg), np.radians(cfg.far_min_elevation_deg))
+           if cfg.far_resolution_deg > 0 else None)
     poses = np.asarray(log.objects.poses)
     valid = np.asarray(log.objects.valid)
-    use_depth = log.depth is not None
-    for t in tqdm(frames, desc=f"scene4d {log.name}", unit="frame", disable=not progress):
+    samples = np.zeros((T, C), np.int64)
+    unknown = [n for n in cfg.exclude_cameras if n not in log.rig.names]
+    if unknown:
+        raise SceneError(f"{log.name}: exclude_cameras {unknown} are not cameras of the rig ({', '.join(log.rig.names)})")
+    skip = {log.rig.index(n) for n in cfg.exclude_cameras}
+    if len(skip) == C:
+        raise SceneError(f"{log.name}: every camera is excluded; nothing to build the 4D scene from")
+    jobs = [(t, c) for t in frames for c in range(C) if c not in skip and log.images.has(t, c)]
+    for t, c in tqdm(jobs, desc=f"scene4d {log.name}", unit="image", disable=not progress):
         live = np.flatnonzero(valid[t])
         T_obj_from_world = {k: invert_transform(poses[t, k]) for k in live}
-        if use_depth:
-            for c in range(C):
-                _add_depth_frame(log, t, c, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n)
-        else:
-            _add_lidar_sweep(log, t, cfg, live, T_obj_from_world, halves, static, objs)
+        cam = cams[c]
+        rgb = _working_image(log, t, c, cam)
+        est = source(log, t, c, cam, rgb)
+        samples[t, c] = est.num_samples
+        _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n,
+                         env, proxies, proxy_sum)
+    if getattr(source, "key", "") != "log":
+        _check_reach(log, cams, samples, jobs)
     static_pts, static_cols = static.result()
     objects = []
     for k in range(K):
         pts, cols = objs[k].result()
         is_proxy = len(pts) < cfg.min_object_points
         if is_proxy:
-            proxy = box_proxy_points(log.objects.sizes[k], cfg.object_voxel_size * 2)
+            proxy = proxies[k]
+            seen = proxy_sum[k][:, 3] > 0
+            pcol = np.tile(np.array(_category_color(log.objects.categories[k]), np.uint8), (len(proxy), 1))
+            pcol[seen] = np.clip(np.round(proxy_sum[k][seen, :3] / proxy_sum[k][seen, 3:]), 0, 255).astype(np.uint8)
             pts = np.concatenate([pts, proxy])
-            cols = np.concatenate([cols, np.tile(np.array(_category_color(log.objects.categories[k]), np.uint8), (len(proxy), 1))])
+            cols = np.concatenate([cols, pcol])
         objects.append(ObjectCloud(log.objects.instance_ids[k], log.objects.categories[k],
                                    np.asarray(log.objects.sizes[k], np.float64).copy(), pts, cols, bool(is_proxy)))
     if len(static_pts) == 0 and not any(len(o.points) for o in objects):
@@ -422,45 +566,48 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     sky_valid = sky_n > 0
     sky = np.zeros((SKY_BINS, 3), np.uint8)
     sky[sky_valid] = np.clip(np.round(sky_sum[sky_valid] / sky_n[sky_valid, None]), 0, 255).astype(np.uint8)
+    env_map = env.result() if env is not None and env._w.any() else None
     return Scene4D(log.name, static_pts, static_cols, cfg.voxel_size, tuple(objects), cfg.object_voxel_size,
                    np.asarray(log.timestamps_us, np.int64).copy(), poses.astype(np.float64).copy(), valid.copy(),
-                   sky, sky_valid, cfg).validate()
+                   sky, sky_valid, cfg, env_map, ego_layers).validate()
 
 
-def _route_points(p_world, cols, live, T_obj_from_world, halves, cfg, static, objs) -> None:
-    """Split world points between the static accumulator and the objects whose boxes contain them."""
-    keep = np.ones(len(p_world), bool)
-    for k in live:
-        T = T_obj_from_world[k]
-        p_obj = p_world @ T[:3, :3].T + T[:3, 3]
-        inside = _in_box(p_obj, halves[k], 0.0, cfg.ground_clearance)
-        objs[k].add(p_obj[inside], cols[inside])
-        keep &= ~_in_box(p_obj, halves[k], cfg.box_margin, cfg.ground_clearance)
-    static.add(p_world[keep], cols[keep])
+def _check_reach(log: SceneLog, cams, samples: np.ndarray, jobs) -> None:
+    """A camera that no depth sample reaches in any frame cannot be reconstructed: one clear error."""
+    used = sorted({c for _, c in jobs})
+    blind = [cams[c].name for c in used if samples[:, c].sum() == 0]
+    if blind:
+        raise SceneError(f"{log.name}: no LiDAR return reaches camera(s) {', '.join(blind)} in any frame used; "
+                         "check the calibration (T_ego_from_camera, T_ego_from_lidar) or leave the camera out")
 
 
-def _add_depth_frame(log, t, c, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n) -> None:
-    if not (log.depth.has(t, c) and log.images.has(t, c)):
-        return
-    intr = log.rig[c].intrinsics
-    depth = log.depth[t, c]
-    rgb = log.images[t, c]
+def _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n,
+                     env, proxies, proxy_sum) -> None:
+    intr = cam.intrinsics
+    depth = est.depth
     if depth.shape != (intr.height, intr.width) or rgb.shape[:2] != depth.shape:
         raise SceneError(f"{log.name}: frame ({t}, {c}) depth {depth.shape} / image {rgb.shape[:2]} do not match the "
                          f"{intr.width}x{intr.height} intrinsics")
+    T_wc = log.camera_ego_poses[t, c] @ cam.T_ego_from_camera
+    _texture_proxies(depth, rgb, intr, T_wc, live, T_obj_from_world, proxies, proxy_sum)
     s = cfg.pixel_stride
-    depth, rgb = depth[::s, ::s], rgb[::s, ::s]
+    weight_img = est.confidence / np.maximum(depth, 1.0) ** 2  # nearer (and so more frontal, finer) views win
+    depth, rgb, conf, far = depth[::s, ::s], rgb[::s, ::s], est.confidence[::s, ::s], est.far[::s, ::s]
+    weight_img = weight_img[::s, ::s]
     vv, uu = np.mgrid[0:depth.shape[0], 0:depth.shape[1]]
-    T_wc = log.camera_poses(t)[c]
-    hit = depth > 0
-    sky_px = ~hit
+    body = cam.ego_mask[::s, ::s] if cam.ego_mask is not None else np.zeros(depth.shape, bool)
+    sky_px = far & ~body
     if np.any(sky_px):
         uv_sky = np.stack([uu[sky_px] * s, vv[sky_px] * s], 1).astype(np.float64)
         bins = _sky_elevation_bins(T_wc, uv_sky, intr)
         ok = bins >= 0
         np.add.at(sky_sum, bins[ok], rgb[sky_px][ok].astype(np.float64))
         np.add.at(sky_n, bins[ok], 1.0)
-    use = hit & (depth <= cfg.max_depth)
+        if env is not None:
+            from stag_sim.far_field import pixel_rays
+
+            env.add(pixel_rays(T_wc, intr.fx, intr.fy, intr.cx, intr.cy, uv_sky[:, 0], uv_sky[:, 1]), rgb[sky_px])
+    use = (depth > 0) & (depth <= cfg.max_depth) & (conf >= cfg.min_confidence) & ~body
     # Pixels that may belong to an object: the projected windows of the live boxes (inflated).
     for k in live:
         T_cam_from_obj = invert_transform(T_wc) @ invert_transform(T_obj_from_world[k])
@@ -477,7 +624,7 @@ def _add_depth_frame(log, t, c, cfg, live, T_obj_from_world, halves, static, obj
         p_obj = p_cam @ T_oc[:3, :3].T + T_oc[:3, 3]
         cols = rgb[v0:v1, u0:u1][m]
         inside = _in_box(p_obj, halves[k], 0.0, cfg.ground_clearance)
-        objs[k].add(p_obj[inside], cols[inside])
+        objs[k].add(p_obj[inside], cols[inside], weight_img[v0:v1, u0:u1][m][inside])
         drop = _in_box(p_obj, halves[k], cfg.box_margin, cfg.ground_clearance)
         sub = use[v0:v1, u0:u1]
         sub[m] = ~drop  # clears dropped pixels in `use` (a view)
@@ -485,35 +632,38 @@ def _add_depth_frame(log, t, c, cfg, live, T_obj_from_world, halves, static, obj
         return
     uv = np.stack([uu[use] * s, vv[use] * s], 1).astype(np.float64)
     p_cam = unproject(uv, depth[use], intr)
-    static.add(p_cam @ T_wc[:3, :3].T + T_wc[:3, 3], rgb[use])
+    static.add(p_cam @ T_wc[:3, :3].T + T_wc[:3, 3], rgb[use], weight_img[use])
 
 
-def _add_lidar_sweep(log, t, cfg, live, T_obj_from_world, halves, static, objs) -> None:
-    lidar = log.lidar
-    sweep = lidar.sweep(t)[:, :3].astype(np.float64)
-    T_wl = lidar.ego_poses[t] @ lidar.T_ego_from_lidar
-    p_world = sweep @ T_wl[:3, :3].T + T_wl[:3, 3]
-    rng_ok = np.linalg.norm(sweep, axis=1) <= cfg.max_depth
-    p_world = p_world[rng_ok]
-    cols = np.zeros((len(p_world), 3), np.uint8)
-    seen = np.zeros(len(p_world), bool)
-    cam_poses = log.camera_poses(t)
-    for c in range(len(log.rig)):
-        if not log.images.has(t, c) or seen.all():
+def _texture_proxies(depth, rgb, intr, T_wc, live, T_obj_from_world, proxies, proxy_sum) -> None:
+    """Colour the box-surface proxy points of the live objects where this image sees them (depth-tested)."""
+    if not len(live):
+        return
+    T_cw = invert_transform(T_wc)
+    H, W = depth.shape
+    for k in live:
+        P = proxies[k]
+        if not len(P):
             continue
-        intr = log.rig[c].intrinsics
-        T_cw = invert_transform(cam_poses[c])
-        pc = p_world @ T_cw[:3, :3].T + T_cw[:3, 3]
-        z = pc[:, 2]
-        zs = np.where(z > 1e-3, z, 1.0)
-        u = np.round(intr.fx * pc[:, 0] / zs + intr.cx).astype(np.int64)
-        v = np.round(intr.fy * pc[:, 1] / zs + intr.cy).astype(np.int64)
-        vis = ~seen & (z > 1e-3) & (u >= 0) & (u < intr.width) & (v >= 0) & (v < intr.height)
-        if vis.any():
-            img = log.images[t, c]
-            cols[vis] = img[v[vis], u[vis]]
-            seen |= vis
-    _route_points(p_world[seen], cols[seen], live, T_obj_from_world, halves, cfg, static, objs)
+        T = T_cw @ invert_transform(T_obj_from_world[k])
+        p = P.astype(np.float64) @ T[:3, :3].T + T[:3, 3]
+        z = p[:, 2]
+        front = z > 0.5
+        if not front.any():
+            continue
+        zs = np.where(front, z, 1.0)
+        u = np.round(intr.fx * p[:, 0] / zs + intr.cx).astype(np.int64)
+        v = np.round(intr.fy * p[:, 1] / zs + intr.cy).astype(np.int64)
+        ok = front & (u >= 0) & (u < W) & (v >= 0) & (v < H)
+        if not ok.any():
+            continue
+        d = depth[v[ok], u[ok]]
+        vis = (d > 0) & (z[ok] <= d * 1.1 + 0.3)  # not hidden behind a nearer surface of this image
+        idx = np.flatnonzero(ok)[vis]
+        if len(idx):
+            w = 1.0 / np.maximum(z[idx], 1.0) ** 2
+            proxy_sum[k][idx, :3] += rgb[v[idx], u[idx]].astype(np.float64) * w[:, None]
+            proxy_sum[k][idx, 3] += w
 
 
 # --- cache ------------------------------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ scene cache stores. Large per-frame data (images, depth maps, LiDAR) is held in 
 nothing until a frame is actually read, and a cache round trip is byte-exact.
 
 Frame index ``t`` runs over the log's frames (10 Hz for the synthetic town, the 2 Hz keyframes or 12 Hz sweeps
-for nuScenes); camera index ``c`` runs over :data:`stag_sim.camera.CAMERA_NAMES`.
+for nuScenes); camera index ``c`` runs over the cameras of the log's rig, in rig order.
 """
 
 from __future__ import annotations
@@ -312,7 +312,7 @@ class SceneLog:
         source: where it came from: ``synthetic``, ``nuscenes``, ...
         timestamps_us: (T,) int64 frame times [us], strictly increasing.
         ego_poses: (T, 4, 4) float64 ``T_world_from_ego`` at the frame times.
-        rig: the six-camera rig (static calibration, nuScenes order).
+        rig: the camera rig (1 to 12 cameras, the dataset's names and order; static calibration).
         images: (T, C) :class:`FrameStore` of RGB images (``jpeg`` or ``png``).
         camera_timestamps_us: (T, C) int64 capture time of each image [us].
         camera_ego_poses: (T, C, 4, 4) float64 ``T_world_from_ego`` at each image's capture time

@@ -18,17 +18,24 @@ def _mib(n: int) -> str:
     return f"{n / 2**20:.1f} MiB"
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" + ("" if n == 1 else "s")
+
+
+def _frames_line(log: SceneLog) -> str:
+    """Frame count, duration, mean rate and ego path length; a one-frame log has no duration and no rate."""
+    T = log.num_frames
+    if T < 2:
+        return f"frames     {_count(T, 'frame')} (single keyframe: no duration, no frame rate)"
+    ego_xy = np.asarray(log.ego_poses)[:, :2, 3]
+    path_len = float(np.linalg.norm(np.diff(ego_xy, axis=0), axis=1).sum())
+    rate = (T - 1) / log.duration_s  # > 0: frame timestamps are strictly increasing
+    return f"frames     {T} over {log.duration_s:.2f} s  (~{rate:.1f} Hz); ego drives {path_len:.1f} m"
+
+
 def scene_summary(log: SceneLog, scene_dir: str | Path | None = None) -> str:
     """A multi-line summary: duration, frames, cameras, depth sources, objects, map extent, sizes."""
-    T = log.num_frames
-    rate = (T - 1) / log.duration_s if log.duration_s > 0 else float("nan")
-    ego_xy = np.asarray(log.ego_poses)[:, :2, 3]
-    path_len = float(np.linalg.norm(np.diff(ego_xy, axis=0), axis=1).sum()) if T > 1 else 0.0
-    lines = [
-        f"scene      {log.name}  (source: {log.source})",
-        f"frames     {T} over {log.duration_s:.2f} s  (~{rate:.1f} Hz); ego drives {path_len:.1f} m",
-        "cameras",
-    ]
+    lines = [f"scene      {log.name}  (source: {log.source})", _frames_line(log), "cameras"]
     for c in log.rig:
         i = c.intrinsics
         x, y, z = c.T_ego_from_camera[:3, 3]
@@ -37,7 +44,10 @@ def scene_summary(log: SceneLog, scene_dir: str | Path | None = None) -> str:
     lines.append(f"depth      {'dense maps (png16), ' + _mib(log.depth.nbytes) if log.depth is not None else 'none'}")
     if log.lidar is not None:
         n = np.diff(log.lidar.offsets)
-        lines.append(f"lidar      {len(log.lidar)} sweeps, {int(n.mean()) if len(n) else 0} points/sweep on average")
+        merged = log.metadata.get("lidar_sweeps")
+        how = (f" (merging {merged} sensor sweeps, motion-compensated)"
+               if isinstance(merged, int) and merged > len(log.lidar) else "")
+        lines.append(f"lidar      {_count(len(log.lidar), 'sweep')}{how}, {int(n.mean()) if len(n) else 0} points/sweep on average")
     else:
         lines.append("lidar      none")
     cats = Counter(log.objects.categories)

@@ -1,4 +1,4 @@
-"""Images for people: contact sheets of the six cameras and mp4 videos (written atomically)."""
+"""Images for people: contact sheets of a rig's cameras and mp4 videos (written atomically)."""
 
 from __future__ import annotations
 
@@ -9,37 +9,52 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from stag_sim.camera import CAMERA_NAMES
 from stag_sim.errors import StagSimError
 from stag_sim.fsutil import publish_mode
 
-#: Contact-sheet layout: the front three cameras on top, the back three below, as seen from the driver's seat.
-SHEET_LAYOUT = (("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT"), ("CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT"))
+def sheet_layout(names: Sequence[str], azimuths=None) -> list[list[int]]:
+    """Rows of camera indices for a contact sheet, as seen from the driver's seat.
+
+    With ``azimuths`` (C,) [rad] (0 = forward, +pi/2 = left): the cameras looking forward (|azimuth| <= 90 deg) on
+    top from left to right, the others below from rear-left to rear-right (for nuScenes: FRONT_LEFT, FRONT,
+    FRONT_RIGHT over BACK_LEFT, BACK, BACK_RIGHT). Without: one row in the given order.
+    """
+    if azimuths is None:
+        return [list(range(len(names)))]
+    az = np.asarray(azimuths, np.float64)
+    front = [i for i in range(len(names)) if abs(az[i]) <= np.pi / 2 + 1e-9]
+    back = [i for i in range(len(names)) if i not in front]
+    rows = [sorted(front, key=lambda i: -az[i]), sorted(back, key=lambda i: az[i] % (2 * np.pi))]
+    return [r for r in rows if r]
 
 
-def contact_sheet(images: Sequence[np.ndarray], names: Sequence[str] = CAMERA_NAMES, label: bool = True,
-                  caption: str | None = None) -> np.ndarray:
-    """Tile six (H, W, 3) uint8 RGB camera images (in ``names`` order) into one (2H, 3W, 3) image.
+def contact_sheet(images: Sequence[np.ndarray], names: Sequence[str], label: bool = True,
+                  caption: str | None = None, azimuths=None) -> np.ndarray:
+    """Tile the (H, W, 3) uint8 RGB images of a rig's cameras (in ``names`` order) into one image, laid out by
+    :func:`sheet_layout` (pass the rig's ``azimuths``); shorter rows are padded with black.
 
     Cameras of different sizes are resized to the size of the first. A ``caption`` adds a bar on top.
     """
     import cv2
 
-    by_name = dict(zip(names, images))
+    if len(images) != len(names) or not images:
+        raise StagSimError(f"contact sheet: {len(images)} images for {len(names)} camera names")
     h, w = images[0].shape[:2]
+    layout = sheet_layout(names, azimuths)
+    cols = max(len(r) for r in layout)
     rows = []
-    for row in SHEET_LAYOUT:
+    for row in layout:
         tiles = []
-        for name in row:
-            img = by_name.get(name)
+        for i in row + [None] * (cols - len(row)):
+            img = None if i is None else images[i]
             img = np.zeros((h, w, 3), np.uint8) if img is None else np.ascontiguousarray(img)
             if img.shape[:2] != (h, w):
                 img = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
-            if label:
+            if label and i is not None:
                 img = img.copy()
                 scale = max(0.3, h / 450)
-                cv2.putText(img, name, (4, int(16 * scale * 2)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
-                cv2.putText(img, name, (4, int(16 * scale * 2)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
+                cv2.putText(img, names[i], (4, int(16 * scale * 2)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 3, cv2.LINE_AA)
+                cv2.putText(img, names[i], (4, int(16 * scale * 2)), cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255), 1, cv2.LINE_AA)
             tiles.append(img)
         rows.append(np.concatenate(tiles, axis=1))
     sheet = np.concatenate(rows, axis=0)

@@ -105,7 +105,7 @@ def test_wrong_version_and_not_a_cache(tmp_path, tiny_log):
     meta = json.loads((path / "scene.json").read_text())
     meta["version"] = FORMAT_VERSION + 1
     (path / "scene.json").write_text(json.dumps(meta))
-    with pytest.raises(SceneError, match=r"scene.json: scene cache format version 2 is not supported"):
+    with pytest.raises(SceneError, match=rf"scene.json: scene cache format version {FORMAT_VERSION + 1} is not supported"):
         load_scene_cache(path)
     (path / "scene.json").write_text("{not json")
     with pytest.raises(SceneError, match="corrupt JSON"):
@@ -114,6 +114,39 @@ def test_wrong_version_and_not_a_cache(tmp_path, tiny_log):
         load_scene_cache(tmp_path)
     with pytest.raises(SceneError, match="no such scene cache"):
         load_scene_cache(tmp_path / "nope")
+
+
+def test_old_version_cache_says_to_recreate_it(tmp_path, tiny_log):
+    path = write_scene_cache(tiny_log, tmp_path / "s")
+    meta = json.loads((path / "scene.json").read_text())
+    meta["version"] = 1
+    (path / "scene.json").write_text(json.dumps(meta))
+    with pytest.raises(SceneError) as e:
+        load_scene_cache(path)
+    msg = str(e.value)
+    assert "\n" not in msg and "version 1 is not supported" in msg and "re-create the cache" in msg
+
+
+def test_any_rig_with_ego_masks_round_trips(tmp_path, tiny_log):
+    import dataclasses
+
+    from stag_sim.camera import CameraRig
+
+    cams = []
+    for i, c in enumerate(tiny_log.rig.cameras[:3]):
+        mask = np.zeros((c.intrinsics.height, c.intrinsics.width), bool)
+        mask[-3 - i:] = True
+        cams.append(dataclasses.replace(c, name=f"cam_{i}", ego_mask=mask if i != 1 else None))
+    T = tiny_log.num_frames
+    log = dataclasses.replace(
+        tiny_log, rig=CameraRig(tuple(cams)),
+        images=type(tiny_log.images)(tiny_log.images.blob, tiny_log.images.index[:, :3], tiny_log.images.codec),
+        camera_timestamps_us=tiny_log.camera_timestamps_us[:, :3], camera_ego_poses=tiny_log.camera_ego_poses[:, :3],
+        depth=type(tiny_log.depth)(tiny_log.depth.blob, tiny_log.depth.index[:, :3], tiny_log.depth.codec),
+    ).validate()
+    back = load_scene_cache(write_scene_cache(log, tmp_path / "three"))
+    assert back.rig.names == ("cam_0", "cam_1", "cam_2") and back.diff(log) == [] and T == back.num_frames
+    assert back.rig["cam_1"].ego_mask is None and back.rig["cam_2"].ego_mask[-5:].all()
 
 
 def test_refuses_to_replace_a_non_cache_directory(tmp_path, tiny_log):

@@ -93,15 +93,22 @@ def test_scaled_intrinsics_keep_the_same_rays():
 
 def test_rig_validation_errors():
     rig = nuscenes_like_rig(64, 36)
-    with pytest.raises(ValidationError, match="missing camera.*CAM_BACK_LEFT"):
-        CameraRig(tuple(c for c in rig if c.name != "CAM_BACK_LEFT")).validate()
-    with pytest.raises(ValidationError, match="nuScenes order"):
-        CameraRig(tuple(reversed(rig.cameras))).validate()
+    # any subset, any order, any names: a rig is the dataset's own cameras
+    assert CameraRig(tuple(c for c in rig if c.name != "CAM_BACK_LEFT")).validate().names[-1] == "CAM_FRONT_LEFT"
+    assert CameraRig(tuple(reversed(rig.cameras))).validate().names[0] == "CAM_FRONT_LEFT"
+    with pytest.raises(ValidationError, match="duplicate camera name.*'CAM_FRONT'"):
+        CameraRig(rig.cameras + (rig["CAM_FRONT"],)).validate()
+    with pytest.raises(ValidationError, match="1 to 12 cameras, got 0"):
+        CameraRig(()).validate()
+    with pytest.raises(ValidationError, match="1 to 12 cameras, got 13"):
+        CameraRig(tuple(Camera(f"c{i}", rig[0].intrinsics, rig[0].T_ego_from_camera) for i in range(13))).validate()
+    with pytest.raises(ValidationError, match="ego_mask: expected \\(36, 64\\)"):
+        Camera("CAM_X", rig[0].intrinsics, rig[0].T_ego_from_camera, np.zeros((4, 4), bool)).validate()
     with pytest.raises(ValidationError, match="focal lengths"):
         CameraIntrinsics(0.0, 1.0, 1.0, 1.0, 4, 4).validate()
     bad = rig["CAM_FRONT"].T_ego_from_camera.copy()
     bad[0, 3] = np.nan
     with pytest.raises(ValidationError, match="CAM_FRONT"):
         Camera("CAM_FRONT", rig["CAM_FRONT"].intrinsics, bad).validate()
-    with pytest.raises(KeyError, match="CAM_TOP"):
+    with pytest.raises(ValidationError, match="no camera named 'CAM_TOP'"):
         rig["CAM_TOP"]

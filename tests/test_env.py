@@ -94,10 +94,15 @@ def test_offroad_terminates_with_reason(log):
     assert info["reward_terms"]["offroad"] == -10.0 and sum(info["reward_terms"].values()) == pytest.approx(r)
 
 
+def test_unknown_camera_names_the_rig(log):
+    with pytest.raises(ValidationError, match=r"cameras: \['CAM_TOP'\] not in the scene's rig \(CAM_FRONT, "):
+        make(log, cameras=["CAM_TOP"])
+
+
 def test_observation_contents(log):
     env = make(log, cameras=["CAM_BACK", "CAM_FRONT"], depth=True, num_route_points=5)
     obs, _ = env.reset(seed=0)
-    assert list(env.unwrapped.config.cameras) == ["CAM_FRONT", "CAM_BACK"]  # rig order
+    assert env.unwrapped.camera_names == ("CAM_FRONT", "CAM_BACK")  # rig order
     assert obs["CAM_FRONT"].shape == (36, 64, 3) and obs["CAM_FRONT"].dtype == np.uint8
     assert obs["depth_CAM_BACK"].shape == (36, 64) and obs["route"].shape == (10,)
     route = obs["route"].reshape(5, 2)

@@ -65,13 +65,31 @@ def test_plot_is_an_image():
     assert img.shape == (400, 640, 3) and img.dtype == np.uint8 and (img < 255).any()
 
 
-def test_non_synthetic_scene_has_no_oracle(tmp_path):
+def test_non_synthetic_scene_is_scored_against_its_logged_images(tmp_path):
+    import json
+
     with pytest.raises(RendererError, match="needs a synthetic scene"):
         synthetic_oracle(tiny_scene_log())
     scene_dir = write_scene_cache(tiny_scene_log(), tmp_path / "tiny")
     result = CliRunner().invoke(fidelity, [str(scene_dir), "--out", str(tmp_path / "rep")])
-    assert result.exit_code == 1
-    assert "needs a synthetic scene" in result.output and "Traceback" not in result.output
+    assert result.exit_code == 1  # nothing held out
+    assert "nothing held out" in result.output and "Traceback" not in result.output
+    result = CliRunner().invoke(fidelity, [str(scene_dir), "--out", str(tmp_path / "rep"), "--hold-out-frames", "1",
+                                           "--shifts", "0,1"])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "rep" / "results.json").read_text())
+    assert data["ground_truth"] == "logged images" and len(data["rows"]) == 2 * 6
+    row = data["rows"][0]
+    assert set(row) >= {"camera", "frame", "shift_m", "psnr", "ssim", "coverage", "baseline_psnr", "baseline_ssim"}
+    scored = [r for r in data["rows"] if r["shift_m"] == 0]
+    assert all(r["psnr"] > 10 and r["baseline_psnr"] is not None for r in scored)
+    assert all(r["psnr"] is None for r in data["rows"] if r["shift_m"] == 1)  # no ground truth off the log
+    assert (tmp_path / "rep" / "views.png").is_file() and data["mean"][0]["coverage"] > 0.5
+    for bad, msg in ((["--hold-out-camera", "CAM_TOP"], "'CAM_TOP' is not a camera of the rig"),
+                     (["--hold-out-frames", "7"], "outside the log's 3 frames")):
+        result = CliRunner().invoke(fidelity, [str(scene_dir), "--out", str(tmp_path / "bad")] + bad)
+        assert result.exit_code == 1 and msg in result.output and "Traceback" not in result.output
+        assert not (tmp_path / "bad").exists()
 
 
 @pytest.mark.parametrize("mode", ["multi-view", "freeze-time", "freeze-view"])

@@ -46,7 +46,9 @@ def test_build_from_lidar_only():
     log = tiny_scene_log(with_depth=False)
     scene = build_scene4d(log, Scene4DConfig(voxel_size=0.1))
     assert len(scene.static_points) > 0
-    assert not scene.sky_valid.any()  # no depth maps, no sky model
+    # no depth maps: the LiDAR is completed into dense depth, and what it never reaches is the far field
+    assert scene.env_map is not None and scene.env_map.coverage > 0
+    assert scene.config.depth_source == "auto"
 
 
 def test_object_with_too_few_points_gets_a_box_proxy():

@@ -12,11 +12,27 @@ Frames:
 * Sweeps (``use_sweeps=True``, ~12 Hz): the frame clock is CAM_FRONT. Every CAM_FRONT sample_data (keyframe or
   sweep) from the scene's first to its last sample is one frame, with CAM_FRONT's timestamp and ego pose.
   Each other camera contributes the sample_data of its own channel nearest in time (cameras fire at the same
-  12 Hz, a few tens of ms apart, so this pairs the images of one rig cycle), and the LiDAR the LIDAR_TOP
-  sample_data (20 Hz) nearest in time, each with its own timestamp and ego pose. Boxes come from the
-  devkit's ``NuScenes.get_boxes`` on the CAM_FRONT sample_data: exact at keyframes, linearly interpolated
-  (centre) / slerped (rotation) between keyframes, so an object is valid in a frame when the devkit returns
-  a box for it there.
+  12 Hz, a few tens of ms apart, so this pairs the images of one rig cycle), each with its own timestamp and
+  ego pose. Boxes come from the devkit's ``NuScenes.get_boxes`` on the CAM_FRONT sample_data: exact at
+  keyframes, linearly interpolated (centre) / slerped (rotation) between keyframes, so an object is valid in a
+  frame when the devkit returns a box for it there.
+
+  LiDAR on the sweep clock uses *every* LIDAR_TOP sample_data (20 Hz) from the scene's first to its last
+  keyframe, none dropped: each frame owns the sweeps whose timestamps fall in its interval
+  ``[(t_prev + t) / 2, (t + t_next) / 2)`` (the first frame's interval is open to the left, the last one's to
+  the right; a sweep exactly half way goes to the later frame). The frame's *reference* sweep is the one of its
+  interval nearest the frame time; its timestamp and ego pose are ``LidarSweeps.timestamps_us[t]`` /
+  ``ego_poses[t]``, so the stored contract (one cloud per frame, in the LiDAR frame at that ego pose) is
+  unchanged. Every other sweep of the interval is motion-compensated by the ego poses into the reference
+  LiDAR frame, ``T_lidar_ref_from_lidar_sweep = inv(T_world_from_ego(ref) @ T_ego_from_lidar) @
+  (T_world_from_ego(sweep) @ T_ego_from_lidar)`` (what the devkit's ``LidarPointCloud.from_file_multisweep``
+  applies), so a static point lands at the same world position from every sweep; moving objects smear along
+  their path over the ~80 ms interval. Points are concatenated in sweep time order; the reference sweep's points
+  are stored as read. Sweeps are not de-skewed within their own ~50 ms rotation (the ego pose is the one at the
+  sweep timestamp, as everywhere in nuScenes). A frame whose interval holds no sweep (a LiDAR drop-out longer
+  than a camera period) reuses the nearest sweep, unmoved, as its reference and cloud.
+
+``metadata["lidar_sweeps"]`` is the number of LIDAR_TOP sample_data read (keyframes: one per frame).
 
 Objects: instance tokens are the ids (ordered as in the instance table), category names are the nuScenes
 ones, ``sizes`` are (length, width, height) [m] (nuScenes stores (width, length, height)), the median over the
@@ -39,7 +55,7 @@ import numpy as np
 from stag_sim.cache import write_scene_cache
 from stag_sim.camera import CAMERA_NAMES, Camera, CameraIntrinsics, CameraRig
 from stag_sim.errors import IngestError, MissingExtraError
-from stag_sim.geometry import make_transform
+from stag_sim.geometry import invert_transform, make_transform, transform_points
 from stag_sim.ingest.nuscenes_export import LIDAR_CHANNEL, TABLES
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
 
@@ -69,7 +85,8 @@ def ingest_nuscenes(dataroot: str | os.PathLike, version: str, scene_name: str, 
         dataroot: nuScenes root folder (holds ``<version>/``, ``samples/``, ``sweeps/``, ``maps/``).
         version: table folder, e.g. ``v1.0-mini`` or ``v1.0-trainval``.
         scene_name: e.g. ``scene-0061``.
-        use_sweeps: ~12 Hz frames on the CAM_FRONT clock instead of the 2 Hz keyframes (see the module docstring).
+        use_sweeps: ~12 Hz frames on the CAM_FRONT clock instead of the 2 Hz keyframes, with every 20 Hz
+            LiDAR sweep merged, motion-compensated, into its frame's cloud (see the module docstring).
         progress: show a tqdm progress bar over the frames.
         map_margin: [m] keep map records within this distance of the ego path's bounding box.
 
@@ -100,20 +117,27 @@ def ingest_nuscenes(dataroot: str | os.PathLike, version: str, scene_name: str, 
 
         frames = tqdm(frames, desc=f"ingest {scene_name}", unit="frame")
     cams_at = _camera_chooser(nusc, samples, use_sweeps, ref_tokens)
-    lidar_at = _lidar_chooser(nusc, samples, use_sweeps, frame_ts)
+    lidar_groups = _lidar_groups(nusc, samples, use_sweeps, frame_ts)
+    T_ego_from_lidar = _static_calibration(nusc, [sd for _, group in lidar_groups for sd in group], LIDAR_CHANNEL, scene_name)
     images, cam_ts, cam_poses, cam_records = [], np.zeros((T, len(CAMERA_NAMES)), np.int64), [], []
-    sweeps, lidar_ts, lidar_poses, lidar_records = [], np.zeros(T, np.int64), [], []
+    sweeps, lidar_ts, lidar_poses = [], np.zeros(T, np.int64), []
     for t in frames:
         sds = cams_at(t)
         images.append([_file(root, sd, scene_name).read_bytes() for sd in sds])
         cam_ts[t] = [sd["timestamp"] for sd in sds]
         cam_poses.append([_ego_pose(nusc, sd) for sd in sds])
         cam_records.append(sds)
-        lsd = lidar_at(t)
-        sweeps.append(LidarPointCloud.from_file(str(_file(root, lsd, scene_name))).points.T)
-        lidar_ts[t] = lsd["timestamp"]
-        lidar_poses.append(_ego_pose(nusc, lsd))
-        lidar_records.append(lsd)
+        ref, group = lidar_groups[t]
+        T_world_from_ref = _ego_pose(nusc, ref)
+        clouds = []
+        for sd in group:
+            pts = LidarPointCloud.from_file(str(_file(root, sd, scene_name))).points.T  # (N, 4) float32 x, y, z, intensity
+            if sd["token"] != ref["token"]:
+                pts = _motion_compensated(pts, T_world_from_ref, _ego_pose(nusc, sd), T_ego_from_lidar)
+            clouds.append(pts)
+        sweeps.append(np.concatenate(clouds) if len(clouds) > 1 else clouds[0])
+        lidar_ts[t] = ref["timestamp"]
+        lidar_poses.append(T_world_from_ref)
     # The frame ego pose is the reference sensor's: LIDAR_TOP for keyframes, CAM_FRONT on the sweep clock.
     ego_poses = np.stack([p[0] for p in cam_poses] if use_sweeps else lidar_poses)
 
@@ -121,7 +145,7 @@ def ingest_nuscenes(dataroot: str | os.PathLike, version: str, scene_name: str, 
     codecs = {_CODECS.get(sd["fileformat"]) for row in cam_records for sd in row}
     if len(codecs) != 1 or None in codecs:
         raise IngestError(f"scene {scene_name}: camera images must all be jpg (or all png), got formats {sorted(map(str, codecs))}")
-    lidar = LidarSweeps.from_list(sweeps, lidar_ts, np.stack(lidar_poses), _static_calibration(nusc, lidar_records, LIDAR_CHANNEL, scene_name))
+    lidar = LidarSweeps.from_list(sweeps, lidar_ts, np.stack(lidar_poses), T_ego_from_lidar)
     log_record = nusc.get("log", scene["log_token"])
     log = SceneLog(
         name=scene["name"], source="nuscenes", timestamps_us=np.asarray(frame_ts, dtype=np.int64), ego_poses=ego_poses,
@@ -129,7 +153,8 @@ def ingest_nuscenes(dataroot: str | os.PathLike, version: str, scene_name: str, 
         camera_ego_poses=np.asarray(cam_poses, dtype=np.float64), objects=_objects(nusc, samples, ref_tokens),
         depth=None, lidar=lidar, map=_scene_map(root, log_record["location"], ego_poses, map_margin),
         metadata={"nuscenes_version": version, "scene_token": scene["token"], "location": log_record["location"],
-                  "description": scene["description"], "frames": "sweeps" if use_sweeps else "keyframes"},
+                  "description": scene["description"], "frames": "sweeps" if use_sweeps else "keyframes",
+                  "lidar_sweeps": len({sd["token"] for _, group in lidar_groups for sd in group})},
     )
     return log.validate()
 
@@ -216,12 +241,40 @@ def _camera_chooser(nusc, samples, use_sweeps: bool, ref_tokens: list[str]):
     return lambda t: [per_cam[c][t] for c in range(len(CAMERA_NAMES))]
 
 
-def _lidar_chooser(nusc, samples, use_sweeps: bool, frame_ts: list[int]):
-    """``f(t) -> LIDAR_TOP sample_data`` for frame ``t``."""
+def _lidar_groups(nusc, samples, use_sweeps: bool, frame_ts: list[int]) -> list[tuple[dict[str, Any], list[dict[str, Any]]]]:
+    """For each frame, ``(reference LIDAR_TOP sample_data, [the LIDAR_TOP sample_data merged into its cloud])``.
+
+    Keyframes: the sample's LIDAR_TOP alone. Sweep clock: every LIDAR_TOP sample_data of the scene, each in the
+    frame whose interval (midpoints between neighbouring frame times) holds its timestamp, in time order; the
+    reference is the one nearest the frame time (see the module docstring).
+    """
     if not use_sweeps:
-        return lambda t: nusc.get("sample_data", samples[t]["data"][LIDAR_CHANNEL])
-    chosen = _nearest(_channel_chain(nusc, samples, LIDAR_CHANNEL), frame_ts)
-    return lambda t: chosen[t]
+        return [(sd, [sd]) for sd in (nusc.get("sample_data", s["data"][LIDAR_CHANNEL]) for s in samples)]
+    chain = _channel_chain(nusc, samples, LIDAR_CHANNEL)
+    sweep_ts = np.array([sd["timestamp"] for sd in chain], dtype=np.int64)
+    f = np.asarray(frame_ts, dtype=np.int64)
+    # Frame of each sweep: the number of interval boundaries (f[k] + f[k + 1]) / 2 at or before it (integer maths).
+    owner = np.searchsorted(f[:-1] + f[1:], 2 * sweep_ts, side="right")
+    fallback = _nearest(chain, f)
+    groups = []
+    for t in range(len(f)):
+        idx = np.flatnonzero(owner == t)
+        if len(idx) == 0:  # LiDAR drop-out: no sweep in this frame's interval
+            groups.append((fallback[t], [fallback[t]]))
+            continue
+        ref = idx[np.argmin(np.abs(sweep_ts[idx] - f[t]))]
+        groups.append((chain[ref], [chain[i] for i in idx]))
+    return groups
+
+
+def _motion_compensated(points: np.ndarray, T_world_from_ref: np.ndarray, T_world_from_sweep: np.ndarray,
+                        T_ego_from_lidar: np.ndarray) -> np.ndarray:
+    """(N, 4) float32 LiDAR points of a sweep captured at ego pose ``T_world_from_sweep``, moved into the LiDAR
+    frame at ego pose ``T_world_from_ref`` (intensity unchanged)."""
+    T_ref_from_sweep = invert_transform(T_world_from_ref @ T_ego_from_lidar) @ (T_world_from_sweep @ T_ego_from_lidar)
+    out = np.array(points, dtype=np.float32, copy=True)
+    out[:, :3] = transform_points(T_ref_from_sweep, points[:, :3].astype(np.float64))
+    return out
 
 
 def _file(root: Path, sd: dict[str, Any], scene_name: str) -> Path:

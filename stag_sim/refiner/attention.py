@@ -1,7 +1,8 @@
 """Cross-camera attention: the spatial self-attention of each camera also attends to its two ring neighbours.
 
-The six cameras form a ring in rig order (CAM_FRONT, CAM_FRONT_RIGHT, CAM_BACK_RIGHT, CAM_BACK, CAM_BACK_LEFT,
-CAM_FRONT_LEFT, then back to CAM_FRONT), so neighbouring cameras overlap at their image edges. The UNet sees the
+The cameras of any rig form a ring ordered by the azimuth of their optical axes (for nuScenes: CAM_FRONT,
+CAM_FRONT_RIGHT, CAM_BACK_RIGHT, CAM_BACK, CAM_BACK_LEFT, CAM_FRONT_LEFT), so neighbouring cameras overlap at
+their image edges. The UNet sees the
 cameras as separate videos: its spatial attention layers get tokens of shape (batch * cameras * frames, tokens,
 dim). :class:`CrossCameraAttnProcessor` regroups them per frame and lets the queries of camera ``c`` attend to the
 keys and values of ``c`` and of its two neighbours (same frame), so information moves one camera per layer.
@@ -20,22 +21,44 @@ from stag_sim.refiner import backend
 torch = backend.torch()
 
 
-def ring_neighbours(cameras: tuple[str, ...] | list[str] = CAMERA_NAMES) -> np.ndarray:
+#: [rad] cameras farther apart than this in azimuth are not ring neighbours (their views barely overlap).
+MAX_NEIGHBOUR_GAP = np.radians(100.0)
+
+
+def camera_azimuths(cameras) -> np.ndarray:
+    """(C,) optical-axis azimuths [rad] (0 = forward, +pi/2 = left) of ``cameras``: a mapping name -> azimuth
+    (e.g. ``dict(zip(rig.names, rig.azimuths))``), or names of the nuScenes rig (their nominal azimuths)."""
+    if isinstance(cameras, dict):
+        return np.array([float(cameras[c]) for c in cameras], np.float64)
+    from stag_sim.camera import nuscenes_like_rig
+
+    nominal = dict(zip(CAMERA_NAMES, nuscenes_like_rig(16, 16).azimuths))
+    unknown = [c for c in cameras if c not in nominal]
+    if unknown:
+        raise RendererError(f"cameras: {unknown} are not nuScenes cameras; give their azimuths "
+                            "(cameras={name: azimuth [rad]}, e.g. from the scene's rig) so their ring neighbours are known")
+    return np.array([nominal[c] for c in cameras], np.float64)
+
+
+def ring_neighbours(cameras=CAMERA_NAMES) -> np.ndarray:
     """(C, 2) int64 index of the (left, right) ring neighbour of each camera among ``cameras``.
 
-    A neighbour missing from ``cameras`` (a subset of the rig) is replaced by the camera itself: its own keys
-    then appear twice, which is the same as attending to itself alone with a log(2) bias.
+    The cameras are ordered around the car by azimuth (:func:`camera_azimuths`); the next camera on each side is
+    a neighbour when it is within :data:`MAX_NEIGHBOUR_GAP` in azimuth, else (a gap in the rig, or a subset of it)
+    the camera itself stands in: its own keys then appear twice, the same as attending to itself alone with a
+    log(2) bias.
     """
-    unknown = [c for c in cameras if c not in CAMERA_NAMES]
-    if unknown:
-        raise RendererError(f"cameras: {unknown} are not rig cameras ({', '.join(CAMERA_NAMES)})")
-    pos = {c: i for i, c in enumerate(cameras)}
-    n = len(CAMERA_NAMES)
-    out = np.empty((len(cameras), 2), np.int64)
-    for i, c in enumerate(cameras):
-        r = CAMERA_NAMES.index(c)
+    az = camera_azimuths(cameras)
+    n = len(az)
+    order = np.argsort(-az, kind="stable")  # counter-clockwise from behind-left... to the right: one ring
+    rank = np.empty(n, np.int64)
+    rank[order] = np.arange(n)
+    out = np.empty((n, 2), np.int64)
+    for i in range(n):
         for j, step in enumerate((-1, 1)):
-            out[i, j] = pos.get(CAMERA_NAMES[(r + step) % n], i)
+            k = int(order[(rank[i] + step) % n])
+            gap = abs((az[i] - az[k] + np.pi) % (2 * np.pi) - np.pi)
+            out[i, j] = k if gap <= MAX_NEIGHBOUR_GAP else i
     return out
 
 
@@ -56,7 +79,7 @@ class CameraLayout:
     enabled: bool = True
 
     def set(self, cameras, num_frames: int) -> None:
-        self.neighbours = ring_neighbours(tuple(cameras))
+        self.neighbours = ring_neighbours(cameras if isinstance(cameras, dict) else tuple(cameras))
         self.num_cameras = len(self.neighbours)
         self.num_frames = int(num_frames)
 

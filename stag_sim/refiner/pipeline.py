@@ -119,7 +119,7 @@ class StagRefinerPipeline(diffusers.DiffusionPipeline):
             cameras = CAMERA_NAMES[:c]
         if len(cameras) != c:
             raise RendererError(f"cameras: got {len(cameras)} names for {c} cameras")
-        return video, masks, ref, tuple(cameras), batched
+        return video, masks, ref, (dict(cameras) if isinstance(cameras, dict) else tuple(cameras)), batched
 
     # --- model pieces (shared with training) ----------------------------------------------------------------------
 

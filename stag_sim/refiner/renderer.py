@@ -169,7 +169,8 @@ class RefinedRenderer:
         point_renderer: the :class:`~stag_sim.render.PointRenderer` of the scene.
         pipeline: a loaded refiner pipeline (see :func:`load_refiner`).
         config: :class:`RefinerConfig`.
-        cameras: names of the cameras each call renders, in order (their ring neighbours are mixed).
+        cameras: the cameras each call renders, in order (their ring neighbours are mixed): ``{name: azimuth [rad]}``
+            for any rig, or nuScenes camera names.
         reference: optional callable ``(camera_poses (C, 4, 4)) -> (C, h, w, 3) uint8`` giving the logged frame
             each camera is conditioned on (None: the point render itself).
     """
@@ -179,7 +180,7 @@ class RefinedRenderer:
         self.scene = point_renderer.scene
         self.pipeline = pipeline
         self.config = config.validate()
-        self.cameras = tuple(cameras)
+        self.cameras = dict(cameras) if isinstance(cameras, dict) else tuple(cameras)  # dict: name -> azimuth [rad]
         self.reference = reference
         self.stats = {"refined": 0, "warped": 0, "cached": 0}
         self._cache: OrderedDict[str, RenderResult] = OrderedDict()
@@ -312,5 +313,5 @@ def make_refined_renderer(point_renderer, env_config, log, cam_index) -> Refined
                         steps=int(env_config.refiner_steps), window=int(env_config.refiner_window),
                         device=env_config.refiner_device, dtype=env_config.refiner_dtype).validate()
     pipe = load_refiner(cfg.path, cfg.device, cfg.dtype)
-    cameras = tuple(log.rig.names[i] for i in cam_index)
+    cameras = {log.rig.names[i]: float(log.rig.azimuths[i]) for i in cam_index}  # names and ring order
     return RefinedRenderer(point_renderer, pipe, cfg, cameras, make_reference_provider(log, cam_index))

@@ -49,26 +49,87 @@ def render(scene: Path, mode: str, time_s: float, shift_m: float, out: Path, vox
     click.echo(f"wrote {path}")
 
 
+def _parse_frames(text: str | None) -> tuple[int, ...]:
+    if not text:
+        return ()
+    try:
+        return tuple(int(s) for s in text.split(",") if s.strip())
+    except ValueError:
+        raise click.BadParameter(f"expected comma-separated frame indices like 1,5, got {text!r}") from None
+
+
+def _parse_size(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise click.BadParameter(f"expected HEIGHTxWIDTH like 304x484, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise click.BadParameter(f"expected at least 8x8 px, got {text!r}")
+    return h, w
+
+
 @click.command("fidelity")
 @click.argument("scene", type=click.Path(path_type=Path))
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Report directory [default: ./fidelity-<scene name>].")
-@click.option("--every", default=10, show_default=True, help="Hold out one frame in this many.")
-@click.option("--shifts", default="0,0.5,1,2,3", show_default=True, help="Lateral rig shifts [m], comma-separated.")
-@click.option("--voxel", default=0.05, show_default=True, help=_VOXEL_HELP)
+@click.option("--hold-out-frames", "frames", default=None, help="Frames to leave out and render, e.g. 1,5.")
+@click.option("--every", default=None, type=int, help="Hold out one frame in this many (the middle of each block).")
+@click.option("--hold-out-camera", "camera", default=None, help="Leave this camera out of the build and render it "
+              "(the novel-view test on overlapping rigs).")
+@click.option("--shifts", default="0", show_default=True, help="Lateral rig shifts [m], comma-separated. A real "
+              "log is scored at 0 only; other shifts are rendered for the figure.")
+@click.option("--image-size", "image_size", default=None, help="Render size HEIGHTxWIDTH [default: the rig's, at "
+              "most 640 px wide].")
+@click.option("--voxel", default=0.02, show_default=True, help=_VOXEL_HELP)
+@click.option("--working-width", default=640, show_default=True, help="Images wider than this are downscaled "
+              "before depth completion and fusion [px].")
 @one_line_errors
-def fidelity(scene: Path, out: Path | None, every: int, shifts: str, voxel: float) -> None:
-    """Score held-out, laterally shifted renders of a synthetic scene against its oracle (PSNR, SSIM, holes)."""
+def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | None, camera: str | None, shifts: str,
+             image_size: str | None, voxel: float, working_width: int) -> None:
+    """Score held-out views of any scene cache: PSNR, SSIM and coverage against the real frames (the synthetic
+    town: its oracle), beside the nearest real frame of the same camera."""
+    import json
+    from dataclasses import asdict
+
     from stag_sim.cache import load_scene_cache
-    from stag_sim.render.fidelity import fidelity_report, format_table, synthetic_oracle, write_report
+    from stag_sim.fsutil import atomic_open
+    from stag_sim.render.fidelity import (
+        FidelityRow, fidelity_views, format_table, held_out_frames, plot_rows, summarise, synthetic_oracle, views_figure,
+    )
     from stag_sim.scene4d import Scene4DConfig
+    from stag_sim.viz import write_png
 
     shift_list = _parse_shifts(shifts)
+    size = _parse_size(image_size)
+    hold = _parse_frames(frames)
     log = load_scene_cache(scene)
-    oracle = synthetic_oracle(log)
-    rows = fidelity_report(log, oracle, shift_list, holdout_every=every, config=Scene4DConfig(voxel_size=voxel),
-                           scene_dir=scene, progress=True)
-    click.echo(format_table(rows))
-    results, plot = write_report(rows, out or Path(f"fidelity-{log.name}"), log.name,
-                                 {"holdout_every": every, "voxel_size": voxel})
-    click.echo(f"wrote {results} and {plot}")
+    if every is not None:
+        if hold:
+            raise click.BadParameter("give --hold-out-frames or --every, not both")
+        hold = tuple(held_out_frames(log.num_frames, every))
+        if not hold:
+            raise click.BadParameter(f"{log.num_frames} frames is too short to hold out one in {every}")
+    oracle = synthetic_oracle(log) if log.source == "synthetic" else None
+    cfg = Scene4DConfig(voxel_size=voxel, max_image_width=working_width)
+    rows, images = fidelity_views(log, hold, camera, shift_list, size, oracle, cfg, scene_dir=scene, progress=True,
+                                  keep_images=len(log.rig) * len(shift_list))
+    mean = summarise(rows)
+    scored = [FidelityRow(m["shift_m"], m["psnr"], m["ssim"], m["hole_fraction"], m["num_scored"]) for m in mean
+              if m["psnr"] is not None]
+    click.echo(format_table(scored) if scored else "no view has ground truth (a real log is scored at shift 0 only)")
+    for m in mean:
+        b = "" if m["baseline_psnr"] is None else f"  nearest real frame {m['baseline_psnr']:.2f} dB / {m['baseline_ssim']:.3f}"
+        click.echo(f"shift {m['shift_m']:g} m: coverage {m['coverage']:.3f}{b}")
+    out = out or Path(f"fidelity-{log.name}")
+    out.mkdir(parents=True, exist_ok=True)
+    data = {"scene": log.name, "source": log.source, "ground_truth": "oracle" if oracle is not None else "logged images",
+            "hold_out_frames": list(hold), "hold_out_camera": camera, "voxel_size": voxel,
+            "working_width": working_width, "rows": [asdict(r) for r in rows], "mean": mean}
+    with atomic_open(out / "results.json") as f:
+        json.dump(data, f, indent=1)
+    if scored:
+        write_png(out / "fidelity.png", plot_rows(scored, log.name))
+    write_png(out / "views.png", views_figure(images))
+    click.echo(f"wrote {out / 'results.json'}, {out / 'views.png'}" + (f", {out / 'fidelity.png'}" if scored else ""))

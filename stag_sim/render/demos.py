@@ -84,5 +84,5 @@ def write_demo(log: SceneLog, renderer: PointRenderer, mode: str, out: str | os.
 
     frames = tqdm(demo_views(log, renderer, mode, time_s, shift_m), total=num_demo_frames(log, mode),
                   desc=mode, unit="frame", disable=not progress)
-    sheets = (contact_sheet(list(images), log.rig.names, caption=f"{log.name}  {caption}") for caption, images in frames)
+    sheets = (contact_sheet(list(images), log.rig.names, azimuths=log.rig.azimuths, caption=f"{log.name}  {caption}") for caption, images in frames)
     return write_mp4(out, sheets, fps=fps)

@@ -70,6 +70,30 @@ class FidelityRow:
     num_images: int
 
 
+@dataclass(frozen=True)
+class ViewRow:
+    """One rendered view of a fidelity run.
+
+    Attributes:
+        camera: rig camera name; frame: log frame index; shift_m: lateral rig offset [m] (ego +y, left).
+        psnr, ssim: against the ground truth ([dB], [-]); None where there is none (a shifted view of a real log).
+        coverage: fraction of pixels drawn from the scene model: points, far-field map or ego body [-].
+        hole_fraction: fraction of pixels no point reached [-].
+        baseline_psnr, baseline_ssim: the nearest real frame of that camera used in the build, scored the same way
+            (None where there is no such frame or no ground truth).
+    """
+
+    camera: str
+    frame: int
+    shift_m: float
+    psnr: float | None
+    ssim: float | None
+    coverage: float
+    hole_fraction: float
+    baseline_psnr: float | None
+    baseline_ssim: float | None
+
+
 def held_out_frames(num_frames: int, every: int) -> list[int]:
     """Frames ``every // 2, every // 2 + every, ...`` (the middle of each block, so every one has neighbours)."""
     if every < 2:
@@ -77,46 +101,136 @@ def held_out_frames(num_frames: int, every: int) -> list[int]:
     return list(range(every // 2, num_frames, every))
 
 
-def fidelity_report(log: SceneLog, oracle, shifts: Sequence[float] = DEFAULT_SHIFTS, holdout_every: int = 10,
-                    config: Scene4DConfig | None = None, render_config=None, scene_dir: str | os.PathLike | None = None,
-                    progress: bool = False) -> list[FidelityRow]:
-    """Score held-out, laterally shifted renders against ``oracle`` (see module docstring).
+def _resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    import cv2
+
+    return img if img.shape[:2] == (height, width) else cv2.resize(img, (width, height), interpolation=cv2.INTER_AREA)
+
+
+def fidelity_views(log: SceneLog, hold_out_frames: Sequence[int] = (), hold_out_camera: str | None = None,
+                   shifts: Sequence[float] = (0.0,), image_size: tuple[int, int] | None = None, oracle=None,
+                   config: Scene4DConfig | None = None, render_config=None, scene_dir: str | os.PathLike | None = None,
+                   progress: bool = False, keep_images: int = 0):
+    """Build the 4D scene without the held-out frames / camera, render the held-out views, score them.
 
     Args:
-        log: the scene log.
-        oracle: ground-truth renderer of the same scene.
-        shifts: lateral offsets [m].
-        holdout_every: hold out one frame in this many.
-        config: 4D-scene build parameters (their ``exclude_frames`` is replaced by the held-out frames).
+        log: any scene log.
+        hold_out_frames: frames left out of the build and rendered.
+        hold_out_camera: a camera left out of the build and rendered (at ``hold_out_frames``, or every frame).
+        shifts: lateral rig offsets [m]; a real log has ground truth only at 0.
+        image_size: (height, width) of the renders [px] (default: the rig's, at most 640 px wide).
+        oracle: ground-truth renderer (the synthetic town's), else the logged images are the ground truth.
+        config: 4D-scene build parameters (their exclusions are replaced).
         render_config: :class:`~stag_sim.render.RenderConfig`.
-        scene_dir: the log's scene cache, to cache the held-out 4D scene beside it.
+        scene_dir: the log's scene cache, to cache the 4D scene beside it.
+        keep_images: keep (truth, render, baseline) images of this many views for figures.
+
+    Returns:
+        (rows: list of :class:`ViewRow`, images: list of (name, truth or None, render, baseline or None)).
     """
     from dataclasses import replace
 
     from tqdm import tqdm
 
+    from stag_sim.geometry import pose_xy_yaw
     from stag_sim.render.renderer import PointRenderer
 
-    frames = held_out_frames(log.num_frames, holdout_every)
-    if not frames:
-        raise RendererError(f"{log.name}: {log.num_frames} frames is too short to hold out one in {holdout_every}")
-    cfg = replace(config or Scene4DConfig(), exclude_frames=tuple(frames))
+    frames = sorted({int(t) for t in hold_out_frames})
+    bad = [t for t in frames if not 0 <= t < log.num_frames]
+    if bad:
+        raise RendererError(f"{log.name}: hold-out frame(s) {bad} outside the log's {log.num_frames} frames (0..{log.num_frames - 1})")
+    if hold_out_camera is not None and hold_out_camera not in log.rig.names:
+        raise RendererError(f"{log.name}: --hold-out-camera {hold_out_camera!r} is not a camera of the rig "
+                            f"({', '.join(log.rig.names)})")
+    if not frames and hold_out_camera is None:
+        raise RendererError(f"{log.name}: nothing held out; give hold-out frames or a hold-out camera")
+    if len(frames) == log.num_frames and hold_out_camera is None:
+        raise RendererError(f"{log.name}: every frame is held out; nothing is left to build the scene from")
+    cfg = replace(config or Scene4DConfig(), exclude_frames=tuple(frames),
+                  exclude_cameras=(hold_out_camera,) if hold_out_camera else ())
     scene = (load_scene4d(scene_dir, cfg, progress=progress, log=log) if scene_dir is not None
              else build_scene4d(log, cfg, progress=progress))
     renderer = PointRenderer(scene, render_config)
-    intr = [c.intrinsics for c in log.rig.cameras]
-    acc = {float(s): ([], [], []) for s in shifts}
-    jobs = [(t, float(s)) for t in frames for s in shifts]
-    for t, s in tqdm(jobs, desc="fidelity", unit="view", disable=not progress):
-        time_s = float(log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
-        poses = log.camera_ego_poses[t] @ pose_xy_yaw(0.0, s, 0.0) @ log.rig.T_ego_from_cameras
-        res = renderer.render(poses, intr, scene.object_poses_at(time_s))
-        for c in range(len(intr)):
-            ref = np.asarray(oracle.render(poses[c], intr[c], time_s)[0])
-            acc[s][0].append(psnr(res.rgb[c], ref))
-            acc[s][1].append(ssim(res.rgb[c], ref))
-            acc[s][2].append(1.0 - float(res.valid[c].mean()))
-    return [FidelityRow(s, float(np.mean(p)), float(np.mean(q)), float(np.mean(h)), len(p)) for s, (p, q, h) in acc.items()]
+    targets = frames or list(range(log.num_frames))
+    cams = [hold_out_camera] if hold_out_camera else list(log.rig.names)
+    built = [t for t in range(log.num_frames) if t not in set(frames)]
+    rows, images = [], []
+    jobs = [(t, float(s), name) for t in targets for s in shifts for name in cams]
+    for t, s, name in tqdm(jobs, desc="fidelity", unit="view", disable=not progress):
+        c = log.rig.index(name)
+        cam = log.rig[c]
+        if image_size is None:
+            w = min(cam.intrinsics.width, 640)
+            h = int(round(cam.intrinsics.height * w / cam.intrinsics.width))
+        else:
+            h, w = image_size
+        intr = cam.intrinsics.scaled(w, h)
+        pose = log.camera_ego_poses[t, c] @ pose_xy_yaw(0.0, s, 0.0) @ cam.T_ego_from_camera
+        time_s = float(log.camera_timestamps_us[t, c] - log.timestamps_us[0]) * 1e-6
+        res = renderer.render(pose[None], [intr], scene.object_poses_at(time_s), cameras=[name])
+        if oracle is not None:
+            truth = np.asarray(oracle.render(pose, intr, time_s)[0])
+        elif s == 0.0 and log.images.has(t, c):
+            truth = _resize(log.images[t, c], w, h)
+        else:
+            truth = None
+        base = None
+        if hold_out_camera is None and truth is not None:
+            near = [f for f in built if log.images.has(f, c)]
+            if near:
+                f = min(near, key=lambda f: abs(int(log.camera_timestamps_us[f, c]) - int(log.camera_timestamps_us[t, c])))
+                base = _resize(log.images[f, c], w, h)
+        rgb = res.rgb[0]
+        rows.append(ViewRow(name, t, s, None if truth is None else psnr(rgb, truth),
+                            None if truth is None else ssim(rgb, truth), float(res.coverage[0].mean()),
+                            float(1.0 - res.valid[0].mean()), None if base is None else psnr(base, truth),
+                            None if base is None else ssim(base, truth)))
+        if len(images) < keep_images:
+            images.append((f"{name} frame {t} shift {s:g} m", truth, rgb, base))
+    return rows, images
+
+
+def summarise(rows: Sequence[ViewRow]) -> list[dict]:
+    """Mean of every score per shift: ``[{shift_m, psnr, ssim, coverage, hole_fraction, baseline_psnr,
+    baseline_ssim, num_views, num_scored}]`` (a mean over the rows that have the score; None if none has)."""
+    out = []
+    for s in sorted({r.shift_m for r in rows}):
+        sel = [r for r in rows if r.shift_m == s]
+        mean = lambda k: (float(np.mean(v)) if (v := [getattr(r, k) for r in sel if getattr(r, k) is not None]) else None)  # noqa: E731
+        out.append({"shift_m": s, **{k: mean(k) for k in ("psnr", "ssim", "coverage", "hole_fraction", "baseline_psnr",
+                                                          "baseline_ssim")},
+                    "num_views": len(sel), "num_scored": sum(r.psnr is not None for r in sel)})
+    return out
+
+
+def fidelity_report(log: SceneLog, oracle, shifts: Sequence[float] = DEFAULT_SHIFTS, holdout_every: int = 10,
+                    config: Scene4DConfig | None = None, render_config=None, scene_dir: str | os.PathLike | None = None,
+                    progress: bool = False) -> list[FidelityRow]:
+    """Score held-out (one frame in ``holdout_every``), laterally shifted renders against ``oracle``, averaged per
+    shift over frames and cameras (:func:`fidelity_views` with an oracle)."""
+    frames = held_out_frames(log.num_frames, holdout_every)
+    if not frames:
+        raise RendererError(f"{log.name}: {log.num_frames} frames is too short to hold out one in {holdout_every}")
+    h, w = log.rig[0].intrinsics.height, log.rig[0].intrinsics.width
+    rows, _ = fidelity_views(log, frames, None, shifts, (h, w), oracle, config, render_config, scene_dir, progress)
+    return [FidelityRow(m["shift_m"], m["psnr"], m["ssim"], m["hole_fraction"], m["num_views"]) for m in summarise(rows)]
+
+
+def views_figure(images, width: int = 484) -> np.ndarray:
+    """(H, W, 3) uint8 RGB figure: one row per view of (ground truth | render | nearest-frame baseline)."""
+    import cv2
+
+    rows = []
+    for title, truth, render, base in images:
+        h = int(round(render.shape[0] * width / render.shape[1]))
+        tiles = []
+        for label, img in (("real (held out)", truth), ("StagDrive render", render), ("nearest real frame", base)):
+            tile = np.zeros((h, width, 3), np.uint8) if img is None else _resize(np.ascontiguousarray(img), width, h).copy()
+            cv2.putText(tile, f"{label}: {title}" if label.startswith("Stag") else label, (6, 18),
+                        cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 255), 1, cv2.LINE_AA)
+            tiles.append(tile)
+        rows.append(np.concatenate(tiles, 1))
+    return np.concatenate(rows, 0)
 
 
 def format_table(rows: Sequence[FidelityRow]) -> str:

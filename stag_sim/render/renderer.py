@@ -75,11 +75,15 @@ class RenderResult:
         rgb: (..., H, W, 3) uint8 colour, holes filled when ``fill_holes``.
         depth: (..., H, W) float32 z-depth [m] of the nearest splat, 0 where no point landed.
         valid: (..., H, W) bool, True where a point landed (False = hole or sky, filled in ``rgb``).
+        modelled: (..., H, W) bool, True where the colour comes from the scene model: a point, the far-field map
+            or the ego body composited from the log; False where only generic hole filling drew it. None: the
+            same as ``valid``.
     """
 
     rgb: np.ndarray
     depth: np.ndarray
     valid: np.ndarray
+    modelled: np.ndarray | None = None
 
     def __iter__(self):
         return iter((self.rgb, self.depth, self.valid))
@@ -88,6 +92,11 @@ class RenderResult:
     def hole_fraction(self) -> float:
         """Fraction of pixels no point reached."""
         return float(1.0 - self.valid.mean()) if self.valid.size else 0.0
+
+    @property
+    def coverage(self) -> np.ndarray:
+        """(..., H, W) bool: pixels drawn from the scene model (points, far field or ego body)."""
+        return self.valid if self.modelled is None else self.modelled
 
     def validate(self) -> "RenderResult":
         lead = self.valid.shape
@@ -231,7 +240,8 @@ class PointRenderer:
 
     def render(self, camera_poses, intrinsics: CameraIntrinsics | Sequence[CameraIntrinsics],
                object_poses: Mapping[str, np.ndarray] | np.ndarray | None = None,
-               object_mask: np.ndarray | None = None, *, cull: bool = True) -> RenderResult:
+               object_mask: np.ndarray | None = None, *, cull: bool = True,
+               cameras: Sequence[str] | None = None) -> RenderResult:
         """Render N cameras in one call.
 
         Args:
@@ -242,9 +252,12 @@ class PointRenderer:
                 ``object_mask`` (K,) / (N, K) bool (None = all). None draws no objects.
             cull: frustum culling and level of detail; False splats every point into every camera (the
                 brute-force reference of the benchmark).
+            cameras: the rig camera name of each pose (N,), or None. Named cameras get the ego body of the scene
+                (:attr:`Scene4D.ego_layers`) composited over the render, as the real camera sees it.
 
         Returns:
-            :class:`RenderResult` with (N, H, W, ...) arrays.
+            :class:`RenderResult` with (N, H, W, ...) arrays. Pixels no point reached take the far-field map's
+            colour where it has one (``fill_holes``).
 
         Raises:
             RendererError: non-finite or non-rigid poses, mismatched intrinsics, unknown object ids.
@@ -256,9 +269,11 @@ class PointRenderer:
         cams = CameraBatch.make(poses, K, w, h, cfg.near, ZLayout.reach_px(cfg.max_footprint_px))
         obj_sets = self._visible_objects(cams, obj_poses, obj_mask, cull)
         layout = ZLayout.make(n, w, h, cfg.max_footprint_px)
+        if cameras is not None and len(cameras) != n:
+            raise RendererError(f"cameras: got {len(cameras)} names for {n} camera poses")
         if self.backend == "numba":
             chunks = self.index.select_flat(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
-            return self._render_numba(cams, chunks, obj_sets, layout, poses)
+            return self._finish(self._render_numba(cams, chunks, obj_sets, layout, poses), poses, K, cameras)
         ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
         o_cam, o_k, o_lv, o_T = obj_sets
         bounds = np.searchsorted(o_cam, np.arange(n + 1))
@@ -278,7 +293,45 @@ class PointRenderer:
             for i in range(n):
                 if not valid[i].all():
                     self._fill(rgb[i], valid[i], poses[i], K[i])
-        return RenderResult(rgb, depth, valid)
+        return self._finish(RenderResult(rgb, depth, valid), poses, K, cameras)
+
+    def _finish(self, res: RenderResult, poses: np.ndarray, K: np.ndarray, cameras) -> RenderResult:
+        """Far field in the holes, then the ego body of named cameras; sets ``modelled``."""
+        env, layers = self.scene.env_map, self.scene.ego_layers
+        named = cameras is not None and any(self.scene.ego_layer(c) is not None for c in cameras)
+        if (env is None or not self.config.fill_holes) and not named:
+            return res
+        modelled = res.valid.copy()
+        rgb = res.rgb
+        n, h, w = res.valid.shape
+        if env is not None and self.config.fill_holes:
+            for i in range(n):
+                holes = np.flatnonzero(~res.valid[i])
+                if not len(holes):
+                    continue
+                rays = self._camera_rays(K[i], w, h)[holes] @ poses[i, :3, :3].T.astype(np.float32)
+                col, hit = env.lookup(rays / np.linalg.norm(rays, axis=1, keepdims=True))
+                rgb[i].reshape(-1, 3)[holes[hit]] = col[hit]
+                modelled[i].reshape(-1)[holes[hit]] = True
+        if named and layers:
+            for i, name in enumerate(cameras):
+                layer = self.scene.ego_layer(name)
+                if layer is not None:
+                    m, body = layer.at(h, w)
+                    rgb[i][m] = body[m]
+                    modelled[i][m] = True
+        return RenderResult(rgb, res.depth, res.valid, modelled)
+
+    def _camera_rays(self, K: np.ndarray, w: int, h: int) -> np.ndarray:
+        """(H*W, 3) float32 camera-frame pixel rays (z = 1) of intrinsics ``K`` = (fx, fy, cx, cy), cached."""
+        key = (tuple(np.round(K, 9)), w, h)
+        cache = self.__dict__.setdefault("_ray_cache", {})
+        if key not in cache:
+            if len(cache) > 32:
+                cache.clear()
+            v, u = np.mgrid[0:h, 0:w]
+            cache[key] = np.stack([(u.ravel() - K[2]) / K[0], (v.ravel() - K[3]) / K[1], np.ones(h * w)], 1).astype(np.float32)
+        return cache[key]
 
     def _render_numba(self, cams: CameraBatch, chunks, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
         """The compiled path: one parallel kernel splats, composes, decodes and fills the holes, camera by camera.
@@ -410,9 +463,10 @@ class PointRenderer:
                 raise RendererError(f"object_poses: expected ({E}, {K}, 4, 4), got {object_poses.shape}")
             object_poses = np.repeat(object_poses, C, axis=0)
             object_mask = None if object_mask is None else np.repeat(np.asarray(object_mask, bool), C, axis=0)
-        res = self.render(cam_poses, intr, object_poses, object_mask, cull=cull)
+        res = self.render(cam_poses, intr, object_poses, object_mask, cull=cull, cameras=list(rig.names) * E)
         h, w = res.valid.shape[1:]
-        return RenderResult(res.rgb.reshape(E, C, h, w, 3), res.depth.reshape(E, C, h, w), res.valid.reshape(E, C, h, w))
+        return RenderResult(res.rgb.reshape(E, C, h, w, 3), res.depth.reshape(E, C, h, w), res.valid.reshape(E, C, h, w),
+                            None if res.modelled is None else res.modelled.reshape(E, C, h, w))
 
 
 def _resolve_backend(name: str) -> str:
