@@ -56,12 +56,18 @@ def _log(name: str):
 
 
 @pytest.fixture(scope="module")
-def scene02(tmp_path_factory):
-    """scene_02 with frame 1 held out: the fidelity rows (6 cameras at 304 x 484) and the very 4D scene they were
-    rendered from (``fidelity_views`` caches it beside a scene cache; the tests load that file: one build)."""
+def log02():
+    """scene_02 as ingested (cheap: the tests that need no 4D scene take only this)."""
     if DGP is None:
         pytest.skip("real DGP sample data absent")
-    log = _log("scene_02")
+    return _log("scene_02")
+
+
+@pytest.fixture(scope="module")
+def scene02(log02, tmp_path_factory):
+    """scene_02 with frame 1 held out: the fidelity rows (6 cameras at 304 x 484) and the very 4D scene they were
+    rendered from (``fidelity_views`` caches it beside a scene cache; the tests load that file: one build)."""
+    log = log02
     scene_dir = tmp_path_factory.mktemp("scene_02") / "cache"
     write_scene_cache(log, scene_dir)
     rows, images = fidelity_views(log, [HOLD_OUT], image_size=SIZE, config=CFG, scene_dir=scene_dir, keep_images=6)
@@ -78,9 +84,8 @@ def _render(d, name: str, named: bool, shift_m: float = 0.0):
     cam = log.rig[c]
     pose = log.camera_ego_poses[HOLD_OUT, c] @ pose_xy_yaw(0.0, shift_m, 0.0) @ cam.T_ego_from_camera
     time_s = float(log.camera_timestamps_us[HOLD_OUT, c] - log.timestamps_us[0]) * 1e-6
-    res = d["renderer"].render(pose[None], [cam.intrinsics.scaled(SIZE[1], SIZE[0])], scene.object_poses_at(time_s),
-                               cameras=[name] if named else None)
-    return res
+    return d["renderer"].render(pose[None], [cam.intrinsics.scaled(SIZE[1], SIZE[0])], scene.object_poses_at(time_s),
+                                cameras=[name] if named else None)
 
 
 # --- fidelity -----------------------------------------------------------------------------------------------------
@@ -180,8 +185,8 @@ def test_no_seen_object_is_a_flat_proxy(scene02):
 
 
 @needs_realdata
-def test_held_out_camera(scene02):
-    log = scene02["log"]
+def test_held_out_camera(log02):
+    log = log02
     cfg = dataclasses.replace(CHEAP, exclude_cameras=(FRONT,))
     rows, _ = fidelity_views(log, hold_out_camera=FRONT, image_size=(152, 242), config=cfg)
     assert [r.camera for r in rows] == [FRONT] * log.num_frames and [r.frame for r in rows] == [0, 1, 2]
@@ -222,8 +227,8 @@ def test_three_camera_rig_with_a_standing_ego():
 
 
 @needs_realdata
-def test_camera_no_lidar_reaches(scene02):
-    log = scene02["log"]
+def test_camera_no_lidar_reaches(log02):
+    log = log02
     cam = log.rig["CAMERA_05"]
     T = np.array(cam.T_ego_from_camera)
     T[:3, 3] += [1000.0, 0.0, 0.0]  # 1 km ahead of the car, looking the same way: every return is behind it
@@ -320,8 +325,8 @@ class _ConstantDepth:
 
 
 @needs_realdata
-def test_registered_depth_source(scene02):
-    log = scene02["log"]
+def test_registered_depth_source(log02):
+    log = log02
     name = f"test-const-{uuid.uuid4().hex[:8]}"
     made = []
     register_depth_source(name, lambda **kw: made.append(_ConstantDepth(**kw)) or made[-1])
@@ -351,11 +356,11 @@ def test_unknown_depth_source():
 
 
 @needs_realdata
-def test_ring_neighbours_of_the_dgp_rig(scene02):
+def test_ring_neighbours_of_the_dgp_rig(log02):
     pytest.importorskip("torch")
     from stag_sim.refiner.attention import ring_neighbours
 
-    rig = scene02["log"].rig
+    rig = log02.rig
     nb = ring_neighbours(dict(zip(rig.names, rig.azimuths)))
     names = rig.names
     assert {names[k] for k in nb[names.index(FRONT)]} == {"CAMERA_05", "CAMERA_06"}
