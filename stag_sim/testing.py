@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import numpy as np
 
 from stag_sim.camera import CAMERA_NAMES, nuscenes_like_rig
@@ -65,3 +68,16 @@ def tiny_scene_log(
         camera_timestamps_us=np.repeat(ts[:, None], C, axis=1), camera_ego_poses=np.repeat(ego[:, None], C, axis=1),
         objects=objects, depth=depth, lidar=lidar, map=scene_map, metadata={"seed": seed},
     ).validate()
+
+
+#: Environment variable naming the folder of the shared real-data samples (``../shared/realdata`` by default).
+REALDATA_ENV = "STAG_SIM_REALDATA"
+
+
+def realdata_path(relative: str) -> Path | None:
+    """``<realdata>/<relative>`` where it exists, else None: the shared real samples are looked for beside the
+    project checkout (``../shared/realdata``, as CI lays them out), then at ``$STAG_SIM_REALDATA``."""
+    roots = [Path(__file__).resolve().parents[2] / "shared" / "realdata"]
+    if os.environ.get(REALDATA_ENV):
+        roots.append(Path(os.environ[REALDATA_ENV]))
+    return next((r / relative for r in roots if (r / relative).exists()), None)

@@ -5,7 +5,6 @@ still. Bad input is made by copying a scene to ``tmp_path`` and breaking one fil
 """
 
 import json
-import os
 import shutil
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from stag_sim.testing import realdata_path
 from stag_sim.cache import load_scene_cache, write_scene_cache
 from stag_sim.camera import project_world
 from stag_sim.cli import main
@@ -21,15 +21,7 @@ from stag_sim.geometry import invert_transform, make_transform
 from stag_sim.ingest.dgp import dgp_category, find_scene_json, ingest_dgp, ingest_dgp_to_cache
 
 
-def _realdata() -> Path | None:
-    here = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-    for p in (here, Path(os.environ.get("STAG_SIM_REALDATA", "") or "/nonexistent")):
-        if (p / "dgp_test_scene" / "scene_02").is_dir():
-            return p / "dgp_test_scene"
-    return None
-
-
-DGP = _realdata()
+DGP = realdata_path("dgp_test_scene") if realdata_path("dgp_test_scene/scene_02") else None
 pytestmark = pytest.mark.skipif(
     DGP is None, reason="real DGP sample data absent: expected ../shared/realdata/dgp_test_scene beside the repo "
                         "(or set STAG_SIM_REALDATA to the realdata folder)")

@@ -8,7 +8,6 @@ saying why, when the devkit or the data is absent.
 """
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ import pytest
 
 pytest.importorskip("nuscenes", reason="needs nuscenes-devkit (pip install 'stag-sim[nuscenes]')")
 
+from stag_sim.testing import realdata_path
 from stag_sim.cache import load_scene_cache  # noqa: E402
 from stag_sim.camera import CAMERA_NAMES, project_world  # noqa: E402
 from stag_sim.geometry import transform_points  # noqa: E402
@@ -30,10 +30,8 @@ MIN_POINTS_PER_CAMERA = 2_000  # [-] LiDAR points that must land inside each 160
 
 
 def _realdata_dir() -> Path | None:
-    candidates = [Path(__file__).resolve().parents[2] / "shared" / "realdata"]
-    if os.environ.get("STAG_SIM_REALDATA"):
-        candidates.append(Path(os.environ["STAG_SIM_REALDATA"]))
-    return next((c for c in candidates if (c / KEYFRAME / VERSION / "scene.json").is_file()), None)
+    found = realdata_path(f"{KEYFRAME}/{VERSION}/scene.json")
+    return None if found is None else found.parents[2]
 
 
 @pytest.fixture(scope="module")

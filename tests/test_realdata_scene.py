@@ -9,13 +9,13 @@ the synthetic ``complete_depth`` tests still run.
 """
 
 import dataclasses
-import os
 import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from stag_sim.testing import realdata_path
 from stag_sim.cache import write_scene_cache
 from stag_sim.camera import Camera, CameraIntrinsics, camera_extrinsics
 from stag_sim.depth import (CompletionConfig, DepthEstimate, complete_depth, make_depth_source,
@@ -29,15 +29,7 @@ from stag_sim.scene4d import (Scene4DConfig, _category_color, box_proxy_points, 
                               scene4d_cache_path)
 
 
-def _realdata() -> Path | None:
-    here = Path(__file__).resolve().parents[2] / "shared" / "realdata"
-    for p in (here, Path(os.environ.get("STAG_SIM_REALDATA", "") or "/nonexistent")):
-        if (p / "dgp_test_scene" / "scene_02").is_dir():
-            return p / "dgp_test_scene"
-    return None
-
-
-DGP = _realdata()
+DGP = realdata_path("dgp_test_scene") if realdata_path("dgp_test_scene/scene_02") else None
 needs_realdata = pytest.mark.skipif(
     DGP is None, reason="real DGP sample data absent: expected ../shared/realdata/dgp_test_scene beside the repo "
                         "(or set STAG_SIM_REALDATA to the realdata folder)")
