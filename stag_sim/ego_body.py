@@ -2,9 +2,9 @@
 
 The hood, mirrors or roof of the logging car sit still in a camera's image while the world moves past. Where the
 rig carries a static mask per camera (``Camera.ego_mask``; DDAD ships such masks), that mask is used. Otherwise
-:func:`detect_ego_mask` finds it from the log: pixels that two frames taken while the ego moved explain better as
-standing still in the image than as the world seen through the dense depth, connected to the bottom edge of the
-image, taken column by column from the bottom up. Those pixels
+it is found from the log (:func:`ego_votes`, :func:`mask_from_votes`): pixels that pairs of frames taken while the
+ego moved explain better as standing still in the image than as the world seen through the dense depth, counted
+column by column from the bottom edge up. Those pixels
 never become scene points, and renderers paste them back from the logged images (:class:`EgoLayer`), so renders
 show the car's own hood just as the real camera does.
 """
@@ -19,6 +19,10 @@ import numpy as np
 MIN_EGO_MOTION = 0.5
 #: A detected mask larger than this fraction of the image is rejected (a stalled or textureless scene) [-].
 MAX_MASK_FRACTION = 0.45
+#: Mean Sobel gradient [grey levels] below which a window is too flat to vote.
+MIN_TEXTURE = 12.0
+#: A column is body at its bottom only with at least H / MIN_NET_VOTES_DIV more body votes than world votes [-].
+MIN_NET_VOTES_DIV = 25
 
 
 @dataclass(frozen=True, eq=False)
@@ -60,19 +64,19 @@ def moving_frame_pairs(ego_poses: np.ndarray, frames, min_motion: float = MIN_EG
             if np.linalg.norm(ego_poses[b][:3, 3] - ego_poses[a][:3, 3]) >= min_motion]
 
 
-def detect_ego_mask(image_a: np.ndarray, image_b: np.ndarray, depth_a: np.ndarray, K: np.ndarray,
-                    T_b_from_a: np.ndarray, margin: float = 4.0, window: int = 9) -> np.ndarray | None:
-    """The ego body in camera images ``a`` and ``b`` (H, W, 3) uint8 taken while the ego moved.
+def ego_votes(image_a: np.ndarray, image_b: np.ndarray, depth_a: np.ndarray, K: np.ndarray, T_b_from_a: np.ndarray,
+              margin: float = 4.0, window: int = 9) -> np.ndarray:
+    """Per-pixel body (+1) / world (-1) / undecided (0) votes of camera images ``a`` and ``b`` (H, W, 3) uint8
+    taken while the ego moved.
 
-    Two explanations compete at every pixel: the world (frame ``a``'s dense depth ``depth_a`` (H, W) [m] warps
-    ``b`` onto ``a`` through the relative camera motion ``T_b_from_a`` (4, 4)), and the ego body (the pixel
-    stays where it is). A pixel is body when the static explanation fits better by ``margin`` grey levels
-    (errors averaged over ``window`` px); pixels the warp cannot explain (no depth, leaving the image) count as
-    world. The mask is, per column, the run of body pixels that starts at the bottom row, its upper edge smoothed
-    by a median over neighbouring columns. ``K`` = (3, 3) camera matrix of the images.
+    Two explanations compete at every pixel of ``a``: the world (frame ``a``'s dense depth ``depth_a`` (H, W) [m]
+    warps ``b`` onto ``a`` through the relative camera motion ``T_b_from_a`` (4, 4)), and the ego body (the pixel
+    stays where it is). The one whose grey-level error (averaged over ``window`` px) is smaller by more than
+    ``margin`` grey levels gets the vote; pixels the warp cannot explain (no depth, leaving the image) abstain.
+    ``K`` = (3, 3) camera matrix of the images.
 
     Returns:
-        (H, W) bool, or None when the mask would cover more than :data:`MAX_MASK_FRACTION` of the image.
+        (H, W) int32 in {-1, 0, 1}.
     """
     import cv2
 
@@ -91,15 +95,32 @@ def detect_ego_mask(image_a: np.ndarray, image_b: np.ndarray, depth_a: np.ndarra
     known = (d > 0) & (P[..., 2] > 0.1) & (warped > -1.0)
     e_world = cv2.blur(np.where(known, np.abs(ga - warped), 0).astype(np.float32), (window, window))
     e_body = cv2.blur(np.abs(ga - gb), (window, window))
-    body = known & (e_body + margin < e_world)
-    rev = ~body[::-1]  # row 0 = bottom
-    run = np.where(rev.any(0), rev.argmax(0), H)
+    gx, gy = cv2.Sobel(ga, cv2.CV_32F, 1, 0, ksize=3), cv2.Sobel(ga, cv2.CV_32F, 0, 1, ksize=3)
+    textured = cv2.blur(np.abs(gx) + np.abs(gy), (window, window)) > MIN_TEXTURE  # flat areas fit anything: abstain
+    judged = known & textured
+    return (judged & (e_body + margin < e_world)).astype(np.int32) - (judged & (e_world + margin < e_body))
+
+
+def mask_from_votes(votes: np.ndarray) -> np.ndarray | None:
+    """The ego-body mask (H, W) bool of summed :func:`ego_votes` (H, W): per column, the rows from the bottom
+    edge up to where body votes minus world votes below the row peak (so scattered misses on a shiny hood do not
+    cut the body short; a column needs a net H / :data:`MIN_NET_VOTES_DIV` body votes), the upper edge smoothed by a median over neighbouring columns. None when the mask would
+    cover more than :data:`MAX_MASK_FRACTION` of the image."""
+    H, W = votes.shape
+    up = np.cumsum(votes[::-1], axis=0)  # row 0 = bottom
+    run = np.where(up.max(0) >= max(3, H // MIN_NET_VOTES_DIV), up.argmax(0) + 1, 0)
     k = max(3, (W // 20) | 1)
     run = np.median(np.lib.stride_tricks.sliding_window_view(np.pad(run, k // 2, mode="edge"), k), axis=1).astype(np.int64)
     mask = np.arange(H)[::-1, None] < run[None, :]
     if mask.mean() > MAX_MASK_FRACTION:
         return None
     return mask
+
+
+def detect_ego_mask(image_a: np.ndarray, image_b: np.ndarray, depth_a: np.ndarray, K: np.ndarray,
+                    T_b_from_a: np.ndarray, margin: float = 4.0, window: int = 9) -> np.ndarray | None:
+    """The ego body from one pair of frames: :func:`mask_from_votes` of :func:`ego_votes` (same arguments)."""
+    return mask_from_votes(ego_votes(image_a, image_b, depth_a, K, T_b_from_a, margin, window))
 
 
 def ego_layer(name: str, mask: np.ndarray, images: list[np.ndarray]) -> EgoLayer:

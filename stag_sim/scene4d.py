@@ -14,6 +14,9 @@ Build (:func:`build_scene4d`), as Stag-1 does, from every pixel of every logged 
 * ego body: the pixels where a camera sees the logging car itself (the rig's static masks, or found from the log by
   :mod:`stag_sim.ego_body`) never become points; they are kept as :class:`~stag_sim.ego_body.EgoLayer` images that
   renderers composite back.
+* multi-view check: the other cameras of the same frame check every pixel's point (:mod:`stag_sim.consistency`):
+  where they should see it and show another colour, it is dropped (missed ego-body pixels, flying pixels on depth
+  edges, depth extrapolated into the sky). On for estimated depth, off for the log's own (``multiview_check``).
 * static background: every confident pixel is unprojected into the world; points inside the (slightly inflated)
   box of any tracked object are dropped; the rest is fused per voxel: a weighted mean of position and colour,
   weighted by confidence and by the inverse square of the depth, so the nearest (and most frontal) views decide
@@ -43,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from stag_sim.camera import CameraIntrinsics, unproject
+from stag_sim.consistency import View, consistent
 from stag_sim.ego_body import EgoLayer
 from stag_sim.errors import SceneError, ValidationError
 from stag_sim.far_field import EnvMap
@@ -51,7 +55,7 @@ from stag_sim.geometry import check_finite, check_positive, invert_transform, ma
 from stag_sim.scene_log import SceneLog
 
 #: Bumped whenever the build algorithm or the file layout changes (invalidates cached builds).
-SCENE4D_VERSION = 2
+SCENE4D_VERSION = 3
 
 #: Number of sky-colour bins over ray elevation [0, pi/2] rad.
 SKY_BINS = 16
@@ -85,6 +89,8 @@ class Scene4DConfig:
         far_min_elevation_deg: lowest elevation the far-field map covers [deg].
         ego_mask: ``auto`` (the rig's masks; else, for sensor depth, found from the log), ``rig`` (only the rig's
             masks) or ``none``.
+        multiview_check: drop depth points the other cameras of the same frame contradict
+            (:mod:`stag_sim.consistency`): ``auto`` (for estimated depth, not the log's own), ``on`` or ``off``.
     """
 
     voxel_size: float = 0.05
@@ -103,6 +109,7 @@ class Scene4DConfig:
     far_resolution_deg: float = 0.15
     far_min_elevation_deg: float = -15.0
     ego_mask: str = "auto"
+    multiview_check: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
@@ -129,6 +136,8 @@ class Scene4DConfig:
             raise ValidationError(f"Scene4DConfig.far_min_elevation_deg: must be in [-90, 90) deg, got {self.far_min_elevation_deg}")
         if self.ego_mask not in ("auto", "rig", "none"):
             raise ValidationError(f"Scene4DConfig.ego_mask: {self.ego_mask!r} is not one of auto, rig, none")
+        if self.multiview_check not in ("auto", "on", "off"):
+            raise ValidationError(f"Scene4DConfig.multiview_check: {self.multiview_check!r} is not one of auto, on, off")
         return self
 
     def key(self) -> dict:
@@ -467,10 +476,14 @@ def _resolve_depth_source(log: SceneLog, cfg: Scene4DConfig, depth_source):
     return make_depth_source(name)
 
 
+#: Frame pairs (each used both ways) whose votes find the ego body of a camera without a rig mask.
+EGO_PAIRS = 4
+
+
 def _ego_rig(log: SceneLog, cfg: Scene4DConfig, frames: list[int], source):
-    """The working-resolution cameras with their ego masks (the rig's, or detected from the first pair of used
-    frames the ego moved between), and the ego layers."""
-    from stag_sim.ego_body import detect_ego_mask, ego_layer, moving_frame_pairs
+    """The working-resolution cameras with their ego masks (the rig's, or detected from up to :data:`EGO_PAIRS`
+    pairs of used frames the ego moved between, both ways), and the ego layers."""
+    from stag_sim.ego_body import ego_layer, ego_votes, mask_from_votes, moving_frame_pairs
 
     cams, layers = [], []
     detect = cfg.ego_mask == "auto" and getattr(source, "key", "") != "log"
@@ -480,13 +493,16 @@ def _ego_rig(log: SceneLog, cfg: Scene4DConfig, frames: list[int], source):
         if cfg.ego_mask == "none":
             cam = cam.with_ego_mask(None)
         elif cam.ego_mask is None and pairs and camera.name not in cfg.exclude_cameras:
-            a, b = next(((a, b) for a, b in pairs if log.images.has(a, c) and log.images.has(b, c)), (None, None))
-            if a is not None:
+            usable = [(a, b) for a, b in pairs if log.images.has(a, c) and log.images.has(b, c)][:EGO_PAIRS]
+            votes = 0
+            for a, b in usable + [(b, a) for a, b in usable]:  # both directions: each frame's depth explains the other
                 img_a, img_b = _working_image(log, a, c, cam), _working_image(log, b, c, cam)
                 depth_a = source(log, a, c, cam, img_a).depth
                 T_b_from_a = (invert_transform(log.camera_ego_poses[b, c] @ cam.T_ego_from_camera)
                               @ log.camera_ego_poses[a, c] @ cam.T_ego_from_camera)
-                cam = cam.with_ego_mask(detect_ego_mask(img_a, img_b, depth_a, cam.intrinsics.K, T_b_from_a))
+                votes = votes + ego_votes(img_a, img_b, depth_a, cam.intrinsics.K, T_b_from_a)
+            if usable:
+                cam = cam.with_ego_mask(mask_from_votes(votes))
         if cam.ego_mask is not None and cam.ego_mask.any() and camera.name not in cfg.exclude_cameras:
             use = [t for t in frames if log.images.has(t, c)][:8]
             layers.append(ego_layer(cam.name, cam.ego_mask, [_working_image(log, t, c, cam) for t in use]))
@@ -536,15 +552,25 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     if len(skip) == C:
         raise SceneError(f"{log.name}: every camera is excluded; nothing to build the 4D scene from")
     jobs = [(t, c) for t in frames for c in range(C) if c not in skip and log.images.has(t, c)]
-    for t, c in tqdm(jobs, desc=f"scene4d {log.name}", unit="image", disable=not progress):
+    check = cfg.multiview_check == "on" or (cfg.multiview_check == "auto" and getattr(source, "key", "") != "log")
+    bar = tqdm(total=len(jobs), desc=f"scene4d {log.name}", unit="image", disable=not progress)
+    for t in frames:  # frame by frame: the cameras of one instant check each other's depth
         live = np.flatnonzero(valid[t])
         T_obj_from_world = {k: invert_transform(poses[t, k]) for k in live}
-        cam = cams[c]
-        rgb = _working_image(log, t, c, cam)
-        est = source(log, t, c, cam, rgb)
-        samples[t, c] = est.num_samples
-        _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n,
-                         env, proxies, proxy_sum)
+        here = [c for tt, c in jobs if tt == t]
+        inputs = {}
+        for c in here:
+            rgb = _working_image(log, t, c, cams[c])
+            inputs[c] = (rgb, source(log, t, c, cams[c], rgb))
+        views = ({c: View.make(log.camera_ego_poses[t, c] @ cams[c].T_ego_from_camera, cams[c].intrinsics.K, rgb,
+                               est.depth, cams[c].ego_mask) for c, (rgb, est) in inputs.items()} if check else {})
+        for c in here:
+            rgb, est = inputs[c]
+            samples[t, c] = est.num_samples
+            _add_depth_frame(log, t, c, cams[c], rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum,
+                             sky_n, env, proxies, proxy_sum, [v for o, v in views.items() if o != c])
+            bar.update()
+    bar.close()
     if getattr(source, "key", "") != "log":
         _check_reach(log, cams, samples, jobs)
     static_pts, static_cols = static.result()
@@ -582,7 +608,9 @@ def _check_reach(log: SceneLog, cams, samples: np.ndarray, jobs) -> None:
 
 
 def _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n,
-                     env, proxies, proxy_sum) -> None:
+                     env, proxies, proxy_sum, views=()) -> None:
+    """Add image (t, c) with its depth estimate: sky / far field, object points (box frames), proxy texture, and
+    the static points that the other cameras' ``views`` (:class:`~stag_sim.consistency.View`) do not contradict."""
     intr = cam.intrinsics
     depth = est.depth
     if depth.shape != (intr.height, intr.width) or rgb.shape[:2] != depth.shape:
@@ -632,7 +660,11 @@ def _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halv
         return
     uv = np.stack([uu[use] * s, vv[use] * s], 1).astype(np.float64)
     p_cam = unproject(uv, depth[use], intr)
-    static.add(p_cam @ T_wc[:3, :3].T + T_wc[:3, 3], rgb[use], weight_img[use])
+    p_world, cols, w = p_cam @ T_wc[:3, :3].T + T_wc[:3, 3], rgb[use], weight_img[use]
+    if views:
+        keep = consistent(p_world, cols, views)
+        p_world, cols, w = p_world[keep], cols[keep], w[keep]
+    static.add(p_world, cols, w)
 
 
 def _texture_proxies(depth, rgb, intr, T_wc, live, T_obj_from_world, proxies, proxy_sum) -> None:

@@ -2,7 +2,7 @@
 
 ``scene_02`` (6 surround cameras, 3 frames, the ego drives ~1.25 m per frame) is built once per module from
 frames 0 and 2 (frame 1 held out) at the figures the benchmark measures (``benchmarks/realdata_bench.py``:
-mean PSNR 14.56 dB, SSIM 0.493, coverage 0.985, nearest-frame baseline 15.16 dB / 0.477); the floors below leave a
+mean PSNR 16.89 dB, SSIM 0.567, coverage 0.970, nearest-frame baseline 15.16 dB / 0.477); the floors below leave a
 margin. ``scene_01`` (3 front cameras) is the log where the ego stands still. The data lives in
 ``../shared/realdata`` beside the repository (or ``$STAG_SIM_REALDATA``); without it the real-data tests skip and
 the synthetic ``complete_depth`` tests still run.
@@ -89,8 +89,11 @@ def test_fidelity_of_the_held_out_frame(scene02):
     assert [r.camera for r in rows] == list(log.rig.names) and {r.frame for r in rows} == {HOLD_OUT}
     m = summarise(rows)[0]
     assert m["num_views"] == m["num_scored"] == 6
-    # measured 14.56 dB / 0.493 / 0.985; the nearest real frame scores 15.16 dB / 0.477
-    assert m["psnr"] >= 13.5 and m["ssim"] >= 0.44 and m["coverage"] >= 0.95, m
+    # measured 16.89 dB / 0.567 / 0.970; the nearest real frame scores 15.16 dB / 0.477
+    assert m["psnr"] >= 15.8 and m["ssim"] >= 0.53 and m["coverage"] >= 0.95, m
+    # the model beats showing the nearest real frame, on the mean and in most cameras
+    assert m["psnr"] >= m["baseline_psnr"] + 0.6 and m["ssim"] >= m["baseline_ssim"] + 0.04, m
+    assert sum(r.psnr > r.baseline_psnr for r in rows) >= 5, [(r.camera, r.psnr, r.baseline_psnr) for r in rows]
     for r in rows:
         assert r.baseline_psnr is not None and r.baseline_ssim is not None, r
         assert np.isfinite([r.psnr, r.ssim, r.coverage, r.hole_fraction]).all()

@@ -4,8 +4,8 @@ The one module of :mod:`stag_sim.render` that imports numba; the renderer import
 ``numba`` backend (``PointRenderer.backend``). :func:`render_keys` does, for every camera (cameras shared among
 threads by ``prange``, see :func:`schedule`): clear the camera's z-buffer levels, then per point: transform,
 near/far test, project, footprint from depth, z-test (min of the packed int64 key), write; then compose the levels
-and decode the keys into rgb / depth / valid; then fill the camera's holes (:func:`fill_camera`: the sky with the
-exact arithmetic of :func:`stag_sim.render.splat.sky_bins`, then push-pull).
+and decode the keys into rgb / depth / valid; then fill the camera's holes (:func:`fill_camera`: the far-field map,
+the sky with the exact arithmetic of :func:`stag_sim.render.splat.sky_bins`, then push-pull).
 
 Arithmetic is the numpy path's float32 arithmetic, operation by operation (no fastmath, so no fused
 multiply-adds), so rgb / depth / valid before hole filling are byte-identical to ``backend="numpy"`` (the
@@ -145,20 +145,23 @@ def render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count
 
 @_jit(parallel=True)
 def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params,
-                zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out, fill, R, K, sky,
-                edges, has_sky):
+                zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out, modelled_out, fill, R,
+                K, sky, edges, has_sky, env, env_valid, env_min_el, has_env):
     """Render all cameras: worker t (in parallel) does cameras ``sched_cams[sched_ptr[t]:sched_ptr[t + 1]]``
     (see :func:`schedule`). Item k of camera i (``cam_ptr[i] <= k < cam_ptr[i + 1]``) is the point range
     ``it_start[k]:+it_count[k]`` of the static (``it_src`` 0: ``sxyz``, ``srgb``) or object (1: ``oxyz``, ``orgb``)
     cloud, drawn with ``params[it_param[k]]`` (12 projection entries, footprint scale, footprint z limit).
-    With ``fill``, holes are filled too (:func:`fill_camera`, arguments from ``R`` on)."""
+    ``modelled_out`` starts as a copy of ``valid_out``'s pixels once composed, plus the far-field hits. With
+    ``fill``, holes are filled too (:func:`fill_camera`, arguments from ``R`` on)."""
     for t in prange(len(sched_ptr) - 1):
         for s in range(sched_ptr[t], sched_ptr[t + 1]):
             i = sched_cams[s]
             render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok,
                           near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out)
+            modelled_out[i] = valid_out[i]
             if fill:
-                fill_camera(i, rgb_out, valid_out, R, K, sky, edges, has_sky)
+                fill_camera(i, rgb_out, valid_out, modelled_out, R, K, sky, edges, has_sky, env, env_valid,
+                            env_min_el, has_env)
 
 
 def schedule(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -277,10 +280,13 @@ def push_pull(rgb, known):
 
 
 @_jit()
-def fill_camera(i, rgb, valid, R, K, sky, edges, has_sky):
-    """Fill the holes of image i of (n, H, W, 3) ``rgb`` in place: sky colour above the horizon (``has_sky``),
-    push-pull below. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);
-    sky: (B, 3) uint8 colours of the elevation bins whose lower edges (sin of the elevation) are ``edges``."""
+def fill_camera(i, rgb, valid, modelled, R, K, sky, edges, has_sky, env, env_valid, env_min_el, has_env):
+    """Fill the holes of image i of (n, H, W, 3) ``rgb`` in place: the far-field map's colour where it has one
+    (``has_env``; those pixels are set in ``modelled``), then the sky colour above the horizon (``has_sky``), then
+    push-pull. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);
+    sky: (B, 3) uint8 colours of the elevation bins whose lower edges (sin of the elevation) are ``edges``;
+    env: (He, We, 3) uint8 / env_valid: (He, We) bool, the equirectangular far-field map
+    (:class:`stag_sim.far_field.EnvMap`) down to elevation ``env_min_el`` [rad]."""
     H, W = valid.shape[1], valid.shape[2]
     B = len(edges)
     known = valid[i].copy()
@@ -288,7 +294,9 @@ def fill_camera(i, rgb, valid, R, K, sky, edges, has_sky):
         return
     fx, fy, cx, cy = K[i, 0], K[i, 1], K[i, 2], K[i, 3]
     Ri = R[i]
-    if has_sky:
+    He, We = env_valid.shape
+    el_span = np.pi / 2 - env_min_el
+    if has_sky or has_env:
         us = np.empty(W, np.float32)
         for c in range(W):
             us[c] = (np.float32(c) - cx) / fx
@@ -302,12 +310,25 @@ def fill_camera(i, rgb, valid, R, K, sky, edges, has_sky):
                 d1 = Ri[1, 0] * u + Ri[1, 1] * v + Ri[1, 2]
                 d2 = Ri[2, 0] * u + Ri[2, 1] * v + Ri[2, 2]
                 s = d2 / np.sqrt(d0 * d0 + d1 * d1 + d2 * d2)
-                k = 0
-                while k < B and edges[k] <= s:
-                    k += 1
-                if k > 0:  # above the horizon: bin k - 1
-                    for ch in range(3):
-                        rgb[i, r, c, ch] = sky[k - 1, ch]
-                    known[r, c] = True
+                if has_env:
+                    el = np.arcsin(min(max(np.float64(s), -1.0), 1.0))
+                    if el >= env_min_el:
+                        az = np.arctan2(np.float64(d1), np.float64(d0))
+                        ec = min(max(int((az + np.pi) / (2 * np.pi) * We), 0), We - 1)
+                        er = min(max(int((np.pi / 2 - el) / el_span * He), 0), He - 1)
+                        if env_valid[er, ec]:
+                            for ch in range(3):
+                                rgb[i, r, c, ch] = env[er, ec, ch]
+                            known[r, c] = True
+                            modelled[i, r, c] = True
+                            continue
+                if has_sky:
+                    k = 0
+                    while k < B and edges[k] <= s:
+                        k += 1
+                    if k > 0:  # above the horizon: bin k - 1
+                        for ch in range(3):
+                            rgb[i, r, c, ch] = sky[k - 1, ch]
+                        known[r, c] = True
     if not known.all():
         push_pull(rgb[i], known)

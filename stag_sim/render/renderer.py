@@ -289,37 +289,25 @@ class PointRenderer:
                     np.minimum.at(zbuf, pix, kk)
                 keys[i] = layout.compose(zbuf, i)
         rgb, depth, valid = decode_zbuffer(keys)
+        modelled = valid.copy()
         if cfg.fill_holes:
             for i in range(n):
                 if not valid[i].all():
-                    self._fill(rgb[i], valid[i], poses[i], K[i])
-        return self._finish(RenderResult(rgb, depth, valid), poses, K, cameras)
+                    self._fill(rgb[i], valid[i], modelled[i], poses[i], K[i])
+        return self._finish(RenderResult(rgb, depth, valid, modelled), poses, K, cameras)
 
     def _finish(self, res: RenderResult, poses: np.ndarray, K: np.ndarray, cameras) -> RenderResult:
-        """Far field in the holes, then the ego body of named cameras; sets ``modelled``."""
-        env, layers = self.scene.env_map, self.scene.ego_layers
-        named = cameras is not None and any(self.scene.ego_layer(c) is not None for c in cameras)
-        if (env is None or not self.config.fill_holes) and not named:
+        """The ego body of named cameras composited over the render (their pixels count as modelled)."""
+        layers = [self.scene.ego_layer(c) for c in cameras] if cameras is not None else []
+        if not any(layer is not None for layer in layers):
             return res
-        modelled = res.valid.copy()
-        rgb = res.rgb
-        n, h, w = res.valid.shape
-        if env is not None and self.config.fill_holes:
-            for i in range(n):
-                holes = np.flatnonzero(~res.valid[i])
-                if not len(holes):
-                    continue
-                rays = self._camera_rays(K[i], w, h)[holes] @ poses[i, :3, :3].T.astype(np.float32)
-                col, hit = env.lookup(rays / np.linalg.norm(rays, axis=1, keepdims=True))
-                rgb[i].reshape(-1, 3)[holes[hit]] = col[hit]
-                modelled[i].reshape(-1)[holes[hit]] = True
-        if named and layers:
-            for i, name in enumerate(cameras):
-                layer = self.scene.ego_layer(name)
-                if layer is not None:
-                    m, body = layer.at(h, w)
-                    rgb[i][m] = body[m]
-                    modelled[i][m] = True
+        rgb, modelled = res.rgb, res.coverage.copy()
+        h, w = res.valid.shape[1:]
+        for i, layer in enumerate(layers):
+            if layer is not None:
+                m, body = layer.at(h, w)
+                rgb[i][m] = body[m]
+                modelled[i][m] = True
         return RenderResult(rgb, res.depth, res.valid, modelled)
 
     def _camera_rays(self, K: np.ndarray, w: int, h: int) -> np.ndarray:
@@ -359,16 +347,21 @@ class PointRenderer:
         rgb = np.empty((n, h, w, 3), np.uint8)
         depth = np.empty((n, h, w), np.float32)
         valid = np.empty((n, h, w), bool)
+        modelled = np.empty((n, h, w), bool)
         sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
+        env = self.scene.env_map
+        env_rgb = env.colors if env is not None else np.zeros((1, 1, 3), np.uint8)
+        env_valid = env.valid if env is not None else np.zeros((1, 1), bool)
         with kernels.LOCK:
             kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
                                 self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), starts, counts, pidx,
                                 params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
                                 np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
-                                np.empty(layout.size, np.int64), rgb, depth, valid, bool(cfg.fill_holes),
+                                np.empty(layout.size, np.int64), rgb, depth, valid, modelled, bool(cfg.fill_holes),
                                 np.ascontiguousarray(poses[:, :3, :3], np.float32), cams.K.astype(np.float32), sky,
-                                sky_edges(SKY_BINS), self._sky is not None)
-        return RenderResult(rgb, depth, valid)
+                                sky_edges(SKY_BINS), self._sky is not None, env_rgb, env_valid,
+                                float(env.min_elevation) if env is not None else 0.0, env is not None)
+        return RenderResult(rgb, depth, valid, modelled)
 
     def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout,
                       voxel: np.ndarray) -> np.ndarray:
@@ -418,11 +411,22 @@ class PointRenderer:
             yield from splat_keys(*self._obj_points[k][level], T, *args, float(self._obj_voxels[level]), cfg.near,
                                   cfg.max_range, cfg.max_footprint_px, cfg.footprint_scale)
 
-    def _fill(self, rgb: np.ndarray, valid: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> None:
-        """Fill the holes (0) of one (H, W, 3) image in place: sky colour above the horizon, push-pull below."""
+    def _fill(self, rgb: np.ndarray, valid: np.ndarray, modelled: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> None:
+        """Fill the holes of one (H, W, 3) image in place (the order of :func:`kernels.fill_camera`): the far-field
+        map's colour where it has one (set in ``modelled`` (H, W)), the sky colour above the horizon, push-pull
+        below."""
         weight = valid.view(np.uint8) * np.uint8(255)
-        if self._sky is not None:
-            holes = np.flatnonzero(~valid)
+        env = self.scene.env_map
+        holes = np.flatnonzero(~valid)
+        if env is not None:
+            h, w = valid.shape
+            rays = self._camera_rays(K, w, h)[holes] @ T_wc[:3, :3].T.astype(np.float32)
+            col, hit = env.lookup(rays / np.linalg.norm(rays, axis=1, keepdims=True))
+            rgb.reshape(-1, 3)[holes[hit]] = col[hit]
+            weight.reshape(-1)[holes[hit]] = 255
+            modelled.reshape(-1)[holes[hit]] = True
+            holes = holes[~hit]
+        if self._sky is not None and len(holes):
             bins = sky_bins(T_wc, K, rgb.shape[1], holes, SKY_BINS)
             up = bins >= 0
             if up.any():
