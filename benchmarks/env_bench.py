@@ -46,11 +46,11 @@ def main() -> None:
     env = gym.make("StagDrive-v0", **kw)
     base = env.unwrapped
     obs, info = env.reset(seed=0)
-    renderer = base._renderer
+    renderer = base.renderer
     print(f"scene {base.log.name}: {renderer.scene.num_points / 1e6:.2f} M points, 6 x {args.height}x{args.width}")
 
     def render_only():
-        poses, valid = base.world.agent_poses(base._state)
+        poses, valid = base.world.agent_poses(base.state)
         renderer.render(base.camera_poses(), [base.rig[i].intrinsics for i in base.cam_index], poses, valid)
 
     state = {"info": info}

@@ -27,13 +27,14 @@ from typing import Any
 
 import numpy as np
 
+from stag_sim.agent_sources import ExternalAgents
 from stag_sim.carla_bridge import Alignment, BridgeConfig, CarlaAgent, CarlaBridge, parse_address
 from stag_sim.carla_bridge.bridge import DEFAULT_EGO_FILTER, DEFAULT_TM_PORT
 from stag_sim.dynamics import EgoState, bicycle_step, wrap_angle
 from stag_sim.envs.stag_drive import StagDriveEnv
 from stag_sim.errors import BridgeError, ValidationError
 from stag_sim.geometry import pose_xy_yaw
-from stag_sim.world import SimState, World, advance_route
+from stag_sim.world import SimState, advance_route
 
 COSIM_MODES = ("carla_drives", "stag_drives")
 
@@ -118,22 +119,6 @@ def _category_kind(category: str) -> str:
     return "other"
 
 
-class _CoSimWorld(World):
-    """The episode's :class:`~stag_sim.world.World` whose agents are CARLA's actors: :meth:`agent_poses` returns
-    the scene-object poses where CARLA last put them (set by the env after each tick), whatever ``state`` is."""
-
-    @classmethod
-    def around(cls, world: World) -> "_CoSimWorld":
-        w = cls.__new__(cls)
-        w.__dict__.update(world.__dict__)
-        K = len(world.log.objects)
-        w.carla_poses = (np.tile(np.eye(4), (K, 1, 1)), np.zeros(K, bool))
-        return w
-
-    def agent_poses(self, state: SimState) -> tuple[np.ndarray, np.ndarray]:
-        return self.carla_poses[0].copy(), self.carla_poses[1].copy()
-
-
 class CarlaCoSimEnv(StagDriveEnv):
     """StagDrive-v0 with CARLA as the world (module docstring). Same spaces, reward and info as
     :class:`~stag_sim.envs.stag_drive.StagDriveEnv`, plus ``info["lane_invasion"]`` and ``info["carla"]``: ``mode``,
@@ -183,7 +168,8 @@ class CarlaCoSimEnv(StagDriveEnv):
         self.carla_actor_ids: dict[str, int] = {}  # episode label -> CARLA actor id
         self._labels: dict[int, str] = {}
         self.carla_frame = -1
-        self.world = _CoSimWorld.around(self.world)  # the parent's observation and BEV then draw CARLA's actors
+        # the agents are CARLA's actors: the parent's observation, BEV and events then draw and test them
+        self.world = self.world.with_agents(ExternalAgents(self.world.agents))
         self._carla_info: dict = {}
 
     # ---- episode -----------------------------------------------------------------------------------------------
@@ -229,12 +215,12 @@ class CarlaCoSimEnv(StagDriveEnv):
         """The scenario's ``insert`` events as CARLA actors at their start poses (scene frame): Traffic-Manager
         autopilot unless ``behavior: stopped``. Timed events (hard brake, cut-in) need a scenario runner in
         CARLA (e.g. scenario_runner with ``attach_role_name``): they are refused in ``__init__``."""
-        w = self.world
-        if not w.inserted:
+        w, scripted = self.world, self.world.agents.scripted
+        if not scripted.inserted:
             return []
-        poses, _ = World.agent_poses(w, self._state)  # the scripted start poses, not CARLA's
+        poses, _ = scripted.poses(w, self._state)  # the scripted start poses, not CARLA's
         return [{"type_filter": "vehicle.*", "pose": poses[k], "autopilot": e.behavior != "stopped"}
-                for k, e in sorted(w.inserted.items())]
+                for k, e in sorted(scripted.inserted.items())]
 
     def _start_pose(self) -> np.ndarray:
         """The log's start ego pose (with its ground height) in the scene frame."""
@@ -286,7 +272,8 @@ class CarlaCoSimEnv(StagDriveEnv):
         hits = sorted(hits)
         events = {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad),
                   "route_completed": bool(route_s >= w.route_length - w.config.route_completion_margin)}
-        return SimState(prev.step + 1, prev.time_s + w.config.dt, ego, prev.agent_s, prev.agent_speed, route_s, events)
+        return SimState(prev.step + 1, prev.time_s + w.config.dt, ego, prev.agent_s, prev.agent_speed, route_s, events,
+                        prev.external_agents)
 
     def _info(self, state, reason) -> dict:
         info = super()._info(state, reason)
@@ -331,7 +318,7 @@ class CarlaCoSimEnv(StagDriveEnv):
                 self._assigned[a.actor_id] = k
             poses[k], valid[k] = a.T_scene_from_box, True
             drawn.append(a.actor_id)
-        self.world.carla_poses = (poses, valid)
+        self._state = replace(self._state, external_agents=(poses, valid))
         self._carla_info = {
             "mode": self.cosim.mode,
             "collisions": [{"with": names(c["other_id"]), "type": c["other_type"], "impulse": c["impulse"]} for c in collisions],

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, fields
 
+import numpy as np
+
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_positive
 
@@ -22,6 +24,8 @@ class EnvConfig:
         cameras: camera names to observe (the scene rig's own names; observed in rig order). None: every camera
             of the rig.
         image_size: (height, width) of observed images [px].
+        camera_offset: (x, y, z) [m] shift of the whole camera rig in the ego frame (y left), e.g. to re-render a
+            run from beside the logged path.
         depth: add ``depth_<CAM>`` (H, W) float32 z-depth [m] observations.
         agents: ``log_replay`` or ``idm``.
         world: extra :class:`stag_sim.world.WorldConfig` values (``idm``, ``vehicle``, ``start_frame``, ...).
@@ -45,6 +49,7 @@ class EnvConfig:
     action_mode: str = "control"
     cameras: tuple[str, ...] | None = None
     image_size: tuple[int, int] = (224, 400)
+    camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # [m]
     depth: bool = False
     agents: str = "log_replay"
     world: dict = field(default_factory=dict)
@@ -73,6 +78,8 @@ class EnvConfig:
             raise ValidationError(f"cameras: {list(self.cameras)} must be a non-empty list of distinct camera names (or None: all)")
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
+        if len(self.camera_offset) != 3 or not all(np.isfinite(v) for v in self.camera_offset):
+            raise ValidationError(f"camera_offset: expected three finite (x, y, z) [m], got {self.camera_offset}")
         if self.renderer not in RENDERERS:
             raise ValidationError(f"renderer: {self.renderer!r} is not one of {', '.join(RENDERERS)}")
         if self.renderer == "refined" and not self.refiner_path:
@@ -101,6 +108,10 @@ class EnvConfig:
             kwargs["cameras"] = (cams,) if isinstance(cams, str) else tuple(cams)
         if "image_size" in kwargs:
             kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
+        if kwargs.get("camera_offset") is not None:
+            kwargs["camera_offset"] = tuple(float(v) for v in kwargs["camera_offset"])
+        else:
+            kwargs.pop("camera_offset", None)
         return cls(**kwargs).validate()
 
     def camera_names(self, rig) -> tuple[str, ...]:

@@ -8,6 +8,7 @@ rigidly with the ego, and the renderer draws what they see from the scene's 4D p
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,22 @@ EGO_STATE_FIELDS = ("speed", "accel", "yaw_rate", "steer")  # [m/s, m/s^2, rad/s
 EGO_STATE_BOUND = 100.0  # observation-space bound of every ego-state entry (far beyond any vehicle's limits)
 ROUTE_BOUND = 1e4  # [m] observation-space bound of route point coordinates
 DEPTH_BOUND = 1e4  # [m] observation-space bound of depth
+
+
+@dataclass(frozen=True)
+class RenderRequest:
+    """The renders one env needs for an observation.
+
+    Attributes:
+        camera_poses: (C, 4, 4) ``T_world_from_camera`` of the observed cameras.
+        intrinsics: C :class:`~stag_sim.camera.CameraIntrinsics`.
+        object_poses: (K, 4, 4) scene-object poses; object_mask: (K,) bool, drawn or not.
+    """
+
+    camera_poses: np.ndarray
+    intrinsics: list
+    object_poses: np.ndarray
+    object_mask: np.ndarray
 
 
 def load_scene(scene) -> tuple[SceneLog, Path | None]:
@@ -90,9 +107,11 @@ class StagDriveEnv(gym.Env):
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
         world_values = {"agents": self.config.agents, **self.config.world}
-        self.world = World(self.log, WorldConfig.from_dict(world_values))
+        self.world = World.build(self.log, WorldConfig.from_dict(world_values))
         h, w = self.config.image_size
         self.rig = self.log.rig.with_resolution(w, h)
+        if any(self.config.camera_offset):
+            self.rig = self.rig.translated(self.config.camera_offset)
         self.camera_names = self.config.camera_names(self.rig)  # the observed cameras, rig order
         self.cam_index = [self.rig.index(c) for c in self.camera_names]
         self._renderer = renderer if renderer is not None else self._make_renderer()
@@ -140,10 +159,26 @@ class StagDriveEnv(gym.Env):
         state = state or self._state
         return self.rig.T_world_from_cameras(state.ego.pose())[self.cam_index]
 
-    def _observe(self, state) -> dict:
+    def render_request(self, state=None) -> RenderRequest:
+        """What the observed cameras need drawn in ``state`` (default: current): one batch API call renders the
+        requests of many envs together (:class:`~stag_sim.envs.vector.StagDriveVectorEnv`)."""
+        state = state or self._state
         poses, valid = self.world.agent_poses(state)
-        res = self._renderer.render(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid)
-        return self._assemble(state, res.rgb, res.depth)
+        return RenderRequest(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid)
+
+    def _observe(self, state) -> dict:
+        req = self.render_request(state)
+        res = self._renderer.render(req.camera_poses, req.intrinsics, req.object_poses, req.object_mask)
+        return self.observation(res.rgb, res.depth, state)
+
+    def observation(self, rgb: np.ndarray, depth: np.ndarray, state=None) -> dict:
+        """The observation of ``state`` (default: current) from the renders of its :meth:`render_request`: rgb
+        (C, H, W, 3) uint8 and depth (C, H, W) [m], observed cameras in order. Kept for :meth:`render`."""
+        state = state or self._state
+        obs = self._assemble(state, rgb, depth)
+        if state is self._state:
+            self._last_obs = obs
+        return obs
 
     def _assemble(self, state, rgb, depth) -> dict:
         obs = {c: rgb[i] for i, c in enumerate(self.camera_names)}
@@ -195,19 +230,35 @@ class StagDriveEnv(gym.Env):
 
     # ---- gym API -------------------------------------------------------------------------------------------------
     def reset(self, *, seed: int | None = None, options: dict | None = None):
-        super().reset(seed=seed)
-        info = self._reset_state(options)
-        obs = self._observe(self._state)
-        self._last_obs = obs
-        return obs, info
+        info = self.reset_state(seed=seed, options=options)
+        return self._observe(self._state), info
 
     def step(self, action):
-        reward, terminated, truncated, info = self._step_state(action)
-        obs = self._observe(self._state)
-        self._last_obs = obs
-        return obs, reward, terminated, truncated, info
+        reward, terminated, truncated, info = self.step_state(action)
+        return self._observe(self._state), reward, terminated, truncated, info
 
-    # The two halves of reset/step without rendering, so the batched vector env can render all envs in one call.
+    # ---- batch API: reset / step without rendering, so a caller can render many envs in one call -----------------
+    def reset_state(self, *, seed: int | None = None, options: dict | None = None) -> dict:
+        """:meth:`reset` without the observation: seeds, resets the state and returns the info. Render with
+        :meth:`render_request`, then :meth:`observation`."""
+        super().reset(seed=seed)
+        return self._reset_state(options)
+
+    def step_state(self, action) -> tuple[float, bool, bool, dict]:
+        """:meth:`step` without the observation: (reward, terminated, truncated, info)."""
+        return self._step_state(action)
+
+    @property
+    def state(self):
+        """The current :class:`~stag_sim.world.SimState` (None before the first reset)."""
+        return self._state
+
+    @property
+    def renderer(self):
+        """The renderer drawing the observations (shared by the sub-envs of a batched vector env)."""
+        return self._renderer
+
+    # Overridable halves of reset_state / step_state (the CARLA co-simulation env replaces them).
     def _reset_state(self, options: dict | None) -> dict:
         options = {**self._default_options, **(options or {})}
         offset = options.pop("ego_offset", (0.0, 0.0, 0.0))

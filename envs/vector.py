@@ -29,9 +29,9 @@ class StagDriveVectorEnv(VectorEnv):
         self.num_envs = int(num_envs)
         log, scene_dir = load_scene(scene)
         first = StagDriveEnv(scene=log, render_mode=render_mode, _scene_dir=scene_dir, **kwargs)
-        self.envs = [first] + [StagDriveEnv(scene=log, render_mode=render_mode, renderer=first._renderer,
+        self.envs = [first] + [StagDriveEnv(scene=log, render_mode=render_mode, renderer=first.renderer,
                                             _scene_dir=scene_dir, **kwargs) for _ in range(self.num_envs - 1)]
-        self.renderer = first._renderer
+        self.renderer = first.renderer
         self.render_mode = render_mode
         self.single_observation_space = first.observation_space
         self.single_action_space = first.action_space
@@ -45,8 +45,7 @@ class StagDriveVectorEnv(VectorEnv):
             raise ValidationError(f"reset: {len(seeds)} seeds for {self.num_envs} envs")
         infos: dict = {}
         for i, env in enumerate(self.envs):
-            super(StagDriveEnv, env).reset(seed=seeds[i])
-            infos = self._add_info(infos, env._reset_state(options), i)
+            infos = self._add_info(infos, env.reset_state(seed=seeds[i], options=options), i)
         self._autoreset[:] = False
         return self._observe_all(), infos
 
@@ -58,30 +57,22 @@ class StagDriveVectorEnv(VectorEnv):
         infos: dict = {}
         for i, env in enumerate(self.envs):
             if self._autoreset[i]:
-                info = env._reset_state(None)
+                info = env.reset_state()
             else:
-                rewards[i], terms[i], truncs[i], info = env._step_state(actions[i])
+                rewards[i], terms[i], truncs[i], info = env.step_state(actions[i])
             infos = self._add_info(infos, info, i)
         self._autoreset = terms | truncs
         return self._observe_all(), rewards, terms, truncs, infos
 
     def _observe_all(self):
         """Render every env's cameras in one renderer call and assemble the batched observation."""
-        cams, intr, obj_poses, obj_mask = [], [], [], []
-        for env in self.envs:
-            poses, valid = env.world.agent_poses(env._state)
-            T = env.camera_poses()
-            cams.append(T)
-            intr += [env.rig[i].intrinsics for i in env.cam_index]
-            obj_poses.append(np.repeat(poses[None], len(T), axis=0))
-            obj_mask.append(np.repeat(valid[None], len(T), axis=0))
-        res = self.renderer.render(np.concatenate(cams), intr, np.concatenate(obj_poses), np.concatenate(obj_mask))
-        C = len(self.envs[0].cam_index)
-        per_env = []
-        for i, env in enumerate(self.envs):
-            obs = env._assemble(env._state, res.rgb[i * C:(i + 1) * C], res.depth[i * C:(i + 1) * C])
-            env._last_obs = obs
-            per_env.append(obs)
+        reqs = [env.render_request() for env in self.envs]
+        C = len(reqs[0].camera_poses)
+        res = self.renderer.render(np.concatenate([r.camera_poses for r in reqs]), [k for r in reqs for k in r.intrinsics],
+                                   np.concatenate([np.repeat(r.object_poses[None], C, axis=0) for r in reqs]),
+                                   np.concatenate([np.repeat(r.object_mask[None], C, axis=0) for r in reqs]))
+        per_env = [env.observation(res.rgb[i * C:(i + 1) * C], res.depth[i * C:(i + 1) * C])
+                   for i, env in enumerate(self.envs)]
         out = create_empty_array(self.single_observation_space, self.num_envs)
         return concatenate(self.single_observation_space, per_env, out)
 

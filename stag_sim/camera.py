@@ -217,6 +217,16 @@ class CameraRig:
     def with_resolution(self, width: int, height: int) -> "CameraRig":
         return CameraRig(tuple(c.with_resolution(width, height) for c in self.cameras))
 
+    def translated(self, offset) -> "CameraRig":
+        """The rig with every camera moved by ``offset`` = (x, y, z) [m] in the ego frame (y left)."""
+        off = np.asarray(offset, np.float64).reshape(3)
+        cams = []
+        for c in self.cameras:
+            T = c.T_ego_from_camera.copy()
+            T[:3, 3] += off
+            cams.append(Camera(c.name, c.intrinsics, T, c.ego_mask))
+        return CameraRig(tuple(cams))
+
     def subset(self, names) -> "CameraRig":
         """The cameras called ``names``, in rig order."""
         idx = sorted(self.index(n) for n in names)

@@ -101,7 +101,7 @@ def demo(out: Path, scenario: str, agent: str) -> None:
     env = make_env(sc, render_mode="rgb_array")
     base = env.unwrapped
     click.echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {base.scene_dir} "
-               f"({base._renderer.scene.num_points / 1e6:.1f} M points); scenario {sc.name}: {sc.description}")
+               f"({base.renderer.scene.num_points / 1e6:.1f} M points); scenario {sc.name}: {sc.description}")
     run_dir = out / f"demo-{sc.name}"
     row = run_episode(sc, agent, run_dir, video=True, env=env, progress=True)
     write_results([row], run_dir, agent)

@@ -112,19 +112,6 @@ def episode_trace(world, trace: _Trace, route_completed: bool, duration_s: float
     )
 
 
-def shifted_rig(rig, offset) -> Any:
-    """``rig`` with every camera moved by ``offset`` = (x, y, z) [m] in the ego frame (y left)."""
-    from stag_sim.camera import Camera, CameraRig
-
-    off = np.asarray(offset, np.float64)
-    cams = []
-    for c in rig.cameras:
-        T = c.T_ego_from_camera.copy()
-        T[:3, 3] += off
-        cams.append(Camera(c.name, c.intrinsics, T))
-    return CameraRig(tuple(cams))
-
-
 def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mode: str | None = None,
              carla: str | None = None):
     """StagDrive-v0 for ``scenario``; with ``carla="HOST:PORT"`` the CARLA co-simulation env instead (CARLA moves
@@ -167,11 +154,13 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     t_start = time.perf_counter()
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
     row: dict[str, Any] = {"scenario": sc.name, "agent": agent_spec, "status": "ok", "reason": ""}
-    env = env if env is not None else make_env(sc, env_overrides, scene=scene, render_mode="rgb_array" if video else None,
+    shifted = camera_offset is not None and np.any(np.asarray(camera_offset) != 0)
+    if shifted and env is not None:
+        raise StagSimError("run_episode: camera_offset needs a fresh env (it is an env setting); pass env=None")
+    overrides = {**(env_overrides or {}), **({"camera_offset": tuple(camera_offset)} if shifted else {})}
+    env = env if env is not None else make_env(sc, overrides, scene=scene, render_mode="rgb_array" if video else None,
                                                carla=carla)
     base = env.unwrapped
-    if camera_offset is not None and np.any(np.asarray(camera_offset) != 0):
-        base.rig = shifted_rig(base.rig, camera_offset)
     agent = None if actions is not None else make_agent(agent_spec, env, seed=sc.seed)
     world = base.world
     trace = _Trace()
@@ -185,7 +174,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
         nonlocal info, total
         obs, info = env.reset(seed=sc.seed)
         hashes.append(obs_digest(obs))
-        trace.add(world, base._state)
+        trace.add(world, base.state)
         if agent is not None:
             agent.reset(obs, info)
         yield env.render() if video else None
@@ -210,7 +199,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
                 obs, reward, terminated, truncated, info = env.step(action)
                 total += reward
                 hashes.append(obs_digest(obs))
-                s = base._state
+                s = base.state
                 trace.add(world, s)
                 _, lateral = world.route.project([[s.ego.x, s.ego.y]])
                 steps.append({"t_s": round(s.time_s, 3), "speed_mps": round(s.ego.speed, 3),
@@ -234,7 +223,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
                 pass
     except _AgentFailure as e:
         row.update(status="failed", reason=str(e))
-    events = base._state.events if base._state is not None else {}
+    events = base.state.events if base.state is not None else {}
     row["steps"] = len(taken)
     row["termination_reason"] = info.get("termination_reason") or ("agent_failed" if row["status"] == "failed" else None)
     row["route_completion"] = round(float(info.get("route_completion", 0.0)), 4)

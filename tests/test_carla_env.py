@@ -52,10 +52,10 @@ def test_stag_drives_mirrors_our_ego_into_carla(fake, log, renderer):
     for _ in range(8):
         obs, reward, term, trunc, info = env.step(np.array([0.3, 0.4], np.float32))
         T_carla = env.bridge.ego_pose()
-        np.testing.assert_allclose(T_carla[:2, 3], [env._state.ego.x, env._state.ego.y], atol=1e-9)
-        assert np.isclose(yaw_of(T_carla), env._state.ego.yaw)
-        assert np.allclose(info["ego_pose"], env._state.ego.pose())
-    assert env._state.ego.yaw > 0.0  # our positive steer turns left
+        np.testing.assert_allclose(T_carla[:2, 3], [env.state.ego.x, env.state.ego.y], atol=1e-9)
+        assert np.isclose(yaw_of(T_carla), env.state.ego.yaw)
+        assert np.allclose(info["ego_pose"], env.state.ego.pose())
+    assert env.state.ego.yaw > 0.0  # our positive steer turns left
     assert info["carla"]["mode"] == "stag_drives" and env.carla_frame > 0
     env.close()
 
@@ -63,10 +63,10 @@ def test_stag_drives_mirrors_our_ego_into_carla(fake, log, renderer):
 def test_carla_drives_reads_the_ego_back_from_carla_physics(fake, log, renderer):
     env = make(fake, log, renderer, mode="carla_drives")
     _, info = env.reset(seed=0)
-    x0 = env._state.ego.x
+    x0 = env.state.ego.x
     for _ in range(10):
         _, _, _, _, info = env.step(np.array([1.0, 0.0], np.float32))
-    e = env._state.ego
+    e = env.state.ego
     assert e.x > x0 + 1.0 and abs(e.y) < 1e-6 and e.speed > 5.0  # full throttle: faster than the logged 5 m/s
     np.testing.assert_allclose(env.bridge.ego_pose()[:2, 3], [e.x, e.y], atol=1e-9)
     (ego_actor,) = [a for a in fake[1].get_actors() if a is env.bridge.ego]
@@ -74,10 +74,10 @@ def test_carla_drives_reads_the_ego_back_from_carla_physics(fake, log, renderer)
     for _ in range(5):
         env.step(np.array([0.0, 1.0], np.float32))  # full left in our convention
     assert ego_actor._control.steer == -1.0  # = full left in CARLA's (positive = right)
-    assert env._state.ego.yaw > 0.0 and env._state.ego.yaw_rate > 0.0
+    assert env.state.ego.yaw > 0.0 and env.state.ego.yaw_rate > 0.0
     for _ in range(20):
         env.step(np.array([-1.0, 0.0], np.float32))
-    assert env._state.ego.speed == 0.0 and ego_actor._control.brake == 1.0
+    assert env.state.ego.speed == 0.0 and ego_actor._control.brake == 1.0
     env.close()
 
 
@@ -166,7 +166,7 @@ def test_explicit_alignment_spawns_the_ego_at_the_scene_start(fake, log, rendere
     env = make(fake, log, renderer, alignment=T, settle_ticks=1)
     env.reset(seed=0)
     np.testing.assert_allclose(env.bridge.alignment.T_scene_from_carla, T)
-    np.testing.assert_allclose(env.bridge.ego_pose()[:2, 3], [env._state.ego.x, env._state.ego.y], atol=1e-9)
+    np.testing.assert_allclose(env.bridge.ego_pose()[:2, 3], [env.state.ego.x, env.state.ego.y], atol=1e-9)
     env.close()
 
 

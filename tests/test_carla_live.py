@@ -105,9 +105,9 @@ def test_short_cosim_episode(address, log, mode):
             obs, reward, term, trunc, info = env.step(info["expert_action"])
             assert env.observation_space.contains(obs) and set(info["carla"]) >= {"collisions", "agents_drawn"}
             if mode == "stag_drives":  # the kinematic CARLA ego sits exactly on ours
-                np.testing.assert_allclose(env.bridge.ego_pose()[:2, 3], [env._state.ego.x, env._state.ego.y], atol=0.05)
+                np.testing.assert_allclose(env.bridge.ego_pose()[:2, 3], [env.state.ego.x, env.state.ego.y], atol=0.05)
             if term or trunc:
                 break
-        assert env._state.step > 0
+        assert env.state.step > 0
     finally:
         env.close()

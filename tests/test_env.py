@@ -23,7 +23,7 @@ def log():
 def make(log, **kw):
     """gym.make on the tiny log, sharing one point renderer per log (building the 4D scene is the slow part)."""
     env = gym.make("StagDrive-v0", scene=log, renderer=_RENDERERS.get(log), **{**SMALL, **kw})
-    _RENDERERS.setdefault(log, env.unwrapped._renderer)
+    _RENDERERS.setdefault(log, env.unwrapped.renderer)
     return env
 
 

@@ -359,7 +359,7 @@ def test_env_runs_five_steps_with_the_refined_renderer(saved):
     for _ in range(5):
         obs, r, term, trunc, info = env.step(info["expert_action"])
         assert env.observation_space.contains(obs)
-    rr = env.unwrapped._renderer
+    rr = env.unwrapped.renderer
     assert isinstance(rr, RefinedRenderer) and rr.stats["refined"] >= 3 and rr.stats["warped"] >= 2
 
 

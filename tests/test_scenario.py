@@ -71,7 +71,7 @@ def log():
 
 
 def world_with(log, *events, agents="log_replay", **kw):
-    return World(log, WorldConfig(agents=agents, events=tuple(events), **kw))
+    return World.build(log, WorldConfig(agents=agents, events=tuple(events), **kw))
 
 
 def test_insert_places_a_parked_cloud_on_the_route_and_hard_brake_stops_it(log):

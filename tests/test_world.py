@@ -29,7 +29,7 @@ def run(world, state, n, policy):
 
 
 def test_expert_follows_the_log():
-    w = World(straight_log())
+    w = World.build(straight_log())
     s = run(w, reset(w), 30, lambda st: expert(w, st))
     logged = w.logged_ego_pose(s.time_s)
     assert np.hypot(s.ego.x - logged[0, 3], s.ego.y - logged[1, 3]) < 1e-6
@@ -40,7 +40,7 @@ def test_collision_with_a_stopped_car_names_it():
     T = 40
     parked = ObjectTracks(("parked",), ("vehicle.car",), np.array([[4.5, 1.9, 1.5]]),
                           np.repeat(pose_xy_yaw(12.0, 0.0, 0.0, 0.75)[None, None], T, 0), np.ones((T, 1), bool))
-    w = World(straight_log(T, objects=parked))
+    w = World.build(straight_log(T, objects=parked))
     s = run(w, reset(w), 39, lambda st: (0.0, 0.0))
     assert s.events["collision"] and s.events["collided_with"] == ["parked"]
     # the ego's front bumper reached the car's rear
@@ -48,13 +48,13 @@ def test_collision_with_a_stopped_car_names_it():
 
 
 def test_leaving_the_drivable_area_is_offroad():
-    w = World(straight_log(area=box(-20.0, -3.0, 80.0, 3.0)))
+    w = World.build(straight_log(area=box(-20.0, -3.0, 80.0, 3.0)))
     s = run(w, reset(w), 39, lambda st: (0.0, 0.4))
     assert s.events["offroad"] and not s.events["collision"]
 
 
 def test_route_completion_and_progress():
-    w = World(straight_log())
+    w = World.build(straight_log())
     s = reset(w)
     assert s.route_s == pytest.approx(0.0)
     s = run(w, s, 39, lambda st: expert(w, st))
@@ -66,7 +66,7 @@ def test_idm_agents_stop_behind_a_stopped_ego():
     follower = ObjectTracks(("follower",), ("vehicle.car",), np.array([[4.5, 1.9, 1.5]]),
                             np.stack([pose_xy_yaw(-30.0 + 0.8 * t, 0.0, 0.0, 0.75)[None] for t in range(T)]),
                             np.ones((T, 1), bool))
-    w = World(straight_log(T, objects=follower), WorldConfig(agents="idm"))
+    w = World.build(straight_log(T, objects=follower), WorldConfig(agents="idm"))
     s = reset(w, speed=0.0)
     for _ in range(300):
         s = step(w, s, -5.0, 0.0)  # the ego stands still
