@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from stag_sim.control import lookahead_point, pure_pursuit_steer
 from stag_sim.dynamics import VehicleParameters
 
 
@@ -32,13 +33,8 @@ class PurePursuitAgent:
         speed = float(obs["ego"][0])
         route = np.asarray(obs["route"], dtype=np.float64).reshape(-1, 2)
         pts = np.vstack([[0.0, 0.0], route])
-        cum = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(pts, axis=0), axis=1))])
-        L = min(max(self.min_lookahead, self.lookahead_time * speed), cum[-1])
-        i = int(np.clip(np.searchsorted(cum, L) - 1, 0, len(pts) - 2))
-        w = (L - cum[i]) / max(cum[i + 1] - cum[i], 1e-9)
-        goal = pts[i] + w * (pts[i + 1] - pts[i])
-        d2 = float(goal @ goal)
-        steer = np.arctan(2.0 * goal[1] / d2 * self.vehicle.wheelbase) if d2 > 1e-9 else 0.0
+        goal = lookahead_point(pts, max(self.min_lookahead, self.lookahead_time * speed))
+        steer = pure_pursuit_steer(goal, self.vehicle.wheelbase)
         accel = self.kp * (self.target_speed - speed)
         v = self.vehicle
         u_acc = accel / (v.max_accel if accel > 0 else v.max_decel)

@@ -1,7 +1,7 @@
 """Trajectory tracking: pure pursuit for steering and a PI speed loop, at the simulation rate.
 
-Used by the env's ``trajectory`` action mode (NAVSIM-style: N future poses in the ego frame) and by the
-pure-pursuit route-following agent. Stateless apart from the speed integrator, which lives in
+Used by the env's ``trajectory`` action mode (NAVSIM-style: N future poses in the ego frame); the pure-pursuit
+route-following agent steers with the same :func:`lookahead_point` and :func:`pure_pursuit_steer`. Stateless apart from the speed integrator, which lives in
 :class:`TrackerState` and is passed in and out.
 """
 
@@ -51,20 +51,31 @@ def track(ego: EgoState, waypoints_ego: np.ndarray, waypoint_dt: float, dt: floa
     accel = params.kp * err + params.ki * integral
     if v_target < 0.2 and ego.speed < 0.5:  # hold still
         accel = -vehicle.max_decel
-    # pure pursuit on the polyline: the point at arc length L ahead
+    # pure pursuit on the polyline: the point at arc length L ahead (continued straight past the plan's end)
     L = max(params.min_lookahead, params.lookahead_time * max(ego.speed, v_target))
-    cum = np.concatenate([[0.0], np.cumsum(seg)])
-    if cum[-1] < 1e-3:
+    if np.cumsum(seg)[-1] < 1e-3:
         return float(accel), 0.0, TrackerState(integral)
-    if L >= cum[-1]:
+    return float(accel), pure_pursuit_steer(lookahead_point(pts, L, extend=True), vehicle.wheelbase), TrackerState(integral)
+
+
+def lookahead_point(pts: np.ndarray, distance: float, extend: bool = False) -> np.ndarray:
+    """The point (2,) [m] at arc length ``distance`` [m] along the polyline ``pts`` (N >= 2, 2) [m], which starts
+    at the vehicle (the origin of its frame). Past the end: the end point, or with ``extend`` the last segment
+    continued straight."""
+    seg = np.linalg.norm(np.diff(pts, axis=0), axis=1)
+    cum = np.concatenate([[0.0], np.cumsum(seg)])
+    if extend and distance > cum[-1]:
         d = pts[-1] - pts[-2] if seg[-1] > 1e-6 else np.array([1.0, 0.0])
-        goal = pts[-1] + d / max(np.linalg.norm(d), 1e-9) * (L - cum[-1])
-    else:
-        i = int(np.searchsorted(cum, L) - 1)
-        w = (L - cum[i]) / max(seg[i], 1e-9)
-        goal = pts[i] + w * (pts[i + 1] - pts[i])
-    # rear-axle pure pursuit: curvature = 2 y / d^2
+        return pts[-1] + d / max(np.linalg.norm(d), 1e-9) * (distance - cum[-1])
+    L = min(distance, cum[-1])
+    i = int(np.clip(np.searchsorted(cum, L) - 1, 0, len(pts) - 2))
+    w = (L - cum[i]) / max(cum[i + 1] - cum[i], 1e-9)
+    return pts[i] + w * (pts[i + 1] - pts[i])
+
+
+def pure_pursuit_steer(goal: np.ndarray, wheelbase: float) -> float:
+    """Rear-axle pure pursuit: the steering angle [rad] whose arc (curvature 2 y / d^2) passes through ``goal``
+    (2,) [m] in the vehicle frame (x forward, y left); ``wheelbase`` [m]."""
     d2 = float(goal @ goal)
     curvature = 2.0 * goal[1] / d2 if d2 > 1e-9 else 0.0
-    steer = float(np.arctan(curvature * vehicle.wheelbase))
-    return float(accel), steer, TrackerState(integral)
+    return float(np.arctan(curvature * wheelbase))

@@ -152,6 +152,38 @@ def matrix_to_quat(R) -> np.ndarray:
     return out.reshape(R.shape[:-2] + (4,))
 
 
+def quat_slerp(q0, q1, w) -> np.ndarray:
+    """Spherical linear interpolation of (..., 4) unit quaternions at fractions ``w`` (...) in [0, 1] along the
+    shorter arc (constant angular speed; normalised linear interpolation where the two are within 1e-6 rad)."""
+    q0 = np.asarray(q0, np.float64)
+    q1 = np.asarray(q1, np.float64)
+    w = np.asarray(w, np.float64)[..., None]
+    dot = np.sum(q0 * q1, axis=-1, keepdims=True)
+    q1 = np.where(dot < 0, -q1, q1)
+    dot = np.clip(np.abs(dot), 0.0, 1.0)
+    theta = np.arccos(dot)
+    small = theta < 1e-6
+    sin_t = np.where(small, 1.0, np.sin(theta))
+    a = np.where(small, 1.0 - w, np.sin((1.0 - w) * theta) / sin_t)
+    b = np.where(small, w, np.sin(w * theta) / sin_t)
+    q = a * q0 + b * q1
+    return q / np.linalg.norm(q, axis=-1, keepdims=True)
+
+
+def interpolate_poses(P0, P1, w) -> np.ndarray:
+    """(..., 4, 4) rigid transforms between ``P0`` and ``P1`` (..., 4, 4) at fractions ``w`` (...) in [0, 1]:
+    translation linearly, rotation by quaternion slerp (roll and pitch included). The one pose interpolation of
+    the package (logged ego and object tracks, the 4D scene's objects)."""
+    P0 = np.asarray(P0, np.float64)
+    P1 = np.asarray(P1, np.float64)
+    w = np.broadcast_to(np.asarray(w, np.float64), P0.shape[:-2])
+    out = np.zeros(P0.shape)
+    out[..., :3, :3] = quat_to_matrix(quat_slerp(matrix_to_quat(P0[..., :3, :3]), matrix_to_quat(P1[..., :3, :3]), w))
+    out[..., :3, 3] = (1.0 - w)[..., None] * P0[..., :3, 3] + w[..., None] * P1[..., :3, 3]
+    out[..., 3, 3] = 1.0
+    return out
+
+
 def yaw_to_quat(yaw) -> np.ndarray:
     """Rotation about +z by ``yaw`` [rad] as (..., 4) quaternions (w, x, y, z)."""
     yaw = np.asarray(yaw, dtype=np.float64)

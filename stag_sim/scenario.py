@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from stag_sim.errors import ScenarioError, StagSimError
-from stag_sim.world import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEvent, logged_mean_speed
+from stag_sim.agent_sources import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEvent
+from stag_sim.world import logged_mean_speed
 
 #: Where the shipped scenarios are (``scenarios/`` of the repository, installed as ``stag_sim.scenarios``).
 METRIC_NAMES = ("pdms", "driving_score", "log_divergence")

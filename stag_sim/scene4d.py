@@ -51,7 +51,7 @@ from stag_sim.ego_body import EgoLayer
 from stag_sim.errors import SceneError, ValidationError
 from stag_sim.far_field import EnvMap
 from stag_sim.fsutil import atomic_open
-from stag_sim.geometry import check_finite, check_positive, invert_transform, matrix_to_quat, quat_to_matrix
+from stag_sim.geometry import check_finite, check_positive, interpolate_poses, invert_transform
 from stag_sim.scene_log import SceneLog
 
 #: Bumped whenever the build algorithm or the file layout changes (invalidates cached builds).
@@ -245,7 +245,7 @@ class Scene4D:
     def object_poses_at(self, time_s: float) -> dict[str, np.ndarray]:
         """Logged object poses at ``time_s`` [s] after the first frame: ``{instance_id: (4, 4) T_world_from_object}``.
 
-        Poses are interpolated linearly (translation, normalised quaternion) between the two neighbouring frames
+        Poses are interpolated (:func:`~stag_sim.geometry.interpolate_poses`) between the two neighbouring frames
         when the object is valid in both, else taken from the nearest frame where it is valid within one frame.
         """
         ts = (self.timestamps_us - self.timestamps_us[0]) * 1e-6
@@ -258,14 +258,7 @@ class Scene4D:
         for k, oid in enumerate(self.instance_ids):
             v0, v1 = bool(self.object_valid[i0, k]), bool(self.object_valid[i1, k])
             if v0 and v1:
-                P0, P1 = self.object_poses[i0, k], self.object_poses[i1, k]
-                q0, q1 = matrix_to_quat(P0[:3, :3]), matrix_to_quat(P1[:3, :3])
-                if np.dot(q0, q1) < 0:
-                    q1 = -q1
-                T = np.eye(4)
-                T[:3, :3] = quat_to_matrix((1 - a) * q0 + a * q1)
-                T[:3, 3] = (1 - a) * P0[:3, 3] + a * P1[:3, 3]
-                out[oid] = T
+                out[oid] = interpolate_poses(self.object_poses[i0, k], self.object_poses[i1, k], a)
             elif v0 or v1:
                 out[oid] = np.array(self.object_poses[i0 if (v0 and (a < 0.5 or not v1)) else i1, k])
         return out

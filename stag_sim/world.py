@@ -14,11 +14,10 @@ from dataclasses import dataclass, field, fields, replace
 
 import numpy as np
 
-from stag_sim.agent_sources import (AGENT_MODES, BEHAVIORS, EVENT_TYPES, PATH_EXTENSION, AgentEvent,  # noqa: F401
-                                    AgentSource, ScriptedAgents, extended_path)
-from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action, wrap_angle
+from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, ScriptedAgents, extended_path
+from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
 from stag_sim.errors import ScenarioError, ValidationError
-from stag_sim.geometry import pose_xy_yaw, yaw_of
+from stag_sim.geometry import interpolate_poses, pose_xy_yaw, yaw_of
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
 
@@ -118,7 +117,7 @@ class SimState:
 
 
 def _interp_poses(log: SceneLog, t_us: float) -> tuple[np.ndarray, np.ndarray]:
-    """Object poses (K, 4, 4) and validity (K,) at time ``t_us`` [us] (linear position, shortest-arc yaw)."""
+    """Object poses (K, 4, 4) and validity (K,) at time ``t_us`` [us] (:func:`~stag_sim.geometry.interpolate_poses`)."""
     ts = log.timestamps_us
     i = int(np.clip(np.searchsorted(ts, t_us, side="right") - 1, 0, len(ts) - 1))
     j = min(i + 1, len(ts) - 1)
@@ -129,11 +128,7 @@ def _interp_poses(log: SceneLog, t_us: float) -> tuple[np.ndarray, np.ndarray]:
     both = V[i] & V[j]
     out = Pi.copy()
     if w > 0 and len(Pi):
-        yi, yj = yaw_of(Pi), yaw_of(Pj)
-        yaw = yi + w * wrap_angle(yj - yi)
-        pos = (1 - w) * Pi[:, :3, 3] + w * Pj[:, :3, 3]
-        interp = pose_xy_yaw(pos[:, 0], pos[:, 1], yaw, pos[:, 2])
-        out = np.where(both[:, None, None], interp, Pi)
+        out = np.where(both[:, None, None], interpolate_poses(Pi, Pj, w), Pi)
     valid = V[i] if w < 0.5 else V[j]
     return out, valid | both
 
@@ -210,10 +205,7 @@ class World:
         t = self.log_time_us(time_s)
         i = int(np.clip(np.searchsorted(ts, t, side="right") - 1, 0, len(ts) - 2))
         w = float(np.clip((t - ts[i]) / (ts[i + 1] - ts[i]), 0.0, 1.0))
-        Pi, Pj = self.log.ego_poses[i], self.log.ego_poses[i + 1]
-        yaw = yaw_of(Pi) + w * wrap_angle(yaw_of(Pj) - yaw_of(Pi))
-        pos = (1 - w) * Pi[:3, 3] + w * Pj[:3, 3]
-        return pose_xy_yaw(pos[0], pos[1], yaw, pos[2])
+        return interpolate_poses(self.log.ego_poses[i], self.log.ego_poses[i + 1], w)
 
     @property
     def end_time_s(self) -> float:

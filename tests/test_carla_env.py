@@ -220,7 +220,7 @@ def test_with_block_cleans_up_on_ctrl_c(fake, log, renderer):
 
 
 def test_scenario_inserts_become_carla_actors_and_timed_events_are_refused(fake, log, renderer):
-    from stag_sim.world import AgentEvent
+    from stag_sim.agent_sources import AgentEvent
 
     insert = AgentEvent("insert", agent="tiny-car-1", ahead_m=15.0, speed=4.0, behavior="stopped")
     env = make_carla_env(f"{HOST}:3000", cosim={"mode": "stag_drives"}, carla_module=fake[0], scene=log,

@@ -7,7 +7,8 @@ import yaml
 from stag_sim.errors import ScenarioError, ValidationError
 from stag_sim.scenario import find_scenarios, load_scenario, load_scenario_text, shipped_dir
 from stag_sim.testing import tiny_scene_log
-from stag_sim.world import AgentEvent, World, WorldConfig, reset, step
+from stag_sim.agent_sources import AgentEvent
+from stag_sim.world import World, WorldConfig, reset, step
 
 SHIPPED = {"log_replay", "lane_follow", "lead_hard_brake", "cut_in", "stationary_obstacle", "recover_lateral_offset",
            "intersection_turn", "dense_idm_traffic"}

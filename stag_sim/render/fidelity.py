@@ -132,7 +132,6 @@ def fidelity_views(log: SceneLog, hold_out_frames: Sequence[int] = (), hold_out_
 
     from tqdm import tqdm
 
-    from stag_sim.geometry import pose_xy_yaw
     from stag_sim.render.renderer import PointRenderer
 
     frames = sorted({int(t) for t in hold_out_frames})

@@ -12,10 +12,10 @@ from stag_sim.camera import CameraIntrinsics, CameraRig
 from stag_sim.errors import RendererError, StagSimError
 from stag_sim.geometry import check_positive, check_transform
 from stag_sim.render.splat import (
-    EMPTY_KEY, MAX_FOOTPRINT_PX, NUM_LEVELS, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, pack_rgb,
+    EMPTY_KEY, MAX_FOOTPRINT_PX, NUM_LEVELS, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, lod_pyramid, pack_rgb,
     projection_matrix, push_pull_fill, sky_bins, sky_edges, splat_keys,
 )
-from stag_sim.scene4d import SKY_BINS, Scene4D, VoxelAccumulator
+from stag_sim.scene4d import SKY_BINS, Scene4D
 
 BACKENDS = ("auto", "numba", "numpy", "torch")
 
@@ -134,11 +134,7 @@ class PointRenderer:
         self._obj_voxels = scene.object_voxel_size * 2.0 ** np.arange(self.config.lod_levels)
         radii = []
         for o in scene.objects:
-            levels = [(o.points, o.colors)]
-            for vs in self._obj_voxels[1:]:
-                acc = VoxelAccumulator(vs)
-                acc.add(*levels[-1])
-                levels.append(acc.result())
+            levels = lod_pyramid(o.points, o.colors, self._obj_voxels)
             packed = []
             for p, c in levels:
                 xyz1 = np.ones((4, len(p)), np.float32)

@@ -115,16 +115,10 @@ class ChunkIndex:
 
     def __init__(self, points: np.ndarray, colors: np.ndarray, chunk_size: float, voxel_size: float,
                  num_levels: int = 4) -> None:
-        from stag_sim.scene4d import VoxelAccumulator
-
         points = np.asarray(points, np.float32).reshape(-1, 3)
         colors = np.asarray(colors, np.uint8).reshape(-1, 3)
         self.voxel_sizes = voxel_size * 2.0 ** np.arange(num_levels)
-        levels = [(points, colors)]
-        for vs in self.voxel_sizes[1:]:
-            acc = VoxelAccumulator(vs)
-            acc.add(*levels[-1])
-            levels.append(acc.result())
+        levels = lod_pyramid(points, colors, self.voxel_sizes)
         origin = points.min(axis=0) if len(points) else np.zeros(3, np.float32)
         cells = [_row_keys(np.floor((p - origin) / chunk_size).astype(np.int64)) for p, _ in levels]
         ids = np.unique(np.concatenate(cells))
@@ -221,6 +215,20 @@ class ChunkIndex:
             return self.xyz1[:, s0[0]:e0[0]], self.rgb[s0[0]:e0[0]]
         return (np.concatenate([self.xyz1[:, a:b] for a, b in zip(s0, e0)], axis=1),
                 np.concatenate([self.rgb[a:b] for a, b in zip(s0, e0)]))
+
+
+def lod_pyramid(points: np.ndarray, colors: np.ndarray, voxel_sizes) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Levels of detail of a cloud: level 0 is ``points`` (P, 3) / ``colors`` (P, 3) themselves, level l the level
+    before voxel-downsampled at ``voxel_sizes[l]`` [m] (mean position and colour), so each level is as evenly spaced
+    as its voxel. Returns ``[(points, colors), ...]``, one per entry of ``voxel_sizes``."""
+    from stag_sim.scene4d import VoxelAccumulator
+
+    levels = [(points, colors)]
+    for vs in list(voxel_sizes)[1:]:
+        acc = VoxelAccumulator(vs)
+        acc.add(*levels[-1])
+        levels.append(acc.result())
+    return levels
 
 
 def _row_keys(ijk: np.ndarray) -> np.ndarray:
