@@ -12,13 +12,9 @@ import importlib
 import inspect
 
 from stag_sim.agents.base import Agent
-from stag_sim.errors import StagSimError
+from stag_sim.errors import AgentError
 
 BUILTIN_AGENTS = ("log_replay", "pure_pursuit", "constant_velocity", "random")
-
-
-class AgentError(StagSimError):
-    """An agent could not be built (unknown name, unimportable ``pkg.module:Class``, bad constructor)."""
 
 
 def make_agent(spec: str, env, seed: int | None = 0) -> Agent:

@@ -32,6 +32,26 @@ class RendererError(StagSimError):
     """The renderer was given input it cannot render (bad pose, unknown object, ...)."""
 
 
+class MetricsError(StagSimError, ValueError):
+    """A metric was given a trace it cannot score (mismatched lengths, an unknown metric name, ...)."""
+
+
+class AgentError(StagSimError):
+    """An agent could not be built (unknown name, unimportable ``pkg.module:Class``, bad constructor)."""
+
+
+class EvalError(StagSimError):
+    """An evaluation, replay or export could not run (bad backend or worker count, not a run directory, ...)."""
+
+
+class RefinerError(StagSimError):
+    """The diffusion refiner could not be built, loaded, trained or run with the given settings or files."""
+
+
+class OutputError(StagSimError):
+    """A file (image, video, report, cache) could not be written."""
+
+
 class BridgeError(StagSimError):
     """The CARLA bridge could not connect, or the server misbehaved."""
 
