@@ -8,15 +8,11 @@ HERE = Path(__file__).parent
 version = {}
 exec((HERE / "stag_sim" / "version.py").read_text(), version)
 
-# envs/, agents/ and scenarios/ are top-level folders of the repository but install under the stag_sim
-# namespace (stag_sim.envs, ...), so nothing generic like `agents` lands in site-packages.
-CORE = ["stag_sim"] + [f"stag_sim.{p}" for p in find_packages("stag_sim")]
-PACKAGE_DIR = {
-    **{p: p.replace(".", "/") for p in CORE},
-    "stag_sim.envs": "envs",
-    "stag_sim.agents": "agents",
-    "stag_sim.scenarios": "scenarios",
-}
+# The code is one package, stag_sim/ (with stag_sim/envs and stag_sim/agents), in the standard layout that type
+# checkers and IDEs resolve. scenarios/ (YAML data, no code) stays a top-level folder of the repository so the
+# README's `--scenarios scenarios/` works from a checkout; it installs as the package data stag_sim.scenarios.
+PACKAGES = ["stag_sim"] + [f"stag_sim.{p}" for p in find_packages("stag_sim")] + ["stag_sim.scenarios"]
+PACKAGE_DIR = {"stag_sim.scenarios": "scenarios"}
 
 EXTRAS = {
     # nuscenes-devkit 1.2.0 pins numpy<2 and Shapely~=2.0.3: an extra, so the core keeps numpy 2.
@@ -35,7 +31,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.10",
-    packages=list(PACKAGE_DIR),
+    packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     package_data={"stag_sim.scenarios": ["*.yaml"]},
     install_requires=[

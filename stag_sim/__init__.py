@@ -6,16 +6,7 @@ imported lazily by the one module that needs each.
 
 from __future__ import annotations
 
-from pathlib import Path as _Path
-
 from stag_sim.version import __version__
-
-# In a source checkout the folders envs/, agents/ and scenarios/ sit beside this package; an install maps them
-# to stag_sim.envs, stag_sim.agents and stag_sim.scenarios (setup.py package_dir). When this package is imported
-# straight from a checkout (the repository root on sys.path), search the root too so the same names resolve.
-_ROOT = _Path(__file__).resolve().parent.parent
-if (_ROOT / "setup.py").is_file() and (_ROOT / "envs" / "__init__.py").is_file() and str(_ROOT) not in __path__:
-    __path__.append(str(_ROOT))
 
 ENV_ID = "StagDrive-v0"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import click
 
+from stag_sim.app.cli import demo, eval_cmd, export_cmd, replay_cmd
 from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import StagSimError
-from stag_sim.eval_cli import eval_cmd, export_cmd, replay_cmd
 from stag_sim.render.cli import fidelity, render
 
 
@@ -78,40 +78,6 @@ def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> Non
     click.echo(f"contact sheet: {out}")
 
 
-@main.command()
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs"), show_default=True,
-              help="Directory for the demo's outputs.")
-@click.option("--scenario", default="recover_lateral_offset", show_default=True,
-              help="Scenario file or shipped scenario name.")
-@click.option("--agent", default="pure_pursuit", show_default=True,
-              help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class")
-@one_line_errors
-def demo(out: Path, scenario: str, agent: str) -> None:
-    """Closed loop on the embedded synthetic town: a route follower starts 1.5 m off the logged lane and drives
-    among IDM traffic while StagDrive renders its six cameras; writes a video and a metrics table.
-
-    No download: the town is generated on first use (about a minute) and cached in the user cache directory
-    ($STAG_SIM_CACHE, default ~/.cache/stag_sim), as is its 4D point cloud.
-    """
-    from stag_sim.evaluation import format_table, make_env, run_episode, write_results
-    from stag_sim.scenario import load_scenario
-
-    t0 = time.perf_counter()
-    sc = load_scenario(scenario)
-    env = make_env(sc, render_mode="rgb_array")
-    base = env.unwrapped
-    click.echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {base.scene_dir} "
-               f"({base.renderer.scene.num_points / 1e6:.1f} M points); scenario {sc.name}: {sc.description}")
-    run_dir = out / f"demo-{sc.name}"
-    row = run_episode(sc, agent, run_dir, video=True, env=env, progress=True)
-    write_results([row], run_dir, agent)
-    click.echo(format_table([row], ("scenario", "agent", "success", "steps", "termination_reason", "route_completion",
-                                    "pdms", "driving_score", "ade")))
-    click.echo(f"video:   {run_dir / 'video.mp4'}\nmetrics: {run_dir / 'results.csv'} (scores), "
-               f"{run_dir / 'steps.csv'} (per step), {run_dir / 'summary.html'}\n"
-               f"replay:  stag-sim replay {run_dir}")
-
-
 @main.group()
 def ingest() -> None:
     """Convert a logged drive from a dataset into a scene cache."""
@@ -159,6 +125,7 @@ def ingest_dgp_cmd(scene_json: Path, out: Path, cameras: str | None, lidar: str 
 
 main.add_command(render)
 main.add_command(fidelity)
+main.add_command(demo)
 main.add_command(eval_cmd)
 main.add_command(replay_cmd)
 main.add_command(export_cmd)

@@ -40,9 +40,12 @@ METRIC_NAMES = ("pdms", "driving_score", "log_divergence")
 
 
 def shipped_dir() -> Path:
-    import stag_sim.scenarios
+    try:
+        import stag_sim.scenarios
 
-    return Path(stag_sim.scenarios.__file__).parent
+        return Path(stag_sim.scenarios.__file__).parent
+    except ImportError:  # a source checkout on sys.path without an install: the repository's scenarios/
+        return Path(__file__).resolve().parent.parent / "scenarios"
 
 
 @dataclass(frozen=True)

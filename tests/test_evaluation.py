@@ -9,8 +9,8 @@ from click.testing import CliRunner
 from stag_sim.cache import write_scene_cache
 from stag_sim.cli import main
 from stag_sim.errors import StagSimError
-from stag_sim.evaluation import evaluate, replay_run, run_episode
-from stag_sim.export import load_episode
+from stag_sim.app import evaluate, replay_run, run_episode
+from stag_sim.app import load_episode
 from stag_sim.testing import tiny_scene_log
 
 ENV = {"image_size": [18, 32], "cameras": ["CAM_FRONT", "CAM_BACK"], "voxel_size": 0.5}
@@ -101,7 +101,7 @@ def test_failing_agents_are_marked_failed_and_eval_continues(scenario_dir, tmp_p
 
 
 def test_unknown_agent_is_one_clear_error(scenario_dir, tmp_path):
-    with pytest.raises(StagSimError, match="not a built-in"):
+    with pytest.raises(StagSimError, match="not a registered agent"):
         evaluate([scenario_dir / "scenarios" / "straight.yaml"], "wizard", tmp_path)
     rows = evaluate([scenario_dir / "scenarios" / "straight.yaml"], "no_such_pkg.mod:Planner", tmp_path, progress=False)
     assert rows[0]["status"] == "failed" and "cannot import module 'no_such_pkg.mod'" in rows[0]["reason"]
@@ -126,7 +126,7 @@ def test_replay_is_bit_identical_and_rerenders(scenario_dir, tmp_path):
 
 
 def test_export_writes_transitions(scenario_dir, tmp_path):
-    from stag_sim.export import export_episodes
+    from stag_sim.app import export_episodes
 
     out = export_episodes([scenario_dir / "scenarios" / "straight.yaml"], tmp_path / "ds", episodes=2, progress=False)
     index = json.loads((out / "index.json").read_text())
@@ -203,3 +203,26 @@ def test_replay_rerenders_with_the_refiner(scenario_dir, tmp_path):
     assert "re-rendered with other cameras/renderer: driving and metrics identical: True" in res.output
     replay = json.loads((tmp_path / "refined" / "replay.json").read_text())
     assert replay["rerendered"] and not replay["obs_identical"] and replay["first_divergent_step"] == 0
+
+
+def test_agents_come_from_a_registry_and_entry_points(monkeypatch):
+    """A registered name builds through make_agent; an entry point of the stag_sim.agents group is found by name;
+    a second registration of a name is refused."""
+    import importlib.metadata as md
+
+    from stag_sim import agents
+    from stag_sim.errors import AgentError
+
+    env = type("E", (), {"action_space": None, "observation_space": None, "unwrapped": None})()
+    monkeypatch.setattr(agents, "_REGISTRY", dict(agents._REGISTRY))
+    agents.register_agent("nan_agent", lambda env, seed: NaNAgent())
+    assert isinstance(agents.make_agent("nan_agent", env), NaNAgent)
+    with pytest.raises(AgentError, match="already registered"):
+        agents.register_agent("nan_agent", lambda env, seed: NaNAgent())
+    ep = md.EntryPoint("raising_plugin", f"{__name__}:RaisingAgent", agents.ENTRY_POINT_GROUP)
+    real = md.entry_points
+    monkeypatch.setattr(md, "entry_points", lambda **kw: [ep] if kw.get("group") == agents.ENTRY_POINT_GROUP else real(**kw))
+    assert "raising_plugin" in agents.agent_names()
+    assert isinstance(agents.make_agent("raising_plugin", env), RaisingAgent)
+    with pytest.raises(AgentError, match="not a registered agent"):
+        agents.make_agent("no_such_agent", env)

@@ -21,7 +21,7 @@ VOLATILE = ("wall_s",)  # timing, not behaviour
 
 def current_rows(out: Path) -> dict:
     """{"scenario/agent": result row without timings} of the shipped scenarios."""
-    from stag_sim.evaluation import evaluate
+    from stag_sim.app import evaluate
     from stag_sim.scenario import find_scenarios, shipped_dir
 
     scen = find_scenarios([shipped_dir()])

@@ -27,10 +27,9 @@ import numpy as np
 from stag_sim.camera import CameraIntrinsics
 from stag_sim.errors import RendererError
 from stag_sim.geometry import check_transform, invert_transform, pose_xy_yaw
-from stag_sim.synth.town import (
-    GROUND_MIP_FACTOR, GROUND_RES, KIND_BUILDING, KIND_CAR_BODY, KIND_CAR_CABIN, KIND_CROWN, KIND_TRUNK,
-    NOISE_TILE, Town, build_town, car_parts,
-)
+from stag_sim.synth.ground import GROUND_MIP_FACTOR, GROUND_RES, NOISE_TILE
+from stag_sim.synth.props import KIND_BUILDING, KIND_CAR_BODY, KIND_CAR_CABIN, KIND_CROWN, KIND_TRUNK, car_parts
+from stag_sim.synth.town import Town, build_town
 
 RENDER_RANGE = 200.0  # [m] nothing farther is drawn (depth 0, sky colour); below the 255.99 m of depth-png16
 NEAR = 0.05  # [m] boxes with a corner closer than this to the image plane are tested over the whole image

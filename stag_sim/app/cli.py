@@ -1,4 +1,5 @@
-"""``stag-sim eval``, ``stag-sim replay`` and ``stag-sim export``: closed-loop evaluation from the command line."""
+"""The app's commands: ``stag-sim eval``, ``stag-sim replay`` and ``stag-sim export`` (closed-loop evaluation from the
+command line) and ``stag-sim demo``."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 import click
 
 from stag_sim.cli_errors import one_line_errors
-from stag_sim.errors import StagSimError
+from stag_sim.errors import ValidationError
 
 
 def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: float | None,
@@ -22,7 +23,7 @@ def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: floa
         try:
             h, w = (int(v) for v in image_size.lower().split("x"))
         except ValueError:
-            raise StagSimError(f"--image-size: expected HEIGHTxWIDTH such as 112x200, got {image_size!r}") from None
+            raise ValidationError(f"--image-size: expected HEIGHTxWIDTH such as 112x200, got {image_size!r}") from None
         out["image_size"] = (h, w)
     if cameras:
         out["cameras"] = [c.strip() for c in cameras.split(",") if c.strip()]
@@ -69,7 +70,8 @@ def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, 
 
     Example: stag-sim eval --agent pure_pursuit --scenarios scenarios/ --out runs/pp
     """
-    from stag_sim.evaluation import evaluate, format_table, mean_scores
+    from stag_sim.app.evaluate import evaluate
+    from stag_sim.app.reports import format_table, mean_scores
     from stag_sim.scenario import find_scenarios
 
     paths = find_scenarios(scenarios + more_scenarios)
@@ -96,7 +98,7 @@ def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, 
 def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str | None, image_size: str | None,
                cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Re-run a recorded episode with its recorded actions; check it is bit-identical, or re-render it."""
-    from stag_sim.evaluation import replay_run
+    from stag_sim.app.replay import replay_run
     from stag_sim.fsutil import atomic_open
 
     offset = None
@@ -105,7 +107,7 @@ def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str 
             offset = tuple(float(v) for v in camera_offset.split(","))
             assert len(offset) == 3
         except (ValueError, AssertionError):
-            raise StagSimError(f"--camera-offset: expected X,Y,Z in metres such as 0,1.5,0, got {camera_offset!r}") from None
+            raise ValidationError(f"--camera-offset: expected X,Y,Z in metres such as 0,1.5,0, got {camera_offset!r}") from None
     out = out or run_dir / "replay"
     res = replay_run(run_dir, out, video=video, camera_offset=offset,
                      env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path))
@@ -136,7 +138,7 @@ def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str 
 def export_cmd(scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out: Path, agent: str, episodes: int, image_size: str | None,
                cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Write (obs, action, reward, next_obs, done) episodes as .npz for offline RL and imitation learning."""
-    from stag_sim.export import export_episodes
+    from stag_sim.app.export import export_episodes
     from stag_sim.scenario import find_scenarios
 
     path = export_episodes(find_scenarios(scenarios + more_scenarios), out, agent, episodes=episodes,
@@ -144,3 +146,23 @@ def export_cmd(scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out:
     index = json.loads((path / "index.json").read_text())
     steps = sum(e["steps"] for e in index["episodes"])
     click.echo(f"wrote {len(index['episodes'])} episodes ({steps} steps) to {path} (index.json describes the arrays)")
+
+
+@click.command("demo")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs"), show_default=True,
+              help="Directory for the demo's outputs.")
+@click.option("--scenario", default="recover_lateral_offset", show_default=True,
+              help="Scenario file or shipped scenario name.")
+@click.option("--agent", default="pure_pursuit", show_default=True,
+              help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class")
+@one_line_errors
+def demo(out: Path, scenario: str, agent: str) -> None:
+    """Closed loop on the embedded synthetic town: a route follower starts 1.5 m off the logged lane and drives
+    among IDM traffic while StagDrive renders its six cameras; writes a video and a metrics table.
+
+    No download: the town is generated on first use (about a minute) and cached in the user cache directory
+    ($STAG_SIM_CACHE, default ~/.cache/stag_sim), as is its 4D point cloud.
+    """
+    from stag_sim.app.demo import run_demo
+
+    run_demo(out, scenario, agent, echo=click.echo)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stag_sim.errors import StagSimError
+from stag_sim.errors import EvalError
 
 INDEX_FORMAT = "stag-sim-episodes"
 INDEX_VERSION = 1
@@ -36,12 +36,12 @@ def export_episodes(scenario_paths, out: str | os.PathLike, agent_spec: str = "l
     from tqdm import tqdm
 
     from stag_sim.agents import make_agent
-    from stag_sim.evaluation import make_env
+    from stag_sim.app.episode import make_env
     from stag_sim.fsutil import atomic_open
     from stag_sim.scenario import load_scenario
 
     if episodes < 1:
-        raise StagSimError(f"episodes: must be >= 1, got {episodes}")
+        raise EvalError(f"episodes: must be >= 1, got {episodes}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "agent": agent_spec, "env_overrides": env_overrides or {},
@@ -97,12 +97,12 @@ def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray | dict]:
     ``reward``, ``terminated``, ``truncated`` and ``done`` (T,)."""
     path = Path(path)
     if not path.is_file():
-        raise StagSimError(f"{path}: no such episode file")
+        raise EvalError(f"{path}: no such episode file")
     with np.load(path, allow_pickle=False) as z:
         data = {k: z[k] for k in z.files}
     full = {k[4:]: v for k, v in data.items() if k.startswith("obs/")}
     if not full or "action" not in data:
-        raise StagSimError(f"{path}: not a StagDrive episode (expected obs/<key> and action arrays)")
+        raise EvalError(f"{path}: not a StagDrive episode (expected obs/<key> and action arrays)")
     out = {k: v for k, v in data.items() if not k.startswith("obs/")}
     out["obs"] = {k: v[:-1] for k, v in full.items()}
     out["next_obs"] = {k: v[1:] for k, v in full.items()}

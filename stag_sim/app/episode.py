@@ -1,0 +1,228 @@
+"""One episode: a scenario x an agent in a StagDrive-v0 env, scored by :mod:`stag_sim.metrics`.
+
+:func:`run_episode` drives the env built from the scenario (:func:`make_env`), records every action, a sha256 of
+every observation and the trajectories the metrics need, then scores the episode (PDMS, driving score, log
+divergence) and, with an ``out_dir``, writes its run directory (:mod:`stag_sim.app.records`). An agent that raises,
+or returns NaN, ends its episode with ``status = "failed"`` and the reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from stag_sim.app.records import ResultRow, metric_columns, write_run
+from stag_sim.errors import EvalError
+
+
+def obs_digest(obs: dict) -> str:
+    """sha256 over an observation dict (keys sorted; key names, dtypes, shapes and bytes)."""
+    h = hashlib.sha256()
+    for k in sorted(obs):
+        a = np.ascontiguousarray(obs[k])
+        h.update(f"{k}|{a.dtype.str}|{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+@dataclass
+class _Trace:
+    """Per-step quantities the metrics need, collected while the episode runs."""
+
+    time_s: list = field(default_factory=list)
+    ego: list = field(default_factory=list)  # (x, y, yaw, speed)
+    agent_xy: list = field(default_factory=list)
+    agent_yaw: list = field(default_factory=list)
+    agent_valid: list = field(default_factory=list)
+    route_s: list = field(default_factory=list)
+
+    def add(self, world, state) -> None:
+        poses, valid = world.agent_poses(state)
+        e = state.ego
+        self.time_s.append(state.time_s)
+        self.ego.append((e.x, e.y, e.yaw, e.speed))
+        self.agent_xy.append(poses[:, :2, 3].copy())
+        self.agent_yaw.append(np.arctan2(poses[:, 1, 0], poses[:, 0, 0]))
+        self.agent_valid.append(valid.copy())
+        self.route_s.append(state.route_s)
+
+
+def reference_progress(world, duration_s: float) -> float:
+    """NAVSIM's EP denominator, "the best reachable progress": here the distance the logged driver's mean speed
+    covers in ``duration_s`` [s], capped where the route counts as completed (its length less the completion
+    margin) [m]. (NAVSIM uses the best PDM-Closed proposal; we have no such planner, and the logged speed is the
+    natural closed-loop reference.)"""
+    from stag_sim.world import logged_mean_speed
+
+    return float(min(logged_mean_speed(world.log) * duration_s, world.route_length - world.config.route_completion_margin))
+
+
+def episode_trace(world, trace: _Trace, route_completed: bool, duration_s: float):
+    """The :class:`stag_sim.metrics.EpisodeTrace` of a finished episode."""
+    from stag_sim.metrics import AgentTrace, EgoTrace, EpisodeTrace
+
+    v = world.config.vehicle
+    t = np.asarray(trace.time_s, np.float64)
+    ego = np.asarray(trace.ego, np.float64)
+    xy = np.stack(trace.agent_xy).astype(np.float64)
+    valid = np.stack(trace.agent_valid)
+    dt = world.config.dt
+    speed = np.zeros(valid.shape)
+    if len(t) > 1:  # finite differences where the agent exists on both steps (0 where it appears or vanishes)
+        both = valid[1:] & valid[:-1]
+        step = np.where(both, np.linalg.norm(np.nan_to_num(np.diff(xy, axis=0)), axis=2) / dt, 0.0)
+        speed[1:] = step
+        speed[0] = step[0]
+    log = world.log
+    drivable = log.map.drivable_area.buffer(world.config.offroad_tolerance) if log.map is not None else None
+    logged = np.stack([world.logged_ego_pose(min(ti, world.end_time_s))[:2, 3] for ti in t])
+    return EpisodeTrace(
+        ego=EgoTrace(t, ego[:, :2], ego[:, 2], ego[:, 3], v.front_length + v.rear_length, v.width, v.centre_offset),
+        agents=AgentTrace(tuple(log.objects.instance_ids), tuple(log.objects.categories), np.asarray(world.sizes, np.float64),
+                          xy, np.stack(trace.agent_yaw).astype(np.float64), speed, valid),
+        drivable_area=drivable, route=np.asarray(world.route.points, np.float64),
+        route_progress=np.asarray(trace.route_s, np.float64), reference_progress=reference_progress(world, duration_s),
+        logged_xy=logged, logged_valid=t <= world.end_time_s + 1e-9, route_completed=bool(route_completed),
+    )
+
+
+def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mode: str | None = None,
+             carla: str | None = None):
+    """StagDrive-v0 for ``scenario``; with ``carla="HOST:PORT"`` the CARLA co-simulation env instead (CARLA moves
+    the other actors and checks collisions, StagDrive renders; see docs/carla.md)."""
+    if carla is not None:
+        from stag_sim.envs.carla_env import make_carla_env
+
+        return make_carla_env(carla, scenario=scenario, scene=scene, render_mode=render_mode, **(env_overrides or {}))
+    import gymnasium as gym
+
+    import stag_sim  # noqa: F401  (registers StagDrive-v0)
+
+    return gym.make("StagDrive-v0", scenario=scenario, scene=scene, render_mode=render_mode, **(env_overrides or {}))
+
+
+def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = None, *, video: bool = False,
+                env_overrides: dict | None = None, actions: np.ndarray | None = None, scene=None,
+                camera_offset=None, progress: bool = False, env=None, carla: str | None = None) -> ResultRow:
+    """Run one scenario with one agent; returns the result row (and writes the run directory if ``out_dir``).
+
+    Args:
+        scenario: a :class:`~stag_sim.scenario.Scenario`, a scenario file, or a shipped scenario's name.
+        agent_spec: built-in agent name or ``pkg.module:Class`` (see :func:`stag_sim.agents.make_agent`).
+        out_dir: run directory to write (record.json, actions.npy, steps.csv, video.mp4); None writes nothing.
+        video: also write ``video.mp4`` (six views + bird's-eye view).
+        env_overrides: extra StagDrive-v0 settings (image size, cameras, voxel size, ...).
+        actions: replay these actions instead of asking the agent (:func:`stag_sim.app.replay.replay_run`).
+        scene: scene override (a scene cache path); default: the scenario's.
+        camera_offset: (x, y, z) [m] shift of the whole camera rig in the ego frame (re-rendering a run).
+        progress: show a progress bar.
+        env: an already built env for this scenario (reused, e.g. by tests; ``env_overrides`` then ignored).
+        carla: ``HOST:PORT`` of a CARLA server to co-simulate with (:func:`make_env`).
+    """
+    from tqdm import tqdm
+
+    from stag_sim.agents import make_agent
+    from stag_sim.metrics import compute_metrics, summarize
+    from stag_sim.scenario import Scenario, load_scenario
+
+    t_start = time.perf_counter()
+    sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
+    row: ResultRow = {"scenario": sc.name, "agent": agent_spec, "status": "ok", "reason": ""}
+    shifted = camera_offset is not None and np.any(np.asarray(camera_offset) != 0)
+    if shifted and env is not None:
+        raise EvalError("run_episode: camera_offset needs a fresh env (it is an env setting); pass env=None")
+    overrides = {**(env_overrides or {}), **({"camera_offset": tuple(camera_offset)} if shifted else {})}
+    env = env if env is not None else make_env(sc, overrides, scene=scene, render_mode="rgb_array" if video else None,
+                                               carla=carla)
+    base = env.unwrapped
+    agent = None if actions is not None else make_agent(agent_spec, env, seed=sc.seed)
+    world = base.world
+    trace = _Trace()
+    hashes: list[str] = []
+    taken: list[np.ndarray] = []
+    steps: list[dict] = []
+    total = 0.0
+    info: dict = {}
+
+    def frames() -> Iterable[np.ndarray | None]:
+        nonlocal info, total
+        obs, info = env.reset(seed=sc.seed)
+        hashes.append(obs_digest(obs))
+        trace.add(world, base.state)
+        if agent is not None:
+            agent.reset(obs, info)
+        yield env.render() if video else None
+        bar = tqdm(total=base.max_steps, desc=f"{sc.name} [{agent_spec}]", unit="step", disable=not progress, leave=False)
+        try:
+            for k in range(base.max_steps):
+                if actions is not None:
+                    if k >= len(actions):
+                        break
+                    action = actions[k]
+                else:
+                    try:
+                        action = np.asarray(agent.act(obs))
+                    except Exception as e:  # noqa: BLE001 - a planner's failure is a result, not a crash
+                        raise _AgentFailure(f"agent raised {type(e).__name__}: {e}".splitlines()[0]) from e
+                    if action.shape != env.action_space.shape or not np.issubdtype(action.dtype, np.number):
+                        raise _AgentFailure(f"agent returned shape {action.shape} {action.dtype}, expected "
+                                            f"{env.action_space.shape} numbers")
+                    if not np.all(np.isfinite(action)):
+                        raise _AgentFailure(f"agent returned a non-finite action {np.asarray(action).tolist()}")
+                taken.append(np.array(action, copy=True))
+                obs, reward, terminated, truncated, info = env.step(action)
+                total += reward
+                hashes.append(obs_digest(obs))
+                s = base.state
+                trace.add(world, s)
+                _, lateral = world.route.project([[s.ego.x, s.ego.y]])
+                steps.append({"t_s": round(s.time_s, 3), "speed_mps": round(s.ego.speed, 3),
+                              "lateral_offset_m": round(float(lateral[0]), 3),
+                              "route_completion": round(info["route_completion"], 4), "reward": round(float(reward), 4)})
+                bar.update(1)
+                yield env.render() if video else None
+                if terminated or truncated:
+                    break
+        finally:
+            bar.close()
+
+    run_dir = Path(out_dir) if out_dir is not None else None
+    try:
+        if video and run_dir is not None:
+            from stag_sim.viz import write_mp4
+
+            write_mp4(run_dir / "video.mp4", frames(), fps=base.metadata["render_fps"])
+        else:
+            for _ in frames():
+                pass
+    except _AgentFailure as e:
+        row.update(status="failed", reason=str(e))
+    events = base.state.events if base.state is not None else {}
+    row["steps"] = len(taken)
+    row["termination_reason"] = info.get("termination_reason") or ("agent_failed" if row["status"] == "failed" else None)
+    row["route_completion"] = round(float(info.get("route_completion", 0.0)), 4)
+    row["return"] = round(float(total), 4)
+    metrics = compute_metrics(episode_trace(world, trace, events.get("route_completed", False), sc.duration_s))
+    summary = summarize(metrics)
+    row.update(metric_columns(sc.metrics, summary))
+    row["collision"] = bool(info.get("collision", False))
+    row["offroad"] = bool(info.get("offroad", False))
+    row["success"] = bool(row["status"] == "ok" and row["route_completion"] >= sc.success.min_route_completion
+                          and (sc.success.allow_collision or not row["collision"])
+                          and (sc.success.allow_offroad or not row["offroad"]))
+    row["obs_hash"] = hashlib.sha256("".join(hashes).encode()).hexdigest()
+    row["wall_s"] = round(time.perf_counter() - t_start, 2)
+    if run_dir is not None:
+        write_run(run_dir, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset)
+    env.close()
+    return row
+
+
+class _AgentFailure(Exception):
+    """The agent raised or returned an invalid action: the episode ends as failed."""
