@@ -8,6 +8,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from stag_sim.errors import ValidationError
+
 
 def _umask() -> int:
     mask = os.umask(0)
@@ -26,7 +28,7 @@ def atomic_open(path: str | os.PathLike, mode: str = "w"):
     """Open a temporary file beside ``path`` for writing; on success it is fsynced, given normal permissions and
     renamed to ``path``; on any error it is removed and ``path`` is left as it was."""
     if mode not in ("w", "wb"):
-        raise ValueError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
+        raise ValidationError(f"atomic_open: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)

@@ -239,7 +239,7 @@ class ObjectTracks:
         try:
             return self.instance_ids.index(instance_id)
         except ValueError:
-            raise KeyError(f"no object with instance id {instance_id!r} in this scene ({len(self)} objects)") from None
+            raise ValidationError(f"no object with instance id {instance_id!r} in this scene ({len(self)} objects)") from None
 
     def validate(self, num_frames: int | None = None) -> "ObjectTracks":
         K = len(self.instance_ids)

@@ -9,7 +9,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
-from stag_sim.errors import StagSimError
+from stag_sim.errors import OutputError, ValidationError
 from stag_sim.fsutil import publish_mode
 
 def sheet_layout(names: Sequence[str], azimuths=None) -> list[list[int]]:
@@ -38,7 +38,7 @@ def contact_sheet(images: Sequence[np.ndarray], names: Sequence[str], label: boo
     import cv2
 
     if len(images) != len(names) or not images:
-        raise StagSimError(f"contact sheet: {len(images)} images for {len(names)} camera names")
+        raise ValidationError(f"contact sheet: {len(images)} images for {len(names)} camera names")
     h, w = images[0].shape[:2]
     layout = sheet_layout(names, azimuths)
     cols = max(len(r) for r in layout)
@@ -81,7 +81,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     path, tmp = _atomic_path(Path(path))
     try:
         if not cv2.imwrite(str(tmp), np.ascontiguousarray(rgb[:, :, ::-1])):
-            raise StagSimError(f"{path}: could not write PNG")
+            raise OutputError(f"{path}: could not write PNG")
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -100,10 +100,10 @@ def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float 
                 h, w = frame.shape[:2]
                 writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w - w % 2, h - h % 2))
                 if not writer.isOpened():
-                    raise StagSimError(f"{path}: OpenCV could not open an mp4 writer")
+                    raise OutputError(f"{path}: OpenCV could not open an mp4 writer")
             writer.write(np.ascontiguousarray(frame[: h - h % 2, : w - w % 2, ::-1]))
         if writer is None:
-            raise StagSimError(f"{path}: no frames to write")
+            raise ValidationError(f"{path}: no frames to write")
         writer.release()
         writer = None
         os.replace(tmp, path)

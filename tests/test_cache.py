@@ -197,5 +197,5 @@ def test_scene_log_validation_errors(tiny_log):
     poses[0, 0, :3, :3] *= 1.5
     with pytest.raises(ValidationError, match="ObjectTracks.poses"):
         ObjectTracks(o.instance_ids, o.categories, o.sizes, poses, o.valid).validate(T)
-    with pytest.raises(KeyError, match="no object with instance id 'ghost'"):
+    with pytest.raises(ValidationError, match="no object with instance id 'ghost'"):
         o.index_of("ghost")

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
+from stag_sim import synth
 from stag_sim.cache import write_scene_cache
 from stag_sim.errors import RendererError
 from stag_sim.render.cli import fidelity, render
@@ -107,9 +108,6 @@ def test_render_command_bad_time_is_one_line(tmp_path):
     result = CliRunner().invoke(render, [str(scene_dir), "--mode", "freeze-view", "--time", "99",
                                          "--voxel", "0.5", "--out", str(tmp_path / "x.mp4")])
     assert result.exit_code == 1 and "outside the log" in result.output
-
-
-synth = pytest.importorskip("stag_sim.synth")
 
 
 FLOORS_SMALL = {0.0: 21.0, 1.0: 21.0, 3.0: 20.5}  # [dB]; measured 22.95, 22.87, 22.61 (160x90, 2 s)

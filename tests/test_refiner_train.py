@@ -8,6 +8,7 @@ import pytest
 pytest.importorskip("diffusers")
 pytest.importorskip("accelerate")
 
+from stag_sim import synth  # noqa: E402
 from stag_sim.errors import StagSimError  # noqa: E402
 from stag_sim.refiner.components import build_components  # noqa: E402
 from stag_sim.refiner.pipeline import StagRefinerPipeline  # noqa: E402
@@ -88,7 +89,6 @@ def test_training_on_frame_windows_with_hole_weight(init_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.timeout(3600)  # 12-24 min on 2 CPU cores
 def test_tiny_training_on_the_synthetic_town_lowers_validation_loss(init_dir, tmp_path):
-    synth = pytest.importorskip("stag_sim.synth")
     log = synth.generate_scene(seed=0, duration_s=10.0, width=64, height=36)
     cfg = TrainConfig(steps=600, vae_steps=1000, holdout_every=3, shifts=(0.0, 0.5, -0.5, 1.0, -1.0, 1.5, -1.5),
                       hole_weight=8.0, eval_steps=1)

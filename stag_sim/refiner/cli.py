@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from stag_sim.cli_errors import one_line_errors
-from stag_sim.errors import StagSimError
+from stag_sim.errors import RefinerError, ValidationError
 
 
 @click.group()
@@ -35,7 +35,7 @@ def init_cmd(size: str, out: Path, from_svd: Path | None, no_mask: bool, seed: i
     from stag_sim.refiner.pipeline import StagRefinerPipeline
 
     if out.exists() and not overwrite:
-        raise StagSimError(f"--out {out}: already exists (pass --overwrite to replace it)")
+        raise RefinerError(f"--out {out}: already exists (pass --overwrite to replace it)")
     t0 = time.perf_counter()
     parts = components_from_svd(from_svd, not no_mask) if from_svd else build_components(size, seed, not no_mask)
     pipe = StagRefinerPipeline(**parts)
@@ -101,7 +101,7 @@ def train_refiner_cmd(scenes, init_dir, size, out, steps, vae_steps, batch_size,
     try:
         shift_list = tuple(float(s) for s in shifts.split(",") if s.strip())
     except ValueError:
-        raise StagSimError(f"--shifts: expected comma-separated metres, got {shifts!r}") from None
+        raise ValidationError(f"--shifts: expected comma-separated metres, got {shifts!r}") from None
     cfg = TrainConfig(steps=steps, vae_steps=vae_steps, batch_size=batch_size, lr=lr, holdout_every=holdout_every,
                       shifts=shift_list, checkpoint_every=checkpoint_every, mixed_precision=mixed_precision, seed=seed,
                       residual_decode=residual_decode, composite=composite, predict_residual=predict_residual,

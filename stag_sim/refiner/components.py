@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stag_sim.errors import StagSimError
+from stag_sim.errors import RefinerError, ValidationError
 from stag_sim.refiner import backend
 
 SIZES = ("tiny", "full")
@@ -35,7 +35,7 @@ def unet_config(size: str, mask_channel: bool = True) -> dict:
                     block_out_channels=(320, 640, 1280, 1280), addition_time_embed_dim=256,
                     projection_class_embeddings_input_dim=256 * NUM_TIME_IDS, layers_per_block=2,
                     cross_attention_dim=1024, num_attention_heads=(5, 10, 20, 20), num_frames=25)
-    raise StagSimError(f"size: {size!r} is not one of {', '.join(SIZES)}")
+    raise ValidationError(f"size: {size!r} is not one of {', '.join(SIZES)}")
 
 
 def vae_config(size: str) -> dict:
@@ -48,7 +48,7 @@ def vae_config(size: str) -> dict:
         return dict(in_channels=3, out_channels=3, block_out_channels=(128, 256, 512, 512),
                     down_block_types=("DownEncoderBlock2D",) * 4, latent_channels=LATENT_CHANNELS,
                     layers_per_block=2, sample_size=768, scaling_factor=0.18215)
-    raise StagSimError(f"size: {size!r} is not one of {', '.join(SIZES)}")
+    raise ValidationError(f"size: {size!r} is not one of {', '.join(SIZES)}")
 
 
 def image_encoder_config(size: str) -> dict:
@@ -59,7 +59,7 @@ def image_encoder_config(size: str) -> dict:
     if size == "full":
         return dict(hidden_size=1280, projection_dim=1024, num_hidden_layers=32, num_attention_heads=16,
                     intermediate_size=5120, image_size=224, patch_size=14, num_channels=3, hidden_act="gelu")
-    raise StagSimError(f"size: {size!r} is not one of {', '.join(SIZES)}")
+    raise ValidationError(f"size: {size!r} is not one of {', '.join(SIZES)}")
 
 
 def scheduler_config() -> dict:
@@ -87,15 +87,15 @@ def components_from_svd(svd_dir: str | Path, mask_channel: bool = True) -> dict:
     The scheduler is replaced by the few-step DDIM of :func:`scheduler_config`; with ``mask_channel`` the UNet's
     ``conv_in`` grows from 8 to 9 input channels (the new one zero-initialised).
     """
-    torch, diffusers, transformers = backend.torch(), backend.diffusers(), backend.transformers()
+    diffusers, transformers = backend.diffusers(), backend.transformers()
     root = Path(svd_dir)
     for sub in ("unet", "vae", "image_encoder"):
         if not (root / sub / "config.json").is_file():
-            raise StagSimError(f"--from-svd {root}: no {sub}/config.json; expected a diffusers-format SVD checkpoint "
+            raise RefinerError(f"--from-svd {root}: no {sub}/config.json; expected a diffusers-format SVD checkpoint "
                                "(unet/, vae/, image_encoder/ folders)")
     unet = diffusers.UNetSpatioTemporalConditionModel.from_pretrained(root / "unet")
     if unet.config.in_channels != 2 * LATENT_CHANNELS:
-        raise StagSimError(f"--from-svd {root}: unet has {unet.config.in_channels} input channels, expected "
+        raise RefinerError(f"--from-svd {root}: unet has {unet.config.in_channels} input channels, expected "
                            f"{2 * LATENT_CHANNELS} (noisy + image latents)")
     if mask_channel:
         unet = widen_conv_in(unet, 2 * LATENT_CHANNELS + 1)

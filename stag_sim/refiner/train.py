@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from stag_sim.errors import StagSimError
+from stag_sim.errors import RefinerError, ValidationError
 from stag_sim.fsutil import atomic_open
 from stag_sim.refiner import backend
 
@@ -69,19 +69,19 @@ class TrainConfig:
     def validate(self) -> "TrainConfig":
         for name in ("steps", "batch_size", "holdout_every", "checkpoint_every", "eval_steps", "window"):
             if int(getattr(self, name)) < 1:
-                raise StagSimError(f"train-refiner {name}: must be >= 1, got {getattr(self, name)}")
+                raise ValidationError(f"train-refiner {name}: must be >= 1, got {getattr(self, name)}")
         if self.lr_schedule not in ("constant", "cosine"):
-            raise StagSimError(f"train-refiner lr_schedule: {self.lr_schedule!r} is not one of constant, cosine")
+            raise ValidationError(f"train-refiner lr_schedule: {self.lr_schedule!r} is not one of constant, cosine")
         if self.hole_weight < 0:
-            raise StagSimError(f"train-refiner hole_weight: must be >= 0, got {self.hole_weight}")
+            raise ValidationError(f"train-refiner hole_weight: must be >= 0, got {self.hole_weight}")
         if self.vae_steps < 0:
-            raise StagSimError(f"train-refiner vae_steps: must be >= 0, got {self.vae_steps}")
+            raise ValidationError(f"train-refiner vae_steps: must be >= 0, got {self.vae_steps}")
         if not 0 < self.val_fraction < 1:
-            raise StagSimError(f"train-refiner val_fraction: must be in (0, 1), got {self.val_fraction}")
+            raise ValidationError(f"train-refiner val_fraction: must be in (0, 1), got {self.val_fraction}")
         if self.mixed_precision not in ("no", "fp16", "bf16"):
-            raise StagSimError(f"train-refiner mixed_precision: {self.mixed_precision!r} is not one of no, fp16, bf16")
+            raise ValidationError(f"train-refiner mixed_precision: {self.mixed_precision!r} is not one of no, fp16, bf16")
         if not self.shifts:
-            raise StagSimError("train-refiner shifts: give at least one (0 = the logged rig)")
+            raise ValidationError("train-refiner shifts: give at least one (0 = the logged rig)")
         return self
 
 
@@ -95,7 +95,7 @@ def build_examples(log, cfg: TrainConfig, progress: bool = False) -> dict:
 
     frames = held_out_frames(log.num_frames, cfg.holdout_every)
     if len(frames) < 2:
-        raise StagSimError(f"{log.name}: {log.num_frames} frames give {len(frames)} held-out frame(s) at "
+        raise RefinerError(f"{log.name}: {log.num_frames} frames give {len(frames)} held-out frame(s) at "
                            f"holdout_every={cfg.holdout_every}; need >= 2 (one for validation)")
     oracle = None
     if any(s != 0 for s in cfg.shifts):
@@ -165,9 +165,9 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     ckpt_dir = out / "checkpoints"
     latest = _latest_checkpoint(ckpt_dir) if resume else None
     if resume and latest is None:
-        raise StagSimError(f"--resume: no finished checkpoint in {ckpt_dir}")
+        raise RefinerError(f"--resume: no finished checkpoint in {ckpt_dir}")
     if not resume and ckpt_dir.exists() and any(ckpt_dir.iterdir()):
-        raise StagSimError(f"--out {out}: holds checkpoints already; pass --resume to continue, or another --out")
+        raise RefinerError(f"--out {out}: holds checkpoints already; pass --resume to continue, or another --out")
     acc = accelerate.Accelerator(mixed_precision=cfg.mixed_precision, project_dir=str(out))
     accelerate.utils.set_seed(cfg.seed)
     if init_dir is None:
@@ -190,7 +190,7 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     tr, va = np.flatnonzero(~is_val), np.flatnonzero(is_val)
     tr_win, va_win = (frame_windows(data["frame"], data["shift"], i, cfg.window) for i in (tr, va))
     if not len(tr_win) or not len(va_win):
-        raise StagSimError(f"train-refiner window {cfg.window}: the {'training' if not len(tr_win) else 'validation'} "
+        raise RefinerError(f"train-refiner window {cfg.window}: the {'training' if not len(tr_win) else 'validation'} "
                            f"split has fewer than {cfg.window} consecutive held-out frames; lower --window or give "
                            "longer scenes")
     rng = np.random.default_rng(cfg.seed)
@@ -251,7 +251,7 @@ def train_refiner(scenes, init_dir, out_dir, config: TrainConfig | None = None, 
     cams = pipe.camera_layout
     cameras = tuple(logs[0].rig.names)
     if any(tuple(log.rig.names) != cameras for log in logs):
-        raise StagSimError("train-refiner: all scenes must have the same camera rig names and order")
+        raise RefinerError("train-refiner: all scenes must have the same camera rig names and order")
     sched = diffusers.DDPMScheduler.from_config(pipe.scheduler.config)
     alphas = sched.alphas_cumprod.to(acc.device)
 
