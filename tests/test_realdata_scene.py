@@ -10,7 +10,6 @@ the synthetic ``complete_depth`` tests still run.
 
 import dataclasses
 import uuid
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,8 +24,8 @@ from stag_sim.errors import RendererError, SceneError, ValidationError
 from stag_sim.geometry import pose_xy_yaw
 from stag_sim.render.fidelity import fidelity_views, summarise
 from stag_sim.render.renderer import PointRenderer
-from stag_sim.scene4d import (Scene4DConfig, _category_color, box_proxy_points, build_scene4d, load_scene4d,
-                              scene4d_cache_path)
+from stag_sim.scene4d import Scene4DConfig, box_proxy_points, build_scene4d, load_scene4d, scene4d_cache_path
+from stag_sim.scene4d_build import _category_color
 
 
 DGP = realdata_path("dgp_test_scene") if realdata_path("dgp_test_scene/scene_02") else None

@@ -221,7 +221,7 @@ def lod_pyramid(points: np.ndarray, colors: np.ndarray, voxel_sizes) -> list[tup
     """Levels of detail of a cloud: level 0 is ``points`` (P, 3) / ``colors`` (P, 3) themselves, level l the level
     before voxel-downsampled at ``voxel_sizes[l]`` [m] (mean position and colour), so each level is as evenly spaced
     as its voxel. Returns ``[(points, colors), ...]``, one per entry of ``voxel_sizes``."""
-    from stag_sim.scene4d import VoxelAccumulator
+    from stag_sim.voxels import VoxelAccumulator
 
     levels = [(points, colors)]
     for vs in list(voxel_sizes)[1:]:
