@@ -9,6 +9,7 @@ import shapely
 from stag_sim import metrics as M
 from stag_sim.errors import ValidationError
 from stag_sim.metrics import AgentTrace, EgoTrace, EpisodeTrace
+from stag_sim.metrics.comfort import _savgol
 
 DT = 0.1  # [s]
 EGO_LENGTH, EGO_WIDTH, EGO_OFFSET = 4.8, 2.0, 1.4  # [m]; ego front bumper = rear axle + 3.8 m
@@ -360,9 +361,9 @@ def test_agent_class_by_category_prefix():
 def test_savgol_is_exact_on_polynomials():
     t = np.arange(30) * DT
     y = 1.0 + 2.0 * t - 0.7 * t**2
-    np.testing.assert_allclose(M._savgol(y, 15, 2, 1, DT), 2.0 - 1.4 * t, atol=1e-9)
-    np.testing.assert_allclose(M._savgol(y, 15, 3, 2, DT), np.full(30, -1.4), atol=1e-8)
-    np.testing.assert_allclose(M._savgol(y[:4], 15, 2, 1, DT), 2.0 - 1.4 * t[:4], atol=1e-9)  # window shrinks
+    np.testing.assert_allclose(_savgol(y, 15, 2, 1, DT), 2.0 - 1.4 * t, atol=1e-9)
+    np.testing.assert_allclose(_savgol(y, 15, 3, 2, DT), np.full(30, -1.4), atol=1e-8)
+    np.testing.assert_allclose(_savgol(y[:4], 15, 2, 1, DT), 2.0 - 1.4 * t[:4], atol=1e-9)  # window shrinks
 
 
 def test_savgol_matches_scipy():
@@ -370,7 +371,7 @@ def test_savgol_matches_scipy():
     y = np.random.default_rng(0).normal(size=40)
     for window, order, deriv in ((15, 2, 1), (15, 3, 2), (7, 2, 0)):
         expected = signal.savgol_filter(y, window, order, deriv=deriv, delta=DT, mode="interp")
-        np.testing.assert_allclose(M._savgol(y, window, order, deriv, DT), expected, atol=1e-9)
+        np.testing.assert_allclose(_savgol(y, window, order, deriv, DT), expected, atol=1e-9)
 
 
 # --- TTC on curves: realised ego path, CTRV agents, oncoming-lane filter ---------------------------------------------

@@ -1,0 +1,162 @@
+"""Closed-loop driving metrics: NAVSIM PDMS, a CARLA-style driving score, and divergence from the log.
+
+Everything here is a pure function of an :class:`EpisodeTrace` (what the simulator recorded over one episode:
+ego, other agents, drivable area, route, logged ego). Pure numpy + shapely.
+
+Sources the definitions follow (our own code; names of the originals given so each rule can be checked):
+
+* **PDMS** (NAVSIM, ``navsim/planning/simulation/planner/pdm_planner/scoring/pdm_scorer.py``)::
+
+      PDMS = NC * DAC * (5 * EP + 5 * TTC + 2 * C) / 12
+
+  NAVSIM re-implements nuPlan's closed-loop metrics (``motional/nuplan-devkit``,
+  ``nuplan/planning/metrics/evaluation_metrics/common/``: ``no_ego_at_fault_collisions.py``,
+  ``drivable_area_compliance.py``, ``ego_progress_along_expert_route.py``, ``time_to_collision_within_bound.py``,
+  ``ego_is_comfortable.py``); where the two differ the function's docstring says which one we follow and why.
+* **Driving score** (CARLA leaderboard 2.0, ``leaderboard/utils/statistics_manager.py``): route completion times
+  the product of infraction penalties (``PENALTY_VALUE_DICT``), with route travelled outside the lanes removed
+  (``OUTSIDE_ROUTE_LANES_INFRACTION``).
+* **Log divergence**: ADE / FDE / maximum displacement of the ego rear axle from the logged ego (as nuPlan's
+  ``planner_expert_average_l2_error``, but over the whole closed-loop episode).
+
+What this package cannot know and therefore simplifies (each repeated where it matters):
+
+* No lane graph: nuPlan's "ego in multiple lanes" (lane changes) and "ego in an intersection" are unknown; only
+  "ego footprint off the drivable area" is. See :func:`no_at_fault_collisions` and :func:`time_to_collision`.
+* No traffic lights / stop signs / speed limits / driving direction: those nuPlan and CARLA terms are absent
+  (NAVSIM's PDMS gives driving direction weight 0 anyway).
+* Comfort derivatives are estimated from the recorded speed and yaw (see :func:`comfort`), not from an
+  acceleration the simulator reports.
+
+Layout (one module per metric family; this package re-exports every public name):
+
+* :mod:`~stag_sim.metrics.trace`: the inputs (:class:`EgoTrace`, :class:`AgentTrace`, :class:`EpisodeTrace`);
+* :mod:`~stag_sim.metrics.registry`: :class:`MetricResult`, :data:`METRICS`, :func:`register_metric`;
+* :mod:`~stag_sim.metrics.collisions`: NC and DAC; :mod:`~stag_sim.metrics.progress`: EP;
+  :mod:`~stag_sim.metrics.ttc`: TTC; :mod:`~stag_sim.metrics.comfort`: C; :mod:`~stag_sim.metrics.pdms`: PDMS;
+* :mod:`~stag_sim.metrics.driving_score`: the CARLA driving score;
+* :mod:`~stag_sim.metrics.displacement`: log divergence (ADE / FDE);
+* here: :func:`compute_metrics` and :func:`summarize`.
+
+The metric modules are imported in the order their metrics register, which is the order of :data:`METRICS` (and
+so of :func:`compute_metrics`' results and :func:`summarize`'s columns).
+
+Usage::
+
+    results = compute_metrics(trace)             # every registered metric
+    row = summarize(results)                     # plain floats/ints for CSV / JSON
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import numpy as np
+
+from stag_sim.errors import ValidationError
+from stag_sim.metrics.trace import AGENT_CLASSES, AgentTrace, EgoTrace, EpisodeTrace, agent_class
+from stag_sim.metrics.registry import METRICS, MetricFn, MetricResult, register_metric
+from stag_sim.metrics.collisions import (
+    AGENT_BEHIND_ANGLE,
+    AGENT_STOPPED_SPEED,
+    EGO_STOPPED_SPEED,
+    NC_ALLOWED_STATIC,
+    drivable_area_compliance,
+    no_at_fault_collisions,
+)
+from stag_sim.metrics.progress import PROGRESS_DISTANCE_THRESHOLD, ego_progress
+from stag_sim.metrics.ttc import TTC_OFFSETS, TTC_STOPPED_SPEED, time_to_collision
+from stag_sim.metrics.comfort import COMFORT_BOUNDS, COMFORT_WINDOW, comfort, comfort_signals
+from stag_sim.metrics.pdms import PDMS_WEIGHTS, pdms
+from stag_sim.metrics.driving_score import CARLA_COLLISION_PENALTY, driving_score
+from stag_sim.metrics.displacement import log_divergence
+
+__all__ = [
+    "AGENT_BEHIND_ANGLE",
+    "AGENT_CLASSES",
+    "AGENT_STOPPED_SPEED",
+    "AgentTrace",
+    "CARLA_COLLISION_PENALTY",
+    "COMFORT_BOUNDS",
+    "COMFORT_WINDOW",
+    "EGO_STOPPED_SPEED",
+    "EgoTrace",
+    "EpisodeTrace",
+    "METRICS",
+    "MetricFn",
+    "MetricResult",
+    "NC_ALLOWED_STATIC",
+    "PDMS_WEIGHTS",
+    "PROGRESS_DISTANCE_THRESHOLD",
+    "TTC_OFFSETS",
+    "TTC_STOPPED_SPEED",
+    "agent_class",
+    "comfort",
+    "comfort_signals",
+    "compute_metrics",
+    "driving_score",
+    "drivable_area_compliance",
+    "ego_progress",
+    "log_divergence",
+    "no_at_fault_collisions",
+    "pdms",
+    "register_metric",
+    "summarize",
+    "time_to_collision",
+]
+
+
+def compute_metrics(trace: EpisodeTrace, names: Iterable[str] | None = None) -> dict[str, MetricResult]:
+    """Run the registered metrics ``names`` (default: all, in registration order) on ``trace``."""
+    trace.validate()
+    names = list(METRICS) if names is None else list(names)
+    unknown = [n for n in names if n not in METRICS]
+    if unknown:
+        raise ValidationError(f"unknown metric(s) {', '.join(unknown)}; known: {', '.join(METRICS)}")
+    return {n: METRICS[n](trace) for n in names}
+
+
+# --- flattening ---------------------------------------------------------------------------------------------------
+
+# metric name -> (output column, detail key or None for the score)
+_SUMMARY_FIELDS = {
+    "pdms": [("pdms", None)],
+    "no_at_fault_collisions": [("nc", None), ("collisions", "collisions"), ("at_fault_collisions", "at_fault_collisions")],
+    "drivable_area_compliance": [("dac", None), ("offroad_steps", "offroad_steps")],
+    "ego_progress": [("ep", None), ("progress", "progress")],
+    "time_to_collision": [("ttc", None)],
+    "comfort": [("comfort", None)],
+    "driving_score": [
+        ("driving_score", None),
+        ("route_completion", "route_completion"),
+        ("infraction_penalty", "infraction_penalty"),
+        ("collisions_vehicle", "collisions_vehicle"),
+        ("collisions_pedestrian", "collisions_pedestrian"),
+        ("collisions_static", "collisions_static"),
+        ("offroad_fraction", "offroad_fraction"),
+    ],
+    "log_divergence": [("ade", "ade"), ("fde", "fde"), ("max_displacement", "max_displacement")],
+}
+
+
+def summarize(results: dict[str, MetricResult]) -> dict[str, float | int]:
+    """Flatten :func:`compute_metrics` results to plain floats / ints (one CSV row / JSON object).
+
+    Known metrics give fixed columns (``pdms, nc, collisions, at_fault_collisions, dac, offroad_steps, ep,
+    progress, ttc, comfort, driving_score, route_completion, infraction_penalty, collisions_vehicle,
+    collisions_pedestrian, collisions_static, offroad_fraction, ade, fde, max_displacement``); a metric
+    registered elsewhere gives one column, its name, holding its score. ``pdms`` alone (without its sub-metrics
+    in ``results``) also yields ``nc, dac, ep, ttc, comfort`` from its details.
+    """
+    row: dict[str, float | int] = {}
+
+    def put(key, value):
+        row[key] = int(value) if isinstance(value, (bool, np.bool_, int, np.integer)) else float(value)
+
+    for name, result in results.items():
+        for column, key in _SUMMARY_FIELDS.get(name, [(name, None)]):
+            put(column, result.score if key is None else result.details[key])
+    if "pdms" in results:
+        for key in ("nc", "dac", "ep", "ttc", "comfort"):
+            row.setdefault(key, float(results["pdms"].details[key]))
+    return row
