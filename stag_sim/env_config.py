@@ -1,17 +1,23 @@
-"""StagDrive-v0 settings: one frozen dataclass, validated; unknown keys are errors (never silently ignored)."""
+"""StagDrive-v0 settings: one typed tree of frozen dataclasses (:class:`EnvConfig` holding the world's
+:class:`~stag_sim.world.WorldConfig`, the point renderer's :class:`~stag_sim.render.renderer.RenderConfig` and the
+refiner's :class:`~stag_sim.refiner.renderer.RefinerConfig`), built from keyword arguments or a scenario's ``env:``
+block by :func:`stag_sim.config.from_mapping`; unknown keys are errors (never silently ignored)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 
 import numpy as np
 
+from stag_sim.config import from_mapping
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_positive
+from stag_sim.refiner.renderer import RefinerConfig
+from stag_sim.render.renderer import RenderConfig
+from stag_sim.world import WorldConfig
 
 ACTION_MODES = ("control", "trajectory")
 RENDERERS = ("point", "refined")
-REFINER_DTYPES = ("auto", "float32", "float16", "bfloat16")
 
 
 @dataclass(frozen=True)
@@ -27,8 +33,8 @@ class EnvConfig:
         camera_offset: (x, y, z) [m] shift of the whole camera rig in the ego frame (y left), e.g. to re-render a
             run from beside the logged path.
         depth: add ``depth_<CAM>`` (H, W) float32 z-depth [m] observations.
-        agents: ``log_replay`` or ``idm``.
-        world: extra :class:`stag_sim.world.WorldConfig` values (``idm``, ``vehicle``, ``start_frame``, ...).
+        world: the episode's :class:`~stag_sim.world.WorldConfig` (``agents``: ``log_replay`` or ``idm``, ``idm``,
+            ``vehicle``, ``start_frame``, ...; a mapping of its fields is accepted).
         max_steps: truncate after this many steps (None: when the log ends).
         num_route_points, route_spacing: the route observation: points every ``route_spacing`` [m] ahead.
         num_waypoints, waypoint_dt: trajectory action shape and timing (default 8 x 0.5 s = 4 s, as NAVSIM).
@@ -36,13 +42,10 @@ class EnvConfig:
         penalty_collision, penalty_offroad: subtracted on the terminating step.
         penalty_clipped: subtracted per out-of-range action component.
         renderer: ``point`` (the z-buffered point renderer) or ``refined`` (point render, then the diffusion
-            refiner of ``refiner_path``; needs the ``diffusion`` extra).
-        refiner_path: refiner directory (``stag-sim refiner init`` / ``train-refiner``), for ``renderer="refined"``.
-        refine_every: refine every K-th step, forward-warp the last refined frames in between (1 = every step).
-        refiner_steps: sampler steps per refinement.
-        refiner_window: frames per refinement (the current render and up to window - 1 previous ones).
-        refiner_device: torch device of the refiner (``cpu``, ``cuda``, ``cuda:1``).
-        refiner_dtype: ``auto`` (float16 on CUDA, float32 on CPU), ``float32``, ``float16``, ``bfloat16``.
+            refiner; needs ``refiner`` and the ``diffusion`` extra).
+        render: the point renderer's :class:`~stag_sim.render.renderer.RenderConfig`.
+        refiner: the refiner's :class:`~stag_sim.refiner.renderer.RefinerConfig` (``path``, ``refine_every``,
+            ``steps``, ``window``, ``device``, ``dtype``, ...), for ``renderer="refined"``.
         voxel_size: static-cloud voxel edge for the 4D scene [m].
     """
 
@@ -51,8 +54,7 @@ class EnvConfig:
     image_size: tuple[int, int] = (224, 400)
     camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # [m]
     depth: bool = False
-    agents: str = "log_replay"
-    world: dict = field(default_factory=dict)
+    world: WorldConfig = field(default_factory=WorldConfig)
     max_steps: int | None = None
     num_route_points: int = 10
     route_spacing: float = 2.0  # [m]
@@ -63,12 +65,8 @@ class EnvConfig:
     penalty_offroad: float = 10.0
     penalty_clipped: float = 0.0
     renderer: str = "point"
-    refiner_path: str | None = None
-    refine_every: int = 1
-    refiner_steps: int = 4
-    refiner_window: int = 1
-    refiner_device: str = "cpu"
-    refiner_dtype: str = "auto"
+    render: RenderConfig = field(default_factory=RenderConfig)
+    refiner: RefinerConfig | None = None
     voxel_size: float = 0.2  # [m] 0.2 renders ~1.3 M points on the synthetic town; 0.05 is sharper and ~2x slower
 
     def validate(self) -> "EnvConfig":
@@ -82,13 +80,9 @@ class EnvConfig:
             raise ValidationError(f"camera_offset: expected three finite (x, y, z) [m], got {self.camera_offset}")
         if self.renderer not in RENDERERS:
             raise ValidationError(f"renderer: {self.renderer!r} is not one of {', '.join(RENDERERS)}")
-        if self.renderer == "refined" and not self.refiner_path:
-            raise ValidationError("refiner_path: required with renderer='refined' (create one: stag-sim refiner init --out DIR)")
-        for name in ("refine_every", "refiner_steps", "refiner_window"):
-            if int(getattr(self, name)) != getattr(self, name) or getattr(self, name) < 1:
-                raise ValidationError(f"{name}: must be an int >= 1, got {getattr(self, name)!r}")
-        if self.refiner_dtype not in REFINER_DTYPES:
-            raise ValidationError(f"refiner_dtype: {self.refiner_dtype!r} is not one of {', '.join(REFINER_DTYPES)}")
+        if self.renderer == "refined" and self.refiner is None:
+            raise ValidationError("refiner: required with renderer='refined', e.g. refiner={'path': DIR} "
+                                  "(create one: stag-sim refiner init --out DIR)")
         for name in ("num_route_points", "num_waypoints"):
             if int(getattr(self, name)) < 1:
                 raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")
@@ -99,10 +93,8 @@ class EnvConfig:
 
     @classmethod
     def from_kwargs(cls, **kwargs) -> "EnvConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(kwargs) - known)
-        if unknown:
-            raise ValidationError(f"StagDrive-v0: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        """The settings from ``gym.make`` keyword arguments (nested ``world`` / ``render`` / ``refiner`` as mappings
+        or config objects); errors name the key path, e.g. ``StagDrive-v0: world.idm.v0: unknown setting``."""
         if kwargs.get("cameras") is not None:
             cams = kwargs["cameras"]
             kwargs["cameras"] = (cams,) if isinstance(cams, str) else tuple(cams)
@@ -112,7 +104,8 @@ class EnvConfig:
             kwargs["camera_offset"] = tuple(float(v) for v in kwargs["camera_offset"])
         else:
             kwargs.pop("camera_offset", None)
-        return cls(**kwargs).validate()
+        return from_mapping(cls, kwargs, error=lambda path, msg: ValidationError(
+            f"StagDrive-v0: {'.'.join(map(str, path)) + ': ' if path else ''}{msg}"))
 
     def camera_names(self, rig) -> tuple[str, ...]:
         """The observed cameras of ``rig`` (a :class:`~stag_sim.camera.CameraRig`), in rig order; a name the rig

@@ -31,8 +31,10 @@ from typing import Any
 
 import numpy as np
 
-from stag_sim.errors import ScenarioError, StagSimError
 from stag_sim.agent_sources import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEvent
+from stag_sim.config import field_kinds, from_mapping
+from stag_sim.env_config import EnvConfig
+from stag_sim.errors import ScenarioError, StagSimError
 from stag_sim.world import logged_mean_speed
 
 #: Where the shipped scenarios are (``scenarios/`` of the repository, installed as ``stag_sim.scenarios``).
@@ -143,9 +145,8 @@ _TOP = {
 }
 _EGO = {"longitudinal": (_NUM, False), "lateral": (_NUM, False), "yaw": (_NUM, False), "speed": (_NUM + "|null", False)}
 _SUCCESS = {"min_route_completion": (_NUM, False), "allow_collision": (_BOOL, False), "allow_offroad": (_BOOL, False)}
-_EVENT = {"type": (_STR, True), "agent": (_STR, False), "name": (_STR, False), "at_s": (_NUM, False),
-          "ahead_m": (_NUM, False), "lateral_m": (_NUM, False), "speed": (_NUM, False), "behavior": (_STR, False),
-          "decel": (_NUM, False), "duration_s": (_NUM, False), "to_lateral_m": (_NUM, False)}
+#: event fields and their kinds, from :class:`~stag_sim.agent_sources.AgentEvent` (``type`` is required)
+_EVENT = {k: (kind, k == "type") for k, kind in field_kinds(AgentEvent).items()}
 _EVENT_KEYS = {  # which keys each event type takes (besides type)
     "insert": {"agent", "name", "ahead_m", "lateral_m", "speed", "behavior"},
     "remove": {"agent"},
@@ -153,9 +154,11 @@ _EVENT_KEYS = {  # which keys each event type takes (besides type)
     "cut_in": {"agent", "at_s", "duration_s", "to_lateral_m"},
 }
 _EVENT_REQUIRED = {"remove": {"agent"}, "hard_brake": {"agent", "at_s"}, "cut_in": {"agent", "at_s"}}
-#: StagDrive-v0 settings a scenario may set in its ``env:`` block (scenario-owned ones are set from the scenario).
-ENV_KEYS = ("action_mode", "cameras", "image_size", "depth", "voxel_size", "renderer", "num_route_points",
-            "route_spacing", "reward_progress", "penalty_collision", "penalty_offroad", "world")
+#: StagDrive-v0 settings the scenario itself sets: not allowed in its ``env:`` block.
+SCENARIO_OWNED = ("max_steps",)
+SCENARIO_OWNED_WORLD = ("agents", "start_frame", "events", "route_lanes", "route_max_length")
+#: StagDrive-v0 settings a scenario may set in its ``env:`` block: the fields of :class:`EnvConfig` it does not own.
+ENV_KEYS = tuple(f.name for f in fields(EnvConfig) if f.name not in SCENARIO_OWNED)
 
 
 class _Where:
@@ -214,9 +217,18 @@ def _section(where: _Where, data, schema: dict, path: tuple) -> dict:
     for key, (kind, required) in schema.items():
         if required and key not in data:
             raise where.error(path, f"missing required field {key!r}")
-        if key in data and kind in (_NUM, _INT, _STR, _BOOL, _NUM + "|null") and not _check_kind(data[key], kind):
+        if key in data and kind.removesuffix("|null") in (_NUM, _INT, _STR, _BOOL) and not _check_kind(data[key], kind):
             raise where.error(path + (key,), f"expected {kind.replace('|null', ' or null')}, got {data[key]!r}")
     return data
+
+
+def _env_values(env: dict) -> dict:
+    """A scenario's ``env:`` block as :func:`~stag_sim.config.from_mapping` takes it (YAML lists as tuples)."""
+    out = dict(env)
+    for key in ("image_size", "camera_offset", "cameras"):
+        if isinstance(out.get(key), list):
+            out[key] = tuple(out[key])
+    return out
 
 
 def load_scenario_text(text: str, source: str = "<string>", name: str | None = None) -> Scenario:
@@ -300,6 +312,11 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
     bad = sorted(set(env) - set(ENV_KEYS))
     if bad:
         raise where.error(("env", bad[0]), f"not a scenario env setting; expected one of {', '.join(ENV_KEYS)}")
+    owned = sorted(set(env.get("world") or {}) & set(SCENARIO_OWNED_WORLD)) if isinstance(env.get("world"), dict) else []
+    if owned:
+        raise where.error(("env", "world", owned[0]), "set by the scenario itself (agents:, start_time_s, events:, "
+                                                      "route:, duration_s), not in its env block")
+    from_mapping(EnvConfig, _env_values(env), ("env",), where.error)  # gym.make's checks, with the file's lines
 
     for key in ("start_time_s", "duration_s"):
         value = data.get(key, 0.0)
@@ -371,7 +388,8 @@ def env_settings(scenario: Scenario, log, dt: float = 0.1) -> tuple[dict[str, An
     world.update(start_frame=start_frame, events=scenario.events,
                  route_lanes=() if scenario.route == "logged" else tuple(scenario.route),
                  route_max_length=max(mean_speed * scenario.duration_s, 2.0))
+    world["agents"] = scenario.agents
     settings = {k: v for k, v in scenario.env.items() if k != "world"}
-    settings.update(agents=scenario.agents, world=world, max_steps=max(1, int(round(scenario.duration_s / dt))))
+    settings.update(world=world, max_steps=max(1, int(round(scenario.duration_s / dt))))
     options = {"ego_offset": (scenario.ego.longitudinal, scenario.ego.lateral, scenario.ego.yaw), "speed": scenario.ego.speed}
     return settings, options

@@ -10,7 +10,7 @@ around it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -70,24 +70,11 @@ class WorldConfig:
 
     @classmethod
     def from_dict(cls, values: dict) -> "WorldConfig":
-        """Build from plain values; an unknown key is an error (never silently ignored)."""
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValidationError(f"unknown world setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        values = dict(values)
-        for name, kind in (("idm", IDMParameters), ("vehicle", VehicleParameters)):
-            if isinstance(values.get(name), dict):
-                sub = values[name]
-                bad = sorted(set(sub) - {f.name for f in fields(kind)})
-                if bad:
-                    raise ValidationError(f"unknown {name} setting(s) {', '.join(bad)}")
-                values[name] = kind(**sub)
-        if "events" in values:
-            values["events"] = tuple(e if isinstance(e, AgentEvent) else AgentEvent(**e) for e in values["events"])
-        if "route_lanes" in values:
-            values["route_lanes"] = tuple(values["route_lanes"])
-        return cls(**values).validate()
+        """Build from plain values (nested ``idm`` / ``vehicle`` mappings, ``events`` as mappings); an unknown key is
+        an error naming its path, e.g. ``world.idm.v0: unknown setting`` (:func:`stag_sim.config.from_mapping`)."""
+        from stag_sim.config import from_mapping
+
+        return from_mapping(cls, values, ("world",))
 
 
 @dataclass(frozen=True)

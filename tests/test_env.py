@@ -50,7 +50,7 @@ def test_gymnasium_check_env(log, mode):
 @pytest.mark.parametrize("mode", ["control", "trajectory"])
 def test_seeded_rollout_is_bit_identical(log, mode):
     def rollout():
-        env = make(log, action_mode=mode, agents="idm")
+        env = make(log, action_mode=mode, world={"agents": "idm"})
         obs, info = env.reset(seed=3)
         env.action_space.seed(3)
         hashes, rewards = [obs_hash(obs)], []
@@ -123,8 +123,12 @@ def test_invalid_actions_raise_and_out_of_range_is_clipped_and_counted(log):
 
 
 def test_unknown_settings_are_errors(log):
-    with pytest.raises(ValidationError, match="unknown setting.*warp"):
+    with pytest.raises(ValidationError, match="warp: unknown setting"):
         make(log, warp=9)
+    with pytest.raises(ValidationError, match=r"world\.idm\.v0: unknown setting"):  # nested: the whole key path
+        make(log, world={"idm": {"v0": 3.0}})
+    with pytest.raises(ValidationError, match=r"render: RenderConfig\.lod_levels"):
+        make(log, render={"lod_levels": 0})
     with pytest.raises(ValidationError, match="action_mode"):
         make(log, action_mode="telepathy")
     with pytest.raises(ValidationError, match="cameras"):

@@ -353,7 +353,7 @@ def test_refined_renderer_keyframes_cache_and_reset(pipe):
 def test_env_runs_five_steps_with_the_refined_renderer(saved):
     log = tiny_scene_log(num_frames=12, width=64, height=36)
     env = gym.make("StagDrive-v0", scene=log, image_size=(36, 64), voxel_size=0.25, renderer="refined",
-                   refiner_path=str(saved), refine_every=2, refiner_steps=1)
+                   refiner={"path": str(saved), "refine_every": 2, "steps": 1})
     obs, info = env.reset(seed=0)
     assert obs["CAM_FRONT"].shape == (36, 64, 3) and obs["CAM_FRONT"].dtype == np.uint8
     for _ in range(5):
@@ -365,13 +365,17 @@ def test_env_runs_five_steps_with_the_refined_renderer(saved):
 
 def test_env_refined_settings_errors(saved):
     log = tiny_scene_log(num_frames=12, width=64, height=36)
-    with pytest.raises(ValidationError, match="refiner_path"):
+    with pytest.raises(ValidationError, match="refiner: required with renderer='refined'"):
         gym.make("StagDrive-v0", scene=log, image_size=(36, 64), renderer="refined")
-    with pytest.raises(ValidationError, match="refine_every"):
-        gym.make("StagDrive-v0", scene=log, image_size=(36, 64), renderer="refined", refiner_path=str(saved), refine_every=0)
+    with pytest.raises(ValidationError, match=r"refiner: refiner refine_every"):
+        gym.make("StagDrive-v0", scene=log, image_size=(36, 64), renderer="refined",
+                 refiner={"path": str(saved), "refine_every": 0})
+    with pytest.raises(ValidationError, match=r"refiner\.steps_per_frame: unknown setting"):
+        gym.make("StagDrive-v0", scene=log, image_size=(36, 64), renderer="refined",
+                 refiner={"path": str(saved), "steps_per_frame": 2})
     with pytest.raises(StagSimError, match="not a directory"):
         gym.make("StagDrive-v0", scene=log, image_size=(36, 64), voxel_size=0.25, renderer="refined",
-                 refiner_path=str(saved / "missing"))
+                 refiner={"path": str(saved / "missing")})
 
 
 def _fake_svd_dir(root):

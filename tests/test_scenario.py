@@ -49,6 +49,11 @@ def test_round_trip_through_to_dict():
     (GOOD.replace("decel: 5.0", "decel: -5.0"), r"events\[1\]: event hard_brake\.decel: must be > 0"),
     (GOOD + "route: {lanes: []}\n", r"route\.lanes: expected a non-empty list"),
     (GOOD + "env: {gravity: 9.8}\n", r"env\.gravity: not a scenario env setting"),
+    # the env block is checked against the typed config tree, nested keys and values included
+    (GOOD + "env:\n  world:\n    idm: {v0: 3}\n", r"bad\.yaml:10: env\.world\.idm\.v0: unknown setting"),
+    (GOOD + "env:\n  render: {lod_levels: 9}\n", r"bad\.yaml:9: env\.render: RenderConfig\.lod_levels"),
+    (GOOD + "env:\n  world: {start_frame: 3}\n", r"env\.world\.start_frame: set by the scenario itself"),
+    (GOOD + "env: {action_mode: telepathy}\n", r"bad\.yaml:8: env: action_mode: 'telepathy' is not one of"),
     ("", r"bad\.yaml: empty scenario file"),
 ])
 def test_bad_files_name_file_line_and_field(text, expected):

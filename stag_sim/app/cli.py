@@ -18,7 +18,7 @@ def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: floa
     if renderer:
         out["renderer"] = renderer
     if refiner_path:
-        out["refiner_path"] = refiner_path
+        out["refiner"] = {"path": refiner_path}
     if image_size:
         try:
             h, w = (int(v) for v in image_size.lower().split("x"))

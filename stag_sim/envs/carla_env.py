@@ -22,7 +22,7 @@ start pose on the CARLA ego's spawn point (or use ``cosim={"alignment": T_scene_
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -30,6 +30,7 @@ import numpy as np
 from stag_sim.agent_sources import ExternalAgents
 from stag_sim.carla_bridge import Alignment, BridgeConfig, CarlaAgent, CarlaBridge, parse_address
 from stag_sim.carla_bridge.bridge import DEFAULT_EGO_FILTER, DEFAULT_TM_PORT
+from stag_sim.config import from_mapping
 from stag_sim.dynamics import EgoState, bicycle_step, wrap_angle
 from stag_sim.envs.stag_drive import StagDriveEnv
 from stag_sim.errors import BridgeError, ValidationError
@@ -92,12 +93,7 @@ class CoSimConfig:
     def from_value(cls, value) -> "CoSimConfig":
         if isinstance(value, cls):
             return value.validate()
-        values = dict(value or {})
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValidationError(f"unknown cosim setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
-        return cls(**values).validate()
+        return from_mapping(cls, dict(value or {}), ("cosim",))
 
 
 def _footprint(agent: CarlaAgent):

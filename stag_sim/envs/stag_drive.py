@@ -16,12 +16,12 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
-from stag_sim.envs.config import EnvConfig
+from stag_sim.env_config import EnvConfig
 from stag_sim.control import TrackerState, track
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import invert_transform, transform_points
 from stag_sim.scene_log import SceneLog
-from stag_sim.world import World, WorldConfig, expert, reset, step
+from stag_sim.world import World, expert, reset, step
 
 EGO_STATE_FIELDS = ("speed", "accel", "yaw_rate", "steer")  # [m/s, m/s^2, rad/s, rad]
 EGO_STATE_BOUND = 100.0  # observation-space bound of every ego-state entry (far beyond any vehicle's limits)
@@ -45,6 +45,16 @@ class RenderRequest:
     object_mask: np.ndarray
 
 
+def _as_mapping(world) -> dict:
+    """A world setting given as a mapping or a :class:`~stag_sim.world.WorldConfig`, as a mapping of what it sets."""
+    if isinstance(world, dict):
+        return dict(world)
+    import dataclasses
+
+    default = type(world)()
+    return {f.name: getattr(world, f.name) for f in dataclasses.fields(world) if getattr(world, f.name) != getattr(default, f.name)}
+
+
 def load_scene(scene) -> tuple[SceneLog, Path | None]:
     """A SceneLog and its cache dir from ``scene``: None (the embedded synthetic town), a path, or a SceneLog."""
     from stag_sim.cache import load_scene_cache
@@ -62,7 +72,7 @@ def load_scene(scene) -> tuple[SceneLog, Path | None]:
 
 
 class StagDriveEnv(gym.Env):
-    """Closed-loop driving on a logged scene. See the README's RL section and :class:`envs.config.EnvConfig`.
+    """Closed-loop driving on a logged scene. See the README's RL section and :class:`stag_sim.env_config.EnvConfig`.
 
     ``scene``: None (the embedded synthetic town), a scene cache path or a SceneLog. ``scenario``: a scenario file,
     a shipped scenario's name or a :class:`stag_sim.scenario.Scenario`; it sets the scene (unless ``scene`` is
@@ -96,9 +106,9 @@ class StagDriveEnv(gym.Env):
             if scene is None:
                 scene = resolve_scene(self.scenario)
             self.log, self.scene_dir = load_scene(scene)
-            dt = float(dict(self.scenario.env.get("world", {})).get("dt", 0.1))
+            dt = float(_as_mapping(kwargs.get("world", {})).get("dt", dict(self.scenario.env.get("world", {})).get("dt", 0.1)))
             settings, self._default_options = env_settings(self.scenario, self.log, dt)
-            world = {**settings.pop("world"), **kwargs.pop("world", {})}
+            world = {**settings.pop("world"), **_as_mapping(kwargs.pop("world", {}))}
             kwargs = {**settings, **kwargs, "world": world}
         else:
             self.log, self.scene_dir = load_scene(scene)
@@ -106,8 +116,7 @@ class StagDriveEnv(gym.Env):
         self.render_mode = render_mode
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
-        world_values = {"agents": self.config.agents, **self.config.world}
-        self.world = World.build(self.log, WorldConfig.from_dict(world_values))
+        self.world = World.build(self.log, self.config.world)
         h, w = self.config.image_size
         self.rig = self.log.rig.with_resolution(w, h)
         if any(self.config.camera_offset):
@@ -144,11 +153,12 @@ class StagDriveEnv(gym.Env):
 
         cfg = Scene4DConfig(voxel_size=self.config.voxel_size)
         scene4d = load_scene4d(self.scene_dir, cfg) if self.scene_dir is not None else build_scene4d(self.log, cfg)
+        point = PointRenderer(scene4d, self.config.render)
         if self.config.renderer == "refined":  # point render, then the diffusion refiner (stag_sim.refiner)
             from stag_sim.refiner.renderer import make_refined_renderer
 
-            return make_refined_renderer(PointRenderer(scene4d), self.config, self.log, self.cam_index)
-        return PointRenderer(scene4d)
+            return make_refined_renderer(point, self.config.refiner, self.log, self.cam_index)
+        return point
 
     def _start_time(self) -> float:
         f = self.world.config.start_frame

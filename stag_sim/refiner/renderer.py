@@ -307,11 +307,10 @@ def make_reference_provider(log, cam_index):
     return provider
 
 
-def make_refined_renderer(point_renderer, env_config, log, cam_index) -> RefinedRenderer:
-    """The env's refined renderer from its :class:`~stag_sim.envs.config.EnvConfig` (``renderer="refined"``)."""
-    cfg = RefinerConfig(path=str(env_config.refiner_path or ""), refine_every=int(env_config.refine_every),
-                        steps=int(env_config.refiner_steps), window=int(env_config.refiner_window),
-                        device=env_config.refiner_device, dtype=env_config.refiner_dtype).validate()
+def make_refined_renderer(point_renderer, config: RefinerConfig, log, cam_index) -> RefinedRenderer:
+    """The refined renderer of ``config`` over ``point_renderer``, for cameras ``cam_index`` of ``log``'s rig (their
+    reference frames come from the log)."""
+    cfg = config.validate()
     pipe = load_refiner(cfg.path, cfg.device, cfg.dtype)
     cameras = {log.rig.names[i]: float(log.rig.azimuths[i]) for i in cam_index}  # names and ring order
     return RefinedRenderer(point_renderer, pipe, cfg, cameras, make_reference_provider(log, cam_index))
