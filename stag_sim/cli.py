@@ -13,7 +13,7 @@ import click
 
 from stag_sim.app.cli import demo, eval_cmd, export_cmd, replay_cmd
 from stag_sim.cli_errors import one_line_errors
-from stag_sim.errors import StagSimError
+from stag_sim.errors import OutputError
 from stag_sim.render.cli import fidelity, render
 
 
@@ -35,7 +35,7 @@ def main() -> None:
 def synth(out: Path, seed: int, duration: float, width: int, height: int, workers: int | None, overwrite: bool) -> None:
     """Generate the synthetic town scene (no download) and write it as a scene cache."""
     if out.exists() and not overwrite:
-        raise StagSimError(f"{out}: already exists (add --overwrite to replace it)")
+        raise OutputError(f"{out}: already exists (add --overwrite to replace it)")
     from stag_sim.cache import write_scene_cache
     from stag_sim.summary import dir_size_bytes
     from stag_sim.synth import generate_scene

@@ -22,14 +22,6 @@ from dataclasses import dataclass
 
 import numpy as np
 
-#: A pixel counts as the point's own surface when its depth is within this fraction (+ ``DEPTH_SLACK``) [-].
-DEPTH_TOLERANCE = 0.05
-#: Absolute depth slack of the visibility test [m].
-DEPTH_SLACK = 0.3
-#: Mean absolute RGB difference above which a view contradicts a point [grey levels].
-COLOUR_TOLERANCE = 40.0
-
-
 @dataclass(frozen=True, eq=False)
 class View:
     """One camera image that checks points.
@@ -59,6 +51,14 @@ class View:
         img = cv2.GaussianBlur(np.asarray(rgb, np.float32), (3, 3), 0.8)
         return cls(invert_transform(np.asarray(T_world_from_cam, np.float64)), np.asarray(K, np.float64), img,
                    np.asarray(depth, np.float32), None if body is None else np.asarray(body, bool))
+
+
+#: A pixel counts as the point's own surface when its depth is within this fraction (+ ``DEPTH_SLACK``) [-].
+DEPTH_TOLERANCE = 0.05
+#: Absolute depth slack of the visibility test [m].
+DEPTH_SLACK = 0.3
+#: Mean absolute RGB difference above which a view contradicts a point [grey levels].
+COLOUR_TOLERANCE = 40.0
 
 
 def consistency_votes(points: np.ndarray, colors: np.ndarray, views, colour_tolerance: float = COLOUR_TOLERANCE,
