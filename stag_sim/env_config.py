@@ -18,6 +18,97 @@ from stag_sim.world import WorldConfig
 
 ACTION_MODES = ("control", "trajectory")
 RENDERERS = ("point", "refined")
+#: Observation keys: ``cameras`` (one image per observed camera, keys = camera names, plus ``depth_<CAM>`` with
+#: ``depth``), ``ego``, ``route``, ``state`` and ``bev`` (see :mod:`stag_sim.envs.observations`).
+OBSERVATION_KEYS = ("cameras", "ego", "route", "state", "bev")
+
+
+@dataclass(frozen=True)
+class BevConfig:
+    """The ``bev`` observation's raster (:mod:`stag_sim.envs.observations`).
+
+    Attributes:
+        size_px: image side [px].
+        resolution_m: metres per pixel [m].
+        ego_row_fraction: where the ego sits, as a fraction of the image height from the top (0.75: three quarters
+            of the view lie ahead).
+        motion_horizon_s: the ``agents_future`` channel draws agents this far ahead at constant velocity [s].
+    """
+
+    size_px: int = 64
+    resolution_m: float = 0.5
+    ego_row_fraction: float = 0.75
+    motion_horizon_s: float = 1.0
+
+    def validate(self) -> "BevConfig":
+        if int(self.size_px) != self.size_px or not 8 <= self.size_px <= 512:
+            raise ValidationError(f"bev.size_px: must be an int in [8, 512] px, got {self.size_px!r}")
+        if not (np.isfinite(self.resolution_m) and self.resolution_m > 0):
+            raise ValidationError(f"bev.resolution_m: must be > 0 m per px, got {self.resolution_m!r}")
+        if not 0.0 < self.ego_row_fraction < 1.0:
+            raise ValidationError(f"bev.ego_row_fraction: must be in (0, 1), got {self.ego_row_fraction!r}")
+        if not (np.isfinite(self.motion_horizon_s) and self.motion_horizon_s >= 0):
+            raise ValidationError(f"bev.motion_horizon_s: must be >= 0 s, got {self.motion_horizon_s!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class RewardConfig:
+    """The reward (README, "Reward"): the share of the route driven, less an idling penalty and terminal penalties.
+
+    Attributes:
+        progress: reward for driving the whole route, paid per metre as ``progress * metres / route length``.
+        idle: penalty for an episode spent standing still while the road ahead is free, paid per step as
+            ``idle / max_steps``; so stopping for good costs ``idle``, never less than a crash at the start.
+        collision, offroad: paid on the terminating step.
+        clipped: per out-of-range action component.
+        idle_speed: below this speed the ego idles [m/s].
+        free_distance: the road ahead is free when no agent is within this distance ahead in the ego's lane [m].
+    """
+
+    progress: float = 1.0
+    idle: float = 0.5
+    collision: float = 0.5
+    offroad: float = 0.5
+    clipped: float = 0.0
+    idle_speed: float = 0.5  # [m/s]
+    free_distance: float = 15.0  # [m]
+
+    def validate(self) -> "RewardConfig":
+        for name in ("progress", "idle", "collision", "offroad", "clipped", "idle_speed", "free_distance"):
+            v = getattr(self, name)
+            if not (np.isfinite(v) and v >= 0):
+                raise ValidationError(f"reward.{name}: must be a finite value >= 0, got {v!r}")
+        return self
+
+
+@dataclass(frozen=True)
+class StartConfig:
+    """Where an episode starts (without reset options): the logged start, or a random one drawn from the env's seed.
+
+    Attributes:
+        random: draw the start (frame, lateral and heading offset, speed) at every reset.
+        max_frame_fraction: the start frame is drawn from this first fraction of the frames that leave room to drive.
+        lateral_m, heading_rad: offsets drawn uniformly in [-value, value] [m], [rad].
+        speed_fraction: initial speed drawn uniformly in this range, as fractions of the logged speed there.
+    """
+
+    random: bool = False
+    max_frame_fraction: float = 0.5
+    lateral_m: float = 1.0
+    heading_rad: float = 0.15
+    speed_fraction: tuple[float, float] = (0.0, 1.2)
+
+    def validate(self) -> "StartConfig":
+        if not 0.0 <= self.max_frame_fraction <= 1.0:
+            raise ValidationError(f"start.max_frame_fraction: must be in [0, 1], got {self.max_frame_fraction!r}")
+        for name in ("lateral_m", "heading_rad"):
+            if not (np.isfinite(getattr(self, name)) and getattr(self, name) >= 0):
+                raise ValidationError(f"start.{name}: must be >= 0, got {getattr(self, name)!r}")
+        lo, hi = self.speed_fraction
+        if not 0.0 <= lo <= hi:
+            raise ValidationError(f"start.speed_fraction: expected 0 <= low <= high, got {self.speed_fraction!r}")
+        return self
 
 
 @dataclass(frozen=True)
@@ -28,7 +119,11 @@ class EnvConfig:
         action_mode: ``control`` — (acceleration, steering) in [-1, 1]; ``trajectory`` — ``num_waypoints``
             future (x, y) [m] in the ego frame, ``waypoint_dt`` [s] apart, tracked by pure pursuit + PI.
         cameras: camera names to observe (the scene rig's own names; observed in rig order). None: every camera
-            of the rig.
+            of the rig; ``()``: none (a camera-free env: nothing is rendered).
+        observations: the observation keys (:data:`OBSERVATION_KEYS`). None: ``cameras``, ``ego`` and ``route``,
+            or ``state`` alone for a camera-free env.
+        num_state_agents: agents in the ``state`` vector (the nearest ones) [-].
+        bev: the ``bev`` raster (:class:`BevConfig`).
         image_size: (height, width) of observed images [px].
         camera_offset: (x, y, z) [m] shift of the whole camera rig in the ego frame (y left), e.g. to re-render a
             run from beside the logged path.
@@ -38,9 +133,8 @@ class EnvConfig:
         max_steps: truncate after this many steps (None: when the log ends).
         num_route_points, route_spacing: the route observation: points every ``route_spacing`` [m] ahead.
         num_waypoints, waypoint_dt: trajectory action shape and timing (default 8 x 0.5 s = 4 s, as NAVSIM).
-        reward_progress: reward per metre of route progress [1/m].
-        penalty_collision, penalty_offroad: subtracted on the terminating step.
-        penalty_clipped: subtracted per out-of-range action component.
+        reward: the reward's parts and weights (:class:`RewardConfig`).
+        start: where episodes start (:class:`StartConfig`).
         renderer: ``point`` (the z-buffered point renderer) or ``refined`` (point render, then the diffusion
             refiner; needs ``refiner`` and the ``diffusion`` extra).
         render: the point renderer's :class:`~stag_sim.render.renderer.RenderConfig`.
@@ -51,6 +145,9 @@ class EnvConfig:
 
     action_mode: str = "control"
     cameras: tuple[str, ...] | None = None
+    observations: tuple[str, ...] | None = None
+    num_state_agents: int = 8
+    bev: BevConfig = field(default_factory=BevConfig)
     image_size: tuple[int, int] = (224, 400)
     camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # [m]
     depth: bool = False
@@ -60,10 +157,8 @@ class EnvConfig:
     route_spacing: float = 2.0  # [m]
     num_waypoints: int = 8
     waypoint_dt: float = 0.5  # [s]
-    reward_progress: float = 0.1  # [1/m]
-    penalty_collision: float = 10.0
-    penalty_offroad: float = 10.0
-    penalty_clipped: float = 0.0
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    start: StartConfig = field(default_factory=StartConfig)
     renderer: str = "point"
     render: RenderConfig = field(default_factory=RenderConfig)
     refiner: RefinerConfig | None = None
@@ -72,8 +167,20 @@ class EnvConfig:
     def validate(self) -> "EnvConfig":
         if self.action_mode not in ACTION_MODES:
             raise ValidationError(f"action_mode: {self.action_mode!r} is not one of {', '.join(ACTION_MODES)}")
-        if self.cameras is not None and (not self.cameras or len(set(self.cameras)) != len(self.cameras)):
-            raise ValidationError(f"cameras: {list(self.cameras)} must be a non-empty list of distinct camera names (or None: all)")
+        if self.cameras is not None and len(set(self.cameras)) != len(self.cameras):
+            raise ValidationError(f"cameras: {list(self.cameras)} must be distinct camera names (or None: all, (): none)")
+        keys = self.observation_keys
+        unknown = [k for k in keys if k not in OBSERVATION_KEYS]
+        if unknown:
+            raise ValidationError(f"observations: unknown key {unknown[0]!r}; known: {', '.join(OBSERVATION_KEYS)}")
+        if not keys or len(set(keys)) != len(keys):
+            raise ValidationError(f"observations: expected distinct keys, at least one, got {list(keys)}")
+        if self.cameras == () and "cameras" in keys:
+            raise ValidationError("observations: 'cameras' with cameras=() (a camera-free env has no images)")
+        if self.cameras == () and self.renderer == "refined":
+            raise ValidationError("renderer: 'refined' needs cameras; cameras=() is a camera-free env")
+        if int(self.num_state_agents) != self.num_state_agents or self.num_state_agents < 0:
+            raise ValidationError(f"num_state_agents: must be an int >= 0, got {self.num_state_agents!r}")
         if len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
         if len(self.camera_offset) != 3 or not all(np.isfinite(v) for v in self.camera_offset):
@@ -91,6 +198,13 @@ class EnvConfig:
             raise ValidationError(f"max_steps: must be >= 1 or None, got {self.max_steps}")
         return self
 
+    @property
+    def observation_keys(self) -> tuple[str, ...]:
+        """The observation keys in use (``observations``, or its default)."""
+        if self.observations is not None:
+            return tuple(self.observations)
+        return ("state",) if self.cameras == () else ("cameras", "ego", "route")
+
     @classmethod
     def from_kwargs(cls, **kwargs) -> "EnvConfig":
         """The settings from ``gym.make`` keyword arguments (nested ``world`` / ``render`` / ``refiner`` as mappings
@@ -100,6 +214,9 @@ class EnvConfig:
             kwargs["cameras"] = (cams,) if isinstance(cams, str) else tuple(cams)
         if "image_size" in kwargs:
             kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
+        if kwargs.get("observations") is not None:
+            obs = kwargs["observations"]
+            kwargs["observations"] = (obs,) if isinstance(obs, str) else tuple(obs)
         if kwargs.get("camera_offset") is not None:
             kwargs["camera_offset"] = tuple(float(v) for v in kwargs["camera_offset"])
         else:

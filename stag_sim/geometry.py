@@ -170,15 +170,18 @@ def quat_slerp(q0, q1, w) -> np.ndarray:
     return q / np.linalg.norm(q, axis=-1, keepdims=True)
 
 
-def interpolate_poses(P0, P1, w) -> np.ndarray:
+def interpolate_poses(P0, P1, w, q0=None, q1=None) -> np.ndarray:
     """(..., 4, 4) rigid transforms between ``P0`` and ``P1`` (..., 4, 4) at fractions ``w`` (...) in [0, 1]:
     translation linearly, rotation by quaternion slerp (roll and pitch included). The one pose interpolation of
-    the package (logged ego and object tracks, the 4D scene's objects)."""
+    the package (logged ego and object tracks, the 4D scene's objects). ``q0`` / ``q1``: the rotations' quaternions
+    when already known (:func:`matrix_to_quat` of ``P0`` / ``P1``; the same result, faster)."""
     P0 = np.asarray(P0, np.float64)
     P1 = np.asarray(P1, np.float64)
     w = np.broadcast_to(np.asarray(w, np.float64), P0.shape[:-2])
+    q0 = matrix_to_quat(P0[..., :3, :3]) if q0 is None else q0
+    q1 = matrix_to_quat(P1[..., :3, :3]) if q1 is None else q1
     out = np.zeros(P0.shape)
-    out[..., :3, :3] = quat_to_matrix(quat_slerp(matrix_to_quat(P0[..., :3, :3]), matrix_to_quat(P1[..., :3, :3]), w))
+    out[..., :3, :3] = quat_to_matrix(quat_slerp(q0, q1, w))
     out[..., :3, 3] = (1.0 - w)[..., None] * P0[..., :3, 3] + w[..., None] * P1[..., :3, 3]
     out[..., 3, 3] = 1.0
     return out

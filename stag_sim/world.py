@@ -17,7 +17,7 @@ import numpy as np
 from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, ScriptedAgents, extended_path
 from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
 from stag_sim.errors import ScenarioError, ValidationError
-from stag_sim.geometry import interpolate_poses, pose_xy_yaw, yaw_of
+from stag_sim.geometry import interpolate_poses, matrix_to_quat, pose_xy_yaw, yaw_of
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
 
@@ -133,6 +133,7 @@ class World:
         drivable: the map's drivable area grown by ``config.offroad_tolerance`` (a prepared shapely geometry), or
             None without a map.
         agents: where the other agents are and how they move (:class:`~stag_sim.agent_sources.AgentSource`).
+        ego_quats: (T, 4) quaternions of the logged ego rotations (for fast interpolation).
     """
 
     log: SceneLog
@@ -143,6 +144,7 @@ class World:
     sizes: np.ndarray
     drivable: object
     agents: AgentSource
+    ego_quats: np.ndarray
 
     @classmethod
     def build(cls, log: SceneLog, config: WorldConfig | None = None, agents: AgentSource | None = None) -> "World":
@@ -169,7 +171,7 @@ class World:
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),
-                   drivable, agents)
+                   drivable, agents, matrix_to_quat(ego[:, :3, :3]))
 
     def with_agents(self, agents: AgentSource) -> "World":
         """The same world with another agent source."""
@@ -192,7 +194,8 @@ class World:
         t = self.log_time_us(time_s)
         i = int(np.clip(np.searchsorted(ts, t, side="right") - 1, 0, len(ts) - 2))
         w = float(np.clip((t - ts[i]) / (ts[i + 1] - ts[i]), 0.0, 1.0))
-        return interpolate_poses(self.log.ego_poses[i], self.log.ego_poses[i + 1], w)
+        q = self.ego_quats
+        return interpolate_poses(self.log.ego_poses[i], self.log.ego_poses[i + 1], w, q[i], q[i + 1])
 
     @property
     def end_time_s(self) -> float:

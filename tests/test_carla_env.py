@@ -125,7 +125,7 @@ def test_carla_collision_terminates_and_lane_invasion_is_reported(fake, log, ren
             break
     assert term and info["termination_reason"] == "collision"
     assert info["collided_with"] == ["carla-0:vehicle.tesla.model3"]
-    assert info["reward_terms"]["collision"] == -env.config.penalty_collision
+    assert info["reward_terms"]["collision"] == -env.config.reward.collision
     assert np.isclose(reward, sum(info["reward_terms"].values()))
     env.close()
 

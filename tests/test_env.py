@@ -91,7 +91,7 @@ def test_offroad_terminates_with_reason(log):
         if term or trunc:
             break
     assert term and info["termination_reason"] == "offroad" and r < 0
-    assert info["reward_terms"]["offroad"] == -10.0 and sum(info["reward_terms"].values()) == pytest.approx(r)
+    assert info["reward_terms"]["offroad"] == -0.5 and sum(info["reward_terms"].values()) == pytest.approx(r)
 
 
 def test_unknown_camera_names_the_rig(log):

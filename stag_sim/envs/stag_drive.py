@@ -117,34 +117,51 @@ class StagDriveEnv(gym.Env):
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
         self.world = World.build(self.log, self.config.world)
+        self._worlds = {self.world.config.start_frame: self.world}  # per start frame (random starts)
+        self._bev: dict[int, Any] = {}  # BEV rasterizer per world (static layers drawn once)
         h, w = self.config.image_size
         self.rig = self.log.rig.with_resolution(w, h)
         if any(self.config.camera_offset):
             self.rig = self.rig.translated(self.config.camera_offset)
-        self.camera_names = self.config.camera_names(self.rig)  # the observed cameras, rig order
+        self.obs_keys = self.config.observation_keys
+        # the observed cameras, rig order (none when the observation holds no images)
+        self.camera_names = self.config.camera_names(self.rig) if "cameras" in self.obs_keys else ()
         self.cam_index = [self.rig.index(c) for c in self.camera_names]
-        self._renderer = renderer if renderer is not None else self._make_renderer()
+        self._renderer = renderer if renderer is not None else (self._make_renderer() if self.camera_names else None)
         veh = self.world.config.vehicle
         self._accel_scale = (veh.max_decel, veh.max_accel)
-        obs = {c: spaces.Box(0, 255, (h, w, 3), np.uint8) for c in self.camera_names}
-        obs["ego"] = spaces.Box(-EGO_STATE_BOUND, EGO_STATE_BOUND, (len(EGO_STATE_FIELDS),), np.float32)
-        obs["route"] = spaces.Box(-ROUTE_BOUND, ROUTE_BOUND, (2 * self.config.num_route_points,), np.float32)
-        if self.config.depth:
-            for c in self.camera_names:
-                obs[f"depth_{c}"] = spaces.Box(0.0, DEPTH_BOUND, (h, w), np.float32)
-        self.observation_space = spaces.Dict(obs)
+        self.observation_space = spaces.Dict(self._spaces(h, w))
         if self.config.action_mode == "control":
             self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
         else:
             reach = veh.max_speed * self.config.waypoint_dt * self.config.num_waypoints  # [m]
             self.action_space = spaces.Box(-reach, reach, (self.config.num_waypoints, 2), np.float32)
-        steps_in_log = int(np.floor((self.world.end_time_s - self._start_time()) / self.world.config.dt + 1e-6))
-        self.max_steps = min(self.config.max_steps or steps_in_log, steps_in_log)
+        self.max_steps = self._max_steps()
         self._state = None
         self._tracker = TrackerState()
         self._trail: list[tuple[float, float]] = []
         self._clipped = 0
         self._last_obs = None
+
+    def _spaces(self, h: int, w: int) -> dict:
+        c, obs = self.config, {}
+        if "cameras" in self.obs_keys:
+            obs.update({name: spaces.Box(0, 255, (h, w, 3), np.uint8) for name in self.camera_names})
+            if c.depth:
+                obs.update({f"depth_{name}": spaces.Box(0.0, DEPTH_BOUND, (h, w), np.float32) for name in self.camera_names})
+        if "ego" in self.obs_keys:
+            obs["ego"] = spaces.Box(-EGO_STATE_BOUND, EGO_STATE_BOUND, (len(EGO_STATE_FIELDS),), np.float32)
+        if "route" in self.obs_keys:
+            obs["route"] = spaces.Box(-ROUTE_BOUND, ROUTE_BOUND, (2 * c.num_route_points,), np.float32)
+        if "state" in self.obs_keys:
+            from stag_sim.envs.observations import state_size
+
+            obs["state"] = spaces.Box(-1.0, 1.0, (state_size(c.num_route_points, c.num_state_agents),), np.float32)
+        if "bev" in self.obs_keys:
+            from stag_sim.envs.observations import BEV_CHANNELS
+
+            obs["bev"] = spaces.Box(0, 255, (len(BEV_CHANNELS), c.bev.size_px, c.bev.size_px), np.uint8)
+        return obs
 
     # ---- rendering ---------------------------------------------------------------------------------------------
     def _make_renderer(self):
@@ -164,26 +181,37 @@ class StagDriveEnv(gym.Env):
         f = self.world.config.start_frame
         return float(self.log.timestamps_us[f] - self.log.timestamps_us[0]) * 1e-6
 
+    def _max_steps(self) -> int:
+        """Steps until the log ends from the current world's start (capped by ``max_steps``)."""
+        steps_in_log = int(np.floor((self.world.end_time_s - self._start_time()) / self.world.config.dt + 1e-6))
+        return min(self.config.max_steps or steps_in_log, steps_in_log)
+
     def camera_poses(self, state=None) -> np.ndarray:
         """(C_observed, 4, 4) ``T_world_from_camera`` of the observed cameras in ``state`` (default: current)."""
         state = state or self._state
         return self.rig.T_world_from_cameras(state.ego.pose())[self.cam_index]
 
-    def render_request(self, state=None) -> RenderRequest:
-        """What the observed cameras need drawn in ``state`` (default: current): one batch API call renders the
-        requests of many envs together (:class:`~stag_sim.envs.vector.StagDriveVectorEnv`)."""
+    def render_request(self, state=None) -> RenderRequest | None:
+        """What the observed cameras need drawn in ``state`` (default: current), or None when the observation holds
+        no images: one batch API call renders the requests of many envs together
+        (:class:`~stag_sim.envs.vector.StagDriveVectorEnv`)."""
+        if not self.camera_names:
+            return None
         state = state or self._state
         poses, valid = self.world.agent_poses(state)
         return RenderRequest(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid)
 
     def _observe(self, state) -> dict:
         req = self.render_request(state)
+        if req is None:
+            return self.observation(None, None, state)
         res = self._renderer.render(req.camera_poses, req.intrinsics, req.object_poses, req.object_mask)
         return self.observation(res.rgb, res.depth, state)
 
-    def observation(self, rgb: np.ndarray, depth: np.ndarray, state=None) -> dict:
+    def observation(self, rgb: np.ndarray | None, depth: np.ndarray | None, state=None) -> dict:
         """The observation of ``state`` (default: current) from the renders of its :meth:`render_request`: rgb
-        (C, H, W, 3) uint8 and depth (C, H, W) [m], observed cameras in order. Kept for :meth:`render`."""
+        (C, H, W, 3) uint8 and depth (C, H, W) [m], observed cameras in order (None for a camera-free
+        observation). Kept for :meth:`render`."""
         state = state or self._state
         obs = self._assemble(state, rgb, depth)
         if state is self._state:
@@ -191,14 +219,37 @@ class StagDriveEnv(gym.Env):
         return obs
 
     def _assemble(self, state, rgb, depth) -> dict:
-        obs = {c: rgb[i] for i, c in enumerate(self.camera_names)}
+        keys, obs = self.obs_keys, {}
+        if "cameras" in keys:
+            obs.update({c: rgb[i] for i, c in enumerate(self.camera_names)})
+            if self.config.depth:
+                obs.update({f"depth_{c}": depth[i].astype(np.float32) for i, c in enumerate(self.camera_names)})
         e = state.ego
-        obs["ego"] = np.array([e.speed, e.accel, e.yaw_rate, e.steer], np.float32)
-        obs["route"] = self._route_ahead(state)
-        if self.config.depth:
-            for i, c in enumerate(self.camera_names):
-                obs[f"depth_{c}"] = depth[i].astype(np.float32)
+        if "ego" in keys:
+            obs["ego"] = np.array([e.speed, e.accel, e.yaw_rate, e.steer], np.float32)
+        if "route" in keys or "state" in keys:
+            route = self._route_ahead(state)
+            if "route" in keys:
+                obs["route"] = route
+        if "state" in keys or "bev" in keys:
+            from stag_sim.envs import observations as O
+
+            poses, valid = self.world.agent_poses(state)
+            if "state" in keys:
+                obs["state"] = O.state_vector(self.world, state, poses, valid, route.reshape(-1, 2),
+                                              self._route_completion(state), state.step / max(self.max_steps, 1),
+                                              self.config.num_state_agents)
+            if "bev" in keys:
+                obs["bev"] = self._bev_rasterizer().draw(state, poses, valid, O.agent_velocities(self.world, state, poses, valid))
         return obs
+
+    def _bev_rasterizer(self):
+        from stag_sim.envs.observations import BevRasterizer
+
+        key = id(self.world)
+        if key not in self._bev:
+            self._bev[key] = BevRasterizer(self.world, self.config.bev)
+        return self._bev[key]
 
     def _route_ahead(self, state) -> np.ndarray:
         s = state.route_s + self.config.route_spacing * np.arange(1, self.config.num_route_points + 1)
@@ -270,16 +321,45 @@ class StagDriveEnv(gym.Env):
 
     # Overridable halves of reset_state / step_state (the CARLA co-simulation env replaces them).
     def _reset_state(self, options: dict | None) -> dict:
-        options = {**self._default_options, **(options or {})}
+        given = dict(options or {})
+        options = {**self._default_options, **given}
         offset = options.pop("ego_offset", (0.0, 0.0, 0.0))
         speed = options.pop("speed", None)
         if options:
             raise ValidationError(f"reset options: unknown key(s) {', '.join(sorted(options))}; known: ego_offset, speed")
+        if self.config.start.random and not given:
+            offset, speed = self._random_start()
         self._state = reset(self.world, ego_offset=offset, speed=speed)
         self._tracker = TrackerState()
         self._trail = [(self._state.ego.x, self._state.ego.y)]
         self._clipped = 0
         return self._info(self._state, None)
+
+    def _random_start(self) -> tuple[tuple[float, float, float], float]:
+        """Draw a start from the env's seed (:class:`~stag_sim.env_config.StartConfig`): switch to the world of a
+        random start frame, and return (ego offset, speed) for :func:`~stag_sim.world.reset`."""
+        from dataclasses import replace
+
+        sc, rng, base = self.config.start, self.np_random, self._worlds[self.config.world.start_frame]
+        f0 = base.config.start_frame
+        last = self.log.num_frames - 2  # at least one logged frame to drive toward
+        if self.config.max_steps:  # and room for a whole episode where the log allows it
+            room = int(np.ceil(self.config.max_steps * base.config.dt / max(self._frame_dt(), 1e-6)))
+            last = max(f0, min(last, self.log.num_frames - 1 - room))
+        f = f0 + int(rng.integers(0, int((last - f0) * sc.max_frame_fraction) + 1)) if last > f0 else f0
+        if f not in self._worlds:
+            self._worlds[f] = World.build(self.log, replace(base.config, start_frame=f), )
+        self.world = self._worlds[f]
+        self.max_steps = self._max_steps()
+        logged = float(np.linalg.norm(self.log.ego_poses[f + 1][:2, 3] - self.log.ego_poses[f][:2, 3])
+                       / ((self.log.timestamps_us[f + 1] - self.log.timestamps_us[f]) * 1e-6))
+        offset = (0.0, float(rng.uniform(-sc.lateral_m, sc.lateral_m)), float(rng.uniform(-sc.heading_rad, sc.heading_rad)))
+        return offset, logged * float(rng.uniform(*sc.speed_fraction))
+
+    def _frame_dt(self) -> float:
+        """Mean logged frame interval [s]."""
+        ts = self.log.timestamps_us
+        return float(ts[-1] - ts[0]) * 1e-6 / max(len(ts) - 1, 1)
 
     def _step_state(self, action) -> tuple[float, bool, bool, dict]:
         if self._state is None:
@@ -298,16 +378,31 @@ class StagDriveEnv(gym.Env):
         terminated = reason is not None
         truncated = not terminated and self._state.step >= self.max_steps
         progress = self._state.route_s - prev.route_s
+        rc = self.config.reward
+        usable = max(self.world.route_length - self.world.config.route_completion_margin, 1e-9)
+        idle = self._state.ego.speed < rc.idle_speed and not terminated and self._road_free(self._state)
         terms = {
-            "progress": self.config.reward_progress * progress,
-            "collision": -self.config.penalty_collision * ev["collision"],
-            "offroad": -self.config.penalty_offroad * ev["offroad"],
-            "clipped": -self.config.penalty_clipped * n_clipped,
+            "progress": rc.progress * progress / usable,
+            "idle": -rc.idle / max(self.max_steps, 1) if idle else 0.0,
+            "collision": -rc.collision * ev["collision"],
+            "offroad": -rc.offroad * ev["offroad"],
+            "clipped": -rc.clipped * n_clipped,
         }
         info = self._info(self._state, reason or ("truncated" if truncated else None))
         info["progress"] = float(progress)
         info["reward_terms"] = {k: float(v) for k, v in terms.items()}
         return float(sum(terms.values())), terminated, truncated, info
+
+    def _road_free(self, state) -> bool:
+        """No agent ahead in the ego's lane within ``reward.free_distance`` (an idling ego has no reason to wait)."""
+        poses, valid = self.world.agent_poses(state)
+        if not valid.any():
+            return True
+        e = state.ego
+        d = poses[valid, :2, 3] - np.array([e.x, e.y])
+        c, s = np.cos(e.yaw), np.sin(e.yaw)
+        ahead, side = d[:, 0] * c + d[:, 1] * s, -d[:, 0] * s + d[:, 1] * c
+        return not np.any((ahead > 0) & (ahead < self.config.reward.free_distance + 3.0) & (np.abs(side) < 2.0))
 
     def _info(self, state, reason) -> dict:
         ev = state.events
@@ -322,7 +417,7 @@ class StagDriveEnv(gym.Env):
             "clipped_actions": self._clipped,
             "time_s": float(state.time_s),
             "ego_pose": state.ego.pose(),
-            "reward_terms": {"progress": 0.0, "collision": 0.0, "offroad": 0.0, "clipped": 0.0},
+            "reward_terms": {"progress": 0.0, "idle": 0.0, "collision": 0.0, "offroad": 0.0, "clipped": 0.0},
         }
 
     def _route_completion(self, state) -> float:

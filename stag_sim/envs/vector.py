@@ -67,6 +67,10 @@ class StagDriveVectorEnv(VectorEnv):
     def _observe_all(self):
         """Render every env's cameras in one renderer call and assemble the batched observation."""
         reqs = [env.render_request() for env in self.envs]
+        if reqs[0] is None:  # camera-free: nothing to render
+            per_env = [env.observation(None, None) for env in self.envs]
+            out = create_empty_array(self.single_observation_space, self.num_envs)
+            return concatenate(self.single_observation_space, per_env, out)
         C = len(reqs[0].camera_poses)
         res = self.renderer.render(np.concatenate([r.camera_poses for r in reqs]), [k for r in reqs for k in r.intrinsics],
                                    np.concatenate([np.repeat(r.object_poses[None], C, axis=0) for r in reqs]),

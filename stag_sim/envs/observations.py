@@ -1,0 +1,175 @@
+"""Privileged observations for RL teachers: the ``state`` vector and the ``bev`` raster (CARLA-teacher style).
+
+Both are computed from the :class:`~stag_sim.world.World` and the :class:`~stag_sim.world.SimState` alone (no
+rendering), so a camera-free env steps at world speed.
+
+``state`` (float32, every entry in [-1, 1]): the ego (speed / 20 m/s, accel / 5 m/s^2, yaw rate / 1 rad/s,
+steer / max steer), the route ahead (``num_route_points`` points ``route_spacing`` apart, ego frame, / 50 m),
+the ego's lateral offset from the route (/ 5 m) and heading error (/ pi), route completion and elapsed time
+(fractions), then the ``num_agents`` nearest agents within 50 m, nearest first: position and velocity relative to
+the ego in the ego frame (/ 50 m, / 20 m/s), relative heading (cos, sin), length / 10 m, width / 5 m, and a
+present flag (0 for empty slots). Values beyond a scale are clipped.
+
+``bev`` (uint8, (C, S, S), 0 or 255, channels :data:`BEV_CHANNELS`): an ego-centred top view, ego heading up,
+``resolution_m`` metres per pixel, the ego ``ego_row_fraction`` of the way down: drivable area, lane centrelines,
+the route, the other agents now, where they will be in ``motion_horizon_s`` at their current velocity, and the ego.
+The static layers are rasterised once per world into a world-aligned image and warped per step.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from stag_sim.env_config import BevConfig
+
+BEV_CHANNELS = ("drivable", "lanes", "route", "agents", "agents_future", "ego")
+AGENT_FEATURES = 9
+AGENT_RANGE = 50.0  # [m]
+SPEED_SCALE, ACCEL_SCALE, YAW_RATE_SCALE, ROUTE_SCALE, LATERAL_SCALE = 20.0, 5.0, 1.0, 50.0, 5.0
+
+
+def state_size(num_route_points: int, num_agents: int) -> int:
+    """Length of the ``state`` vector."""
+    return 4 + 2 * num_route_points + 2 + 2 + AGENT_FEATURES * num_agents
+
+
+def agent_velocities(world, state, poses: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """(K, 2) world-frame velocities [m/s] of the agents in ``state``: along their heading at their simulated speed
+    for agents the world's source drives, else from the logged poses one step later."""
+    dt = world.config.dt
+    later, later_valid = world.logged_object_poses(state.time_s + dt)
+    vel = np.where((valid & later_valid)[:, None], (later[:, :2, 3] - poses[:, :2, 3]) / dt, 0.0)
+    simulated = getattr(world.agents, "simulated", None)
+    if simulated is not None and simulated.any():
+        ks = np.flatnonzero(simulated & valid)
+        yaw = np.arctan2(poses[ks, 1, 0], poses[ks, 0, 0])
+        vel[ks] = state.agent_speed[ks, None] * np.stack([np.cos(yaw), np.sin(yaw)], 1)
+    return vel
+
+
+def state_vector(world, state, poses: np.ndarray, valid: np.ndarray, route_ahead: np.ndarray, completion: float,
+                 time_fraction: float, num_agents: int) -> np.ndarray:
+    """The ``state`` observation (see the module docstring). ``route_ahead``: (N, 2) route points in the ego frame
+    [m]; ``poses`` / ``valid``: the agents (K, 4, 4) / (K,)."""
+    e = state.ego
+    v = world.config.vehicle
+    c, s = np.cos(e.yaw), np.sin(e.yaw)
+    lateral, heading = route_error(world, state)
+    parts = [np.array([e.speed / SPEED_SCALE, e.accel / ACCEL_SCALE, e.yaw_rate / YAW_RATE_SCALE, e.steer / v.max_steer]),
+             np.asarray(route_ahead, np.float64).reshape(-1) / ROUTE_SCALE,
+             np.array([lateral / LATERAL_SCALE, heading / np.pi, completion, time_fraction])]
+    feats = np.zeros((num_agents, AGENT_FEATURES))
+    if num_agents and valid.any():
+        ks = np.flatnonzero(valid)
+        d = poses[ks, :2, 3] - np.array([e.x, e.y])
+        dist = np.hypot(d[:, 0], d[:, 1])
+        near = np.argsort(dist, kind="stable")[:num_agents]
+        near = near[dist[near] <= AGENT_RANGE]
+        ks, d = ks[near], d[near]
+        vel = agent_velocities(world, state, poses, valid)[ks] - e.speed * np.array([c, s])
+        R = np.array([[c, s], [-s, c]])  # world -> ego frame
+        yaw = np.arctan2(poses[ks, 1, 0], poses[ks, 0, 0]) - e.yaw
+        size = world.sizes[ks]
+        n = len(ks)
+        feats[:n, 0:2] = d @ R.T / AGENT_RANGE
+        feats[:n, 2:4] = vel @ R.T / SPEED_SCALE
+        feats[:n, 4], feats[:n, 5] = np.cos(yaw), np.sin(yaw)
+        feats[:n, 6], feats[:n, 7] = size[:, 0] / 10.0, size[:, 1] / 5.0
+        feats[:n, 8] = 1.0
+    parts.append(feats.reshape(-1))
+    return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
+
+
+def route_error(world, state) -> tuple[float, float]:
+    """The ego's signed lateral offset from the route [m] (left positive) and heading error [rad] there."""
+    e = state.ego
+    xy, yaw = world.route.interpolate(np.array([state.route_s]))
+    d = np.array([e.x, e.y]) - xy[0]
+    r_yaw = float(np.atleast_1d(yaw)[0])
+    lateral = -np.sin(r_yaw) * d[0] + np.cos(r_yaw) * d[1]
+    heading = (e.yaw - r_yaw + np.pi) % (2 * np.pi) - np.pi
+    return float(lateral), float(heading)
+
+
+class BevRasterizer:
+    """Draws the ``bev`` observation of one world (static layers rasterised once, see the module docstring)."""
+
+    def __init__(self, world, config: BevConfig) -> None:
+        import cv2
+
+        self.world, self.config = world, config.validate()
+        res = config.resolution_m
+        pts = [np.asarray(world.route.points)]
+        m = world.log.map
+        if m is not None:
+            pts += [np.asarray(lane.coords)[:, :2] for lane in m.lanes]
+            geoms = getattr(m.drivable_area, "geoms", [m.drivable_area])
+            pts += [np.asarray(g.exterior.coords)[:, :2] for g in geoms]
+        allp = np.concatenate(pts)
+        margin = config.size_px * res
+        self.origin = allp.min(0) - margin  # world xy of pixel (0, 0)'s corner [m]
+        W, H = (np.ceil((allp.max(0) + margin - self.origin) / res).astype(int) + 1).tolist()
+        self.static = np.zeros((3, H, W), np.uint8)
+
+        def px(xy):
+            return np.round((np.asarray(xy)[:, :2] - self.origin) / res).astype(np.int32)
+
+        if m is not None:
+            for g in geoms:
+                cv2.fillPoly(self.static[0], [px(np.asarray(g.exterior.coords))], 255)
+                for hole in g.interiors:
+                    cv2.fillPoly(self.static[0], [px(np.asarray(hole.coords))], 0)
+            for lane in m.lanes:
+                cv2.polylines(self.static[1], [px(np.asarray(lane.coords))], False, 255, 1)
+        cv2.polylines(self.static[2], [px(world.route.points)], False, 255, max(1, int(round(1.0 / res))))
+
+    def _affine(self, ego) -> np.ndarray:
+        """(2, 3) map from world-raster pixels (p, q) to BEV pixels (u, v): with the ego-frame point (x_e, y_e),
+        u = S / 2 - y_e / res (left is left), v = row - x_e / res (ahead is up)."""
+        c, s = np.cos(ego.yaw), np.sin(ego.yaw)
+        S, res = self.config.size_px, self.config.resolution_m
+        row = self.config.ego_row_fraction * S
+        Mw = np.array([[s, -c], [-c, -s]]) / res  # world xy -> BEV px
+        b = np.array([S / 2 - (ego.x * s - ego.y * c) / res, row + (ego.x * c + ego.y * s) / res])
+        return np.hstack([Mw * res, (b + Mw @ self.origin)[:, None]])  # world xy = origin + res * (p, q)
+
+    def draw(self, state, poses: np.ndarray, valid: np.ndarray, velocities: np.ndarray) -> np.ndarray:
+        import cv2
+
+        S = self.config.size_px
+        M = self._affine(state.ego)
+        out = np.zeros((len(BEV_CHANNELS), S, S), np.uint8)
+        for i in range(3):
+            out[i] = cv2.warpAffine(self.static[i], M, (S, S), flags=cv2.INTER_NEAREST, borderValue=0)
+        # boxes: world corners -> BEV pixels with the same map (world xy -> raster px -> BEV px)
+        res = self.config.resolution_m
+        Mw = M[:, :2] / res
+        bw = M[:, 2] - Mw @ self.origin
+        e = state.ego
+        reach = 0.75 * S * res + 5.0
+        ks = np.flatnonzero(valid)
+        ks = ks[(np.abs(poses[ks, 0, 3] - e.x) <= reach) & (np.abs(poses[ks, 1, 3] - e.y) <= reach)]
+        if len(ks):
+            yaw = np.arctan2(poses[ks, 1, 0], poses[ks, 0, 0])
+            xy = poses[ks, :2, 3]
+            h = self.config.motion_horizon_s
+            cv2.fillPoly(out[3], list(_boxes(xy, yaw, self.world.sizes[ks, :2], Mw, bw)), 255)
+            cv2.fillPoly(out[4], list(_boxes(xy + velocities[ks] * h, yaw, self.world.sizes[ks, :2], Mw, bw)), 255)
+        v = self.world.config.vehicle
+        centre = np.array([[e.x + v.centre_offset * np.cos(e.yaw), e.y + v.centre_offset * np.sin(e.yaw)]])
+        cv2.fillPoly(out[5], list(_boxes(centre, np.array([e.yaw]), np.array([[v.length, v.width]]), Mw, bw)), 255)
+        return out
+
+
+def _boxes(xy: np.ndarray, yaw: np.ndarray, size: np.ndarray, Mw: np.ndarray, bw: np.ndarray) -> np.ndarray:
+    """(n, 4, 2) int32 BEV pixel corners of n boxes: centres ``xy`` (n, 2) [m], headings (n,) [rad], (length,
+    width) (n, 2) [m], mapped by world xy -> ``Mw @ xy + bw``."""
+    c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+    hl, hw = size[:, :1] / 2, size[:, 1:2] / 2
+    lx = np.concatenate([hl, -hl, -hl, hl], 1)  # (n, 4) corner offsets in the box frame
+    ly = np.concatenate([hw, hw, -hw, -hw], 1)
+    wx = xy[:, :1] + c * lx - s * ly
+    wy = xy[:, 1:2] + s * lx + c * ly
+    u = Mw[0, 0] * wx + Mw[0, 1] * wy + bw[0]
+    v = Mw[1, 0] * wx + Mw[1, 1] * wy + bw[1]
+    return np.round(np.stack([u, v], -1)).astype(np.int32)
