@@ -20,7 +20,9 @@ EXTRAS = {
     "diffusion": ["diffusers>=0.30", "transformers>=4.40", "accelerate>=0.30"],
     "carla": ["carla>=0.9.15,<0.10"],
     "ray": ["ray[default]>=2.9"],
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3"],
+    # RL recipes (examples/, stag_sim.app.rl) and their learning-curve plots
+    "rl": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3", "matplotlib>=3.7"],
 }
 
 setup(

@@ -105,3 +105,22 @@ def test_bad_rl_settings_are_one_clear_line(log, kw, message):
     with pytest.raises(ValidationError, match=message) as e:
         free(log, **kw)
     assert "\n" not in str(e.value)
+
+
+@pytest.mark.slow
+def test_short_ppo_run_beats_random_actions_on_held_out_seeds():
+    """SB3 PPO with default hyperparameters, 16k steps on the camera-free tiny road: on ten held-out seeds it drives
+    clearly farther than random actions."""
+    pytest.importorskip("stable_baselines3")
+    from stable_baselines3 import PPO
+
+    from stag_sim.app import rl
+
+    env_kwargs = {"scene": tiny_scene_log(num_frames=120, width=32, height=18), "max_steps": 60}
+    model = PPO("MultiInputPolicy", rl.make_env(**env_kwargs), seed=0, verbose=0)
+    model.learn(16_384)
+    trained = rl.evaluate(rl.sb3_policy(model), env_kwargs)
+    random = rl.evaluate(rl.random_policy(env_kwargs), env_kwargs)
+    assert trained.episodes == random.episodes == 10
+    assert trained.route_completion >= random.route_completion + 0.25, (trained, random)
+    assert trained.route_completion >= 0.5, trained

@@ -32,7 +32,7 @@ def obs_digest(obs: dict) -> str:
 
 
 @dataclass
-class _Trace:
+class TraceRecorder:
     """Per-step quantities the metrics need, collected while the episode runs."""
 
     time_s: list = field(default_factory=list)
@@ -63,7 +63,7 @@ def reference_progress(world, duration_s: float) -> float:
     return float(min(logged_mean_speed(world.log) * duration_s, world.route_length - world.config.route_completion_margin))
 
 
-def episode_trace(world, trace: _Trace, route_completed: bool, duration_s: float):
+def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s: float):
     """The :class:`stag_sim.metrics.EpisodeTrace` of a finished episode."""
     from stag_sim.metrics import AgentTrace, EgoTrace, EpisodeTrace
 
@@ -143,7 +143,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     base = env.unwrapped
     agent = None if actions is not None else make_agent(agent_spec, env, seed=sc.seed)
     world = base.world
-    trace = _Trace()
+    trace = TraceRecorder()
     hashes: list[str] = []
     taken: list[np.ndarray] = []
     steps: list[dict] = []

@@ -2,8 +2,10 @@
 
 Reached through ``gym.make_vec("StagDrive-v0", num_envs=N, vectorization_mode="vector_entry_point")``. The
 sub-envs share one 4D scene and renderer; each step advances every world, then renders N x C cameras with each
-env's own object poses in a single :meth:`PointRenderer.render` call. Autoreset follows Gymnasium's default
-next-step mode: the step after an episode ends resets that sub-env (its action is ignored, reward 0).
+env's own object poses in a single :meth:`PointRenderer.render` call (camera-free envs render nothing). Autoreset
+follows Gymnasium's default next-step mode: the step after an episode ends resets that sub-env (its action is
+ignored, reward 0); ``autoreset_mode="same_step"`` resets it within the step that ended it and puts the last
+observation in ``infos["final_obs"]`` (masked by ``infos["_final_obs"]``), as Stable-Baselines3 expects.
 """
 
 from __future__ import annotations
@@ -23,9 +25,14 @@ class StagDriveVectorEnv(VectorEnv):
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10, "autoreset_mode": AutoresetMode.NEXT_STEP}
 
-    def __init__(self, num_envs: int = 1, scene=None, render_mode: str | None = None, **kwargs: Any) -> None:
+    def __init__(self, num_envs: int = 1, scene=None, render_mode: str | None = None, autoreset_mode: str = "next_step",
+                 **kwargs: Any) -> None:
         if int(num_envs) < 1:
             raise ValidationError(f"num_envs: must be >= 1, got {num_envs}")
+        modes = {"next_step": AutoresetMode.NEXT_STEP, "same_step": AutoresetMode.SAME_STEP}
+        if autoreset_mode not in modes:
+            raise ValidationError(f"autoreset_mode: {autoreset_mode!r} is not one of {', '.join(modes)}")
+        self.metadata = {**self.metadata, "autoreset_mode": modes[autoreset_mode]}
         self.num_envs = int(num_envs)
         log, scene_dir = load_scene(scene)
         first = StagDriveEnv(scene=log, render_mode=render_mode, _scene_dir=scene_dir, **kwargs)
@@ -61,8 +68,18 @@ class StagDriveVectorEnv(VectorEnv):
             else:
                 rewards[i], terms[i], truncs[i], info = env.step_state(actions[i])
             infos = self._add_info(infos, info, i)
-        self._autoreset = terms | truncs
-        return self._observe_all(), rewards, terms, truncs, infos
+        done = terms | truncs
+        obs = self._observe_all()
+        if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
+            final = np.empty(self.num_envs, object)
+            for i in np.flatnonzero(done):
+                final[i] = {k: np.array(v[i]) for k, v in obs.items()}
+                self.envs[i].reset_state()
+            infos["final_obs"], infos["_final_obs"] = final, done.copy()
+            obs = self._observe_all()
+            done[:] = False
+        self._autoreset = done
+        return obs, rewards, terms, truncs, infos
 
     def _observe_all(self):
         """Render every env's cameras in one renderer call and assemble the batched observation."""
