@@ -124,3 +124,23 @@ def test_short_ppo_run_beats_random_actions_on_held_out_seeds():
     assert trained.episodes == random.episodes == 10
     assert trained.route_completion >= random.route_completion + 0.25, (trained, random)
     assert trained.route_completion >= 0.5, trained
+
+
+def test_a_list_of_scenes_is_drawn_from_the_seed(log):
+    other = tiny_scene_log(num_frames=60, width=32, height=18, seed=1)
+    env = gym.make("StagDrive-v0", scene=[log, other], cameras=(), start={"random": True})
+    names = []
+    for seed in range(8):
+        env.reset(seed=seed)
+        names.append(env.unwrapped.log.name)
+        _, _, _, _, info = env.step(np.zeros(2, np.float32))
+    assert set(names) == {log.name, other.name}
+    again = []
+    for seed in range(8):
+        env.reset(seed=seed)
+        again.append(env.unwrapped.log.name)
+    assert again == names
+    with pytest.raises(ValidationError, match="scene: an empty list"):
+        gym.make("StagDrive-v0", scene=[], cameras=())
+    with pytest.raises(ValidationError, match="synthetic:SEED"):
+        gym.make("StagDrive-v0", scene="synthetic:x", cameras=())

@@ -131,8 +131,11 @@ def plot_curves(curves: dict[str, list[dict]], path, title: str = "") -> None:
         steps = [p["steps"] for p in pts]
         for ax, key in zip(axes, ("route_completion", "pdms")):
             ax.plot(steps, [p[key] for p in pts], marker="o", label=name)
+    from matplotlib.ticker import FuncFormatter
+
     for ax, label in zip(axes, ("route completion (held-out seeds)", "PDMS (held-out seeds)")):
         ax.set_xlabel("env steps")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         ax.set_ylabel(label)
         ax.set_ylim(-0.02, 1.02)
         ax.grid(alpha=0.3)
@@ -200,3 +203,101 @@ def sb3_vec_env(num_envs: int, **env_kwargs):
             return [False for _ in self._envs(indices)]
 
     return NativeVecEnv()
+
+
+#: The camera policy's env: the front camera (small), the ego's own state, random starts; no privileged keys.
+CAMERA_ENV = {"cameras": ("CAM_FRONT",), "observations": ("cameras", "ego"), "image_size": (64, 112),
+              "start": {"random": True}}
+
+
+class CameraPolicy:
+    """A small CNN from one camera image (+ the ego state) to an action in [-1, 1]^2 (torch, CPU).
+
+    Args:
+        camera: the observation key of the image; image (H, W, 3) uint8 is scaled to [0, 1].
+    """
+
+    def __init__(self, camera: str = "CAM_FRONT", seed: int = 0) -> None:
+        import torch
+        from torch import nn
+
+        torch.manual_seed(seed)
+        self.camera = camera
+        self.cnn = nn.Sequential(
+            nn.Conv2d(3, 16, 5, stride=2), nn.ReLU(), nn.Conv2d(16, 32, 3, stride=2), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, stride=2), nn.ReLU(), nn.Conv2d(64, 64, 3, stride=2), nn.ReLU(),
+            nn.AdaptiveAvgPool2d((2, 4)), nn.Flatten())
+        self.head = nn.Sequential(nn.Linear(64 * 8 + 4, 128), nn.ReLU(), nn.Linear(128, 2), nn.Tanh())
+        self.params = list(self.cnn.parameters()) + list(self.head.parameters())
+
+    def _forward(self, images, ego):
+        import torch
+
+        x = torch.as_tensor(images, dtype=torch.float32).permute(0, 3, 1, 2) / 255.0
+        e = torch.as_tensor(ego, dtype=torch.float32) / torch.tensor([20.0, 5.0, 1.0, 0.6])
+        return self.head(torch.cat([self.cnn(x), e], 1))
+
+    def __call__(self, obs: dict) -> np.ndarray:
+        import torch
+
+        with torch.no_grad():
+            return self._forward(obs[self.camera][None], obs["ego"][None])[0].numpy()
+
+    def fit(self, images: np.ndarray, ego: np.ndarray, actions: np.ndarray, epochs: int = 4, batch: int = 128,
+            lr: float = 1e-3, seed: int = 0) -> float:
+        """Behaviour cloning: mean squared error to ``actions`` (N, 2); returns the last epoch's mean loss."""
+        import torch
+
+        opt = torch.optim.Adam(self.params, lr=lr)
+        rng = np.random.default_rng(seed)
+        target = torch.as_tensor(actions, dtype=torch.float32)
+        loss_sum = 0.0
+        for _ in range(epochs):
+            order = rng.permutation(len(actions))
+            loss_sum, n = 0.0, 0
+            for i in range(0, len(order), batch):
+                idx = order[i:i + batch]
+                loss = torch.mean((self._forward(images[idx], ego[idx]) - target[idx]) ** 2)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                loss_sum, n = loss_sum + float(loss.detach()) * len(idx), n + len(idx)
+            loss_sum /= max(n, 1)
+        return loss_sum
+
+
+def distill(teacher: Callable[[dict, dict], np.ndarray] | None = None, steps_per_round: int = 4000, rounds: int = 4,
+            env_kwargs: dict | None = None, epochs: int = 4, seed: int = 0, log: Callable[[str], None] = print):
+    """DAgger into a :class:`CameraPolicy`: round 0 drives the teacher, later rounds drive the student (the teacher
+    takes over with probability 0.5 ** round) while the teacher labels every visited state; the student is refit on
+    everything gathered after each round. ``teacher(obs, info) -> action``; default: the log expert
+    (``info["expert_action"]``). A privileged teacher (e.g. a PPO policy on ``state``) reads its own keys: make the
+    env observe them too (``env_kwargs={"observations": ("cameras", "ego", "state")}``).
+
+    Returns the student policy.
+    """
+    teacher = teacher or (lambda obs, info: info["expert_action"])
+    kwargs = {**CAMERA_ENV, **(env_kwargs or {})}
+    env = make_env(**kwargs)
+    cam = env.unwrapped.camera_names[0]
+    student = CameraPolicy(cam, seed)
+    rng = np.random.default_rng(seed)
+    images, egos, labels = [], [], []
+    episode = 0
+    for r in range(rounds):
+        beta = 1.0 if r == 0 else 0.5 ** r
+        obs, info = env.reset(seed=10_000 + episode)
+        for _ in range(steps_per_round):
+            label = np.asarray(teacher(obs, info), np.float32)
+            images.append(obs[cam])
+            egos.append(obs["ego"])
+            labels.append(label)
+            act = label if rng.random() < beta else student(obs)
+            obs, _, term, trunc, info = env.step(act)
+            if term or trunc:
+                episode += 1
+                obs, info = env.reset(seed=10_000 + episode)
+        loss = student.fit(np.stack(images), np.stack(egos), np.stack(labels), epochs=epochs, seed=seed + r)
+        log(f"round {r}: {len(labels)} labelled states, beta {beta:.2f}, BC loss {loss:.4f}")
+    env.close()
+    return student

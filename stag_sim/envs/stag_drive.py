@@ -56,7 +56,8 @@ def _as_mapping(world) -> dict:
 
 
 def load_scene(scene) -> tuple[SceneLog, Path | None]:
-    """A SceneLog and its cache dir from ``scene``: None (the embedded synthetic town), a path, or a SceneLog."""
+    """A SceneLog and its cache dir from ``scene``: None (the embedded synthetic town), ``"synthetic:SEED"`` (the
+    town of another seed, generated into the cache on first use), a scene cache path, or a SceneLog."""
     from stag_sim.cache import load_scene_cache
 
     if scene is None:
@@ -66,6 +67,15 @@ def load_scene(scene) -> tuple[SceneLog, Path | None]:
         return load_scene_cache(path, verify=False), path
     if isinstance(scene, SceneLog):
         return scene, None
+    if isinstance(scene, str) and scene.startswith("synthetic:"):  # another seed of the synthetic town
+        from stag_sim.paths import ensure_default_scene
+
+        try:
+            seed = int(scene.split(":", 1)[1])
+        except ValueError:
+            raise ValidationError(f"scene: {scene!r}: expected synthetic:SEED with an integer seed") from None
+        path = ensure_default_scene(seed=seed, progress=True)
+        return load_scene_cache(path, verify=False), path
     if isinstance(scene, (str, os.PathLike)):
         return load_scene_cache(scene), Path(scene)
     raise ValidationError(f"scene: expected None, a scene cache path or a SceneLog, got {type(scene).__name__}")
@@ -99,6 +109,8 @@ class StagDriveEnv(gym.Env):
             kwargs["renderer"], renderer = renderer, None
         self.scenario = None
         self._default_options: dict = {}
+        self._scenes: list | None = None
+        self._scene_index = 0
         if scenario is not None:
             from stag_sim.scenario import Scenario, env_settings, load_scenario, resolve_scene
 
@@ -110,6 +122,11 @@ class StagDriveEnv(gym.Env):
             settings, self._default_options = env_settings(self.scenario, self.log, dt)
             world = {**settings.pop("world"), **_as_mapping(kwargs.pop("world", {}))}
             kwargs = {**settings, **kwargs, "world": world}
+        elif isinstance(scene, (list, tuple)):  # a list of scenes: every reset draws one from the env's seed
+            if not scene:
+                raise ValidationError("scene: an empty list (give scene caches, SceneLogs or 'synthetic:SEED')")
+            self._scenes = [load_scene(s) for s in scene]
+            self.log, self.scene_dir = self._scenes[0]
         else:
             self.log, self.scene_dir = load_scene(scene)
         self.config = EnvConfig.from_kwargs(**kwargs)
@@ -117,17 +134,20 @@ class StagDriveEnv(gym.Env):
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
         self.world = World.build(self.log, self.config.world)
-        self._worlds = {self.world.config.start_frame: self.world}  # per start frame (random starts)
+        self._worlds = {(0, self.world.config.start_frame): self.world}  # per (scene, start frame)
         self._bev: dict[int, Any] = {}  # BEV rasterizer per world (static layers drawn once)
         h, w = self.config.image_size
-        self.rig = self.log.rig.with_resolution(w, h)
-        if any(self.config.camera_offset):
-            self.rig = self.rig.translated(self.config.camera_offset)
+        self.rig = self._rig(self.log)
         self.obs_keys = self.config.observation_keys
         # the observed cameras, rig order (none when the observation holds no images)
         self.camera_names = self.config.camera_names(self.rig) if "cameras" in self.obs_keys else ()
+        for other, _ in (self._scenes or [])[1:]:
+            if self.camera_names and self.config.camera_names(self._rig(other)) != self.camera_names:
+                raise ValidationError(f"scene: every scene of the list must have the observed cameras "
+                                      f"({', '.join(self.camera_names)}); {other.name!r} has {', '.join(other.rig.names)}")
         self.cam_index = [self.rig.index(c) for c in self.camera_names]
         self._renderer = renderer if renderer is not None else (self._make_renderer() if self.camera_names else None)
+        self._renderers = {0: self._renderer}
         veh = self.world.config.vehicle
         self._accel_scale = (veh.max_decel, veh.max_accel)
         self.observation_space = spaces.Dict(self._spaces(h, w))
@@ -142,6 +162,26 @@ class StagDriveEnv(gym.Env):
         self._trail: list[tuple[float, float]] = []
         self._clipped = 0
         self._last_obs = None
+
+    def _rig(self, log):
+        """``log``'s rig at the observed image size, moved by ``camera_offset``."""
+        h, w = self.config.image_size
+        rig = log.rig.with_resolution(w, h)
+        return rig.translated(self.config.camera_offset) if any(self.config.camera_offset) else rig
+
+    def _use_scene(self, i: int) -> None:
+        """Switch to scene ``i`` of the scene list (its log, base world, rig and renderer, built once each)."""
+        self._scene_index = i
+        self.log, self.scene_dir = self._scenes[i]
+        key = (i, self.config.world.start_frame)
+        if key not in self._worlds:
+            self._worlds[key] = World.build(self.log, self.config.world)
+        self.world = self._worlds[key]
+        self.rig = self._rig(self.log)
+        if self.camera_names and i not in self._renderers:
+            self._renderers[i] = self._make_renderer()
+        self._renderer = self._renderers.get(i)
+        self.max_steps = self._max_steps()
 
     def _spaces(self, h: int, w: int) -> dict:
         c, obs = self.config, {}
@@ -327,6 +367,8 @@ class StagDriveEnv(gym.Env):
         speed = options.pop("speed", None)
         if options:
             raise ValidationError(f"reset options: unknown key(s) {', '.join(sorted(options))}; known: ego_offset, speed")
+        if self._scenes is not None and len(self._scenes) > 1:
+            self._use_scene(int(self.np_random.integers(len(self._scenes))))
         if self.config.start.random and not given:
             offset, speed = self._random_start()
         self._state = reset(self.world, ego_offset=offset, speed=speed)
@@ -340,16 +382,16 @@ class StagDriveEnv(gym.Env):
         random start frame, and return (ego offset, speed) for :func:`~stag_sim.world.reset`."""
         from dataclasses import replace
 
-        sc, rng, base = self.config.start, self.np_random, self._worlds[self.config.world.start_frame]
+        sc, rng, base = self.config.start, self.np_random, self._worlds[(self._scene_index, self.config.world.start_frame)]
         f0 = base.config.start_frame
         last = self.log.num_frames - 2  # at least one logged frame to drive toward
         if self.config.max_steps:  # and room for a whole episode where the log allows it
             room = int(np.ceil(self.config.max_steps * base.config.dt / max(self._frame_dt(), 1e-6)))
             last = max(f0, min(last, self.log.num_frames - 1 - room))
         f = f0 + int(rng.integers(0, int((last - f0) * sc.max_frame_fraction) + 1)) if last > f0 else f0
-        if f not in self._worlds:
-            self._worlds[f] = World.build(self.log, replace(base.config, start_frame=f), )
-        self.world = self._worlds[f]
+        if (self._scene_index, f) not in self._worlds:
+            self._worlds[(self._scene_index, f)] = World.build(self.log, replace(base.config, start_frame=f))
+        self.world = self._worlds[(self._scene_index, f)]
         self.max_steps = self._max_steps()
         logged = float(np.linalg.norm(self.log.ego_poses[f + 1][:2, 3] - self.log.ego_poses[f][:2, 3])
                        / ((self.log.timestamps_us[f + 1] - self.log.timestamps_us[f]) * 1e-6))

@@ -1,0 +1,129 @@
+"""RL figures: env throughput beside highway-env (same run), PPO learning curves on held-out seeds, and the camera
+policy distilled from the log expert.
+
+Printed:
+
+* env steps/s (one process) of StagDrive camera-free (``state``; with IDM traffic too), with ``bev``, with
+  ``state`` + ``bev``, the batched vector env camera-free (8 envs), the default camera env (6 x 224 x 400), the
+  world step alone, and highway-env's ``highway-fast-v0`` / ``highway-v0`` if highway-env is installed;
+* the learning curves of SB3 PPO (default hyperparameters) on ``state`` (and ``bev`` with ``--bev-steps``):
+  route completion, collisions and PDMS on ten held-out seeds, against env steps; random actions for reference;
+* the DAgger camera student (log-expert teacher): route completion, collisions, PDMS on the same seeds, and the
+  same student with its images blanked (does it use the camera?).
+
+Writes ``--out`` (default ``docs/img/rl_curves.png``) and ``rl_bench.json`` beside it.
+
+    pip install -e ".[rl]" highway-env
+    python benchmarks/rl_bench.py                      # ~12 min on 2 cores
+    python benchmarks/rl_bench.py --steps 50000 --no-distill --bev-steps 0   # quicker
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+
+import stag_sim  # noqa: F401  (registers StagDrive-v0)
+from stag_sim.app import rl
+
+
+def steps_per_s(env, seconds: float = 4.0, action=None) -> float:
+    env.reset(seed=0)
+    act = (lambda: env.action_space.sample()) if action is None else (lambda: action)
+    t0, n = time.perf_counter(), 0
+    while time.perf_counter() - t0 < seconds:
+        _, _, term, trunc, _ = env.step(act())
+        n += 1
+        if np.any(term) or np.any(trunc):
+            env.reset()
+    return n / (time.perf_counter() - t0)
+
+
+def throughput() -> dict:
+    out = {}
+    steady = np.array([0.3, 0.0], np.float32)
+    for name, kw in [("camera-free state", {}), ("camera-free state, IDM traffic", {"world": {"agents": "idm"}}),
+                     ("camera-free bev", {"observations": ("bev",)}),
+                     ("camera-free state + bev", {"observations": ("state", "bev")})]:
+        out[name] = steps_per_s(rl.make_env(**kw), action=steady)
+    vec = gym.make_vec("StagDrive-v0", num_envs=8, vectorization_mode="vector_entry_point", **rl.RL_ENV)
+    out["batched vector env, 8 envs camera-free (env-steps/s)"] = 8 * steps_per_s(vec, action=np.tile(steady, (8, 1)))
+    out["default camera env (6 x 224 x 400)"] = steps_per_s(gym.make("StagDrive-v0"), action=steady)
+    env = rl.make_env()
+    env.reset(seed=0)
+    from stag_sim.world import step
+
+    base = env.unwrapped
+    t0 = time.perf_counter()
+    for _ in range(2000):
+        step(base.world, base.state, 0.5, 0.0)
+    out["world step alone [ms]"] = (time.perf_counter() - t0) / 2000 * 1e3
+    try:
+        import highway_env  # noqa: F401
+
+        for name in ("highway-fast-v0", "highway-v0"):
+            out[f"highway-env {name}"] = steps_per_s(gym.make(name))
+    except ImportError:
+        print("highway-env not installed (pip install highway-env): no comparison")
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=200_000, help="PPO steps on `state` (default 200000)")
+    ap.add_argument("--bev-steps", type=int, default=100_000, help="PPO steps on `bev` (0: skip)")
+    ap.add_argument("--eval-every", type=int, default=20_000)
+    ap.add_argument("--no-distill", action="store_true", help="skip the camera-policy distillation")
+    ap.add_argument("--out", type=Path, default=Path("docs/img/rl_curves.png"))
+    args = ap.parse_args()
+    from stable_baselines3 import PPO
+
+    report: dict = {}
+    print("== throughput (one process, 2-core machine)")
+    report["throughput"] = throughput()
+    for k, v in report["throughput"].items():
+        print(f"   {k:<58} {v:10.2f}" + ("" if "[ms]" in k else " steps/s"))
+
+    rand = rl.evaluate(rl.random_policy())
+    report["random"] = rand.as_dict()
+    print(f"\n== random actions on the held-out seeds: route completion {rand.route_completion:.3f}, "
+          f"collisions {rand.collisions}/10, PDMS {rand.pdms:.3f}")
+    curves = {}
+    for key, steps in (("state", args.steps), ("bev", args.bev_steps)):
+        if steps <= 0:
+            continue
+        print(f"\n== SB3 PPO (default hyperparameters) on `{key}`, {steps} steps")
+        kw = {"observations": (key,)}
+        t0 = time.perf_counter()
+        model = PPO("MultiInputPolicy", rl.make_env(**kw), seed=0, verbose=0)
+        curves[f"PPO on {key}"] = rl.learning_curve(model, steps, args.eval_every, kw)
+        report[f"ppo_{key}"] = {"curve": curves[f"PPO on {key}"], "wall_s": round(time.perf_counter() - t0, 1)}
+        print(f"   trained and evaluated in {report[f'ppo_{key}']['wall_s'] / 60:.1f} min")
+    if not args.no_distill:
+        print("\n== DAgger camera student (front camera 64 x 112 + ego state), teacher: the log expert")
+        t0 = time.perf_counter()
+        student = rl.distill()
+        res = rl.evaluate(student, rl.CAMERA_ENV)
+        blind = rl.evaluate(lambda o: student({**o, student.camera: np.zeros_like(o[student.camera])}), rl.CAMERA_ENV)
+        report["distill"] = {"student": res.as_dict(), "images_blanked": blind.as_dict(),
+                             "wall_s": round(time.perf_counter() - t0, 1)}
+        print(f"   student: route completion {res.route_completion:.3f}, collisions {res.collisions}/10, PDMS {res.pdms:.3f}"
+              f"; images blanked: route completion {blind.route_completion:.3f} ({report['distill']['wall_s']:.0f} s)")
+    if curves:
+        flat = [{"steps": 0, "route_completion": rand.route_completion, "pdms": rand.pdms},
+                {"steps": max(p["steps"] for c in curves.values() for p in c), "route_completion": rand.route_completion,
+                 "pdms": rand.pdms}]
+        rl.plot_curves({**curves, "random actions": flat}, args.out,
+                       "StagDrive camera-free: SB3 PPO defaults, 10 held-out seeds")
+        print(f"\nwrote {args.out}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    (args.out.parent / "rl_bench.json").write_text(json.dumps(report, indent=1, default=float))
+
+
+if __name__ == "__main__":
+    main()
