@@ -47,6 +47,7 @@ setup(
         "click>=8.1",
         "tqdm>=4.64",
         "numba>=0.60",  # the renderer's compiled CPU kernels (stag_sim/render/kernels.py)
+        "imageio-ffmpeg>=0.5",  # H.264 videos browsers play (bundles an ffmpeg binary with libx264)
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["stag-sim = stag_sim.cli:main"]},

@@ -88,27 +88,36 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> Path:
     return path
 
 
-def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0) -> Path:
-    """Write (H, W, 3) uint8 RGB frames as an mp4 (MPEG-4 part 2, plays everywhere), atomically."""
-    import cv2
+def write_mp4(path: str | os.PathLike, frames: Iterable[np.ndarray], fps: float = 10.0, crf: int = 23) -> Path:
+    """Write (H, W, 3) uint8 RGB frames as an H.264 mp4 that browsers play (yuv420p, moov atom first), atomically.
+
+    The encoder is the ffmpeg binary bundled with imageio-ffmpeg (libx264); odd image sizes are cropped by one
+    pixel (4:2:0 needs even sizes). ``crf``: x264 quality (lower is better, 23 its default)."""
+    import imageio_ffmpeg
 
     path, tmp = _atomic_path(Path(path))
     writer = None
     try:
+        size = None
         for frame in frames:
             if writer is None:
                 h, w = frame.shape[:2]
-                writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w - w % 2, h - h % 2))
-                if not writer.isOpened():
-                    raise OutputError(f"{path}: OpenCV could not open an mp4 writer")
-            writer.write(np.ascontiguousarray(frame[: h - h % 2, : w - w % 2, ::-1]))
+                size = (w - w % 2, h - h % 2)
+                writer = imageio_ffmpeg.write_frames(
+                    str(tmp), size, fps=float(fps), codec="libx264", pix_fmt_in="rgb24", pix_fmt_out="yuv420p",
+                    macro_block_size=2, ffmpeg_log_level="error",
+                    output_params=["-crf", str(int(crf)), "-movflags", "+faststart", "-f", "mp4"])
+                writer.send(None)  # start the encoder
+            writer.send(np.ascontiguousarray(frame[: size[1], : size[0], :3]))
         if writer is None:
             raise ValidationError(f"{path}: no frames to write")
-        writer.release()
+        writer.close()
         writer = None
         os.replace(tmp, path)
+    except (OSError, RuntimeError) as e:
+        raise OutputError(f"{path}: could not encode the video ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
     finally:
         if writer is not None:
-            writer.release()
+            writer.close()
         tmp.unlink(missing_ok=True)
     return path

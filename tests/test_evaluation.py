@@ -63,6 +63,12 @@ def test_run_episode_scores_and_writes_a_run_record(scenario_dir, tmp_path):
         assert (tmp_path / "run" / name).stat().st_size > 0
     record = json.loads((tmp_path / "run" / "record.json").read_text())
     assert len(record["obs_hashes"]) == row["steps"] + 1 and record["agent"] == "log_replay"
+    # the video is H.264 (what browsers play), one frame per observation
+    import imageio_ffmpeg
+
+    frames = imageio_ffmpeg.read_frames(str(tmp_path / "run" / "video.mp4"))
+    meta = next(frames)
+    assert meta["codec"].startswith("h264") and sum(1 for _ in frames) == row["steps"] + 1
 
 
 def test_brake_scenario_log_replay_collides_with_the_braking_lead(scenario_dir):
@@ -103,8 +109,48 @@ def test_failing_agents_are_marked_failed_and_eval_continues(scenario_dir, tmp_p
 def test_unknown_agent_is_one_clear_error(scenario_dir, tmp_path):
     with pytest.raises(StagSimError, match="not a registered agent"):
         evaluate([scenario_dir / "scenarios" / "straight.yaml"], "wizard", tmp_path)
-    rows = evaluate([scenario_dir / "scenarios" / "straight.yaml"], "no_such_pkg.mod:Planner", tmp_path, progress=False)
-    assert rows[0]["status"] == "failed" and "cannot import module 'no_such_pkg.mod'" in rows[0]["reason"]
+    # checked before anything runs: one error, no output directory
+    with pytest.raises(StagSimError, match="cannot import module 'no_such_pkg.mod'"):
+        evaluate([scenario_dir / "scenarios" / "straight.yaml"], "no_such_pkg.mod:Planner", tmp_path / "x", progress=False)
+    assert not (tmp_path / "x").exists()
+
+
+def test_every_scenario_file_is_checked_before_the_first_runs(scenario_dir, tmp_path):
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("scene: {synthetic: {seed: 0}}\nduration_s: fast\n")
+    with pytest.raises(StagSimError, match=r"1 of 2 scenario file\(s\) cannot run, nothing was run: .*broken\.yaml:2"):
+        evaluate([scenario_dir / "scenarios" / "straight.yaml", broken], "log_replay", tmp_path / "out", progress=False)
+    assert not (tmp_path / "out").exists()
+
+
+def test_cli_eval_exit_status_says_whether_every_scenario_ran(scenario_dir, tmp_path):
+    runner = CliRunner()
+    ok = scenario_dir / "scenarios" / "straight.yaml"
+    res = runner.invoke(main, ["eval", "--agent", "log_replay", "--scenarios", str(ok), "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(main, ["eval", "--agent", "test_evaluation:RaisingAgent", "--scenarios", str(ok),
+                               "--out", str(tmp_path / "b")])
+    assert res.exit_code == 1 and "FAILED straight: agent raised RuntimeError" in res.output
+    assert "1 of 1 scenario(s) could not run" in res.output and (tmp_path / "b" / "results.csv").is_file()
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("scene: {synthetic: {seed: 0}}\nduration_s: 3\ncolour: red\n")
+    res = runner.invoke(main, ["eval", "--agent", "log_replay", "--scenarios", str(ok), str(broken), "--out", str(tmp_path / "c")])
+    assert res.exit_code == 1 and "broken.yaml:3: colour: unknown key" in res.output and "nothing was run" in res.output
+    assert not (tmp_path / "c").exists()
+
+
+def test_unreachable_carla_fails_once_within_its_timeout(scenario_dir, tmp_path):
+    pytest.importorskip("carla")
+    import socket
+
+    with socket.socket() as sock:  # a free local port: nothing listens there
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    scen = [str(scenario_dir / "scenarios" / "straight.yaml"), str(scenario_dir / "scenarios" / "brake.yaml")]
+    res = CliRunner().invoke(main, ["eval", "--agent", "log_replay", "--scenarios", *scen, "--carla", f"127.0.0.1:{port}",
+                                    "--carla-timeout", "1", "--out", str(tmp_path / "carla")])
+    assert res.exit_code == 1 and res.output.count("no CARLA server answered") == 1, res.output  # once, not per scenario
+    assert not (tmp_path / "carla").exists()
 
 
 def test_replay_is_bit_identical_and_rerenders(scenario_dir, tmp_path):

@@ -92,6 +92,22 @@ for _name, _factory in (("log_replay", _log_replay), ("pure_pursuit", _pure_purs
 BUILTIN_AGENTS = tuple(_REGISTRY)
 
 
+def check_agent(spec: str) -> None:
+    """One :class:`AgentError` line unless ``spec`` names a registered agent or an importable ``pkg.module:Class``
+    (checked before an evaluation starts; the agent is not built)."""
+    if ":" not in spec:
+        if spec not in agent_names():
+            raise AgentError(f"agent {spec!r}: not a registered agent ({', '.join(_REGISTRY)}) nor pkg.module:Class")
+        return
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as e:  # noqa: BLE001
+        raise AgentError(f"agent {spec!r}: cannot import module {module_name!r}: {type(e).__name__}: {e}") from None
+    if getattr(module, attr, None) is None:
+        raise AgentError(f"agent {spec!r}: module {module_name!r} has no attribute {attr!r}")
+
+
 def make_agent(spec: str, env, seed: int | None = 0) -> Agent:
     """Build the agent ``spec`` for ``env``: a registered name (built-ins, :func:`register_agent`, entry points of
     the ``stag_sim.agents`` group) or ``pkg.module:Class``.

@@ -4,6 +4,7 @@ command line) and ``stag-sim demo``."""
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 
 import click
@@ -61,30 +62,45 @@ def _render_options(f):
 @click.option("--video/--no-video", default=False, show_default=True, help="Write one video per scenario.")
 @click.option("--carla", "carla", default=None, metavar="HOST:PORT",
               help="Co-simulate with a CARLA server (pip install 'stag-sim[carla]'; see docs/carla.md).")
+@click.option("--carla-timeout", default=10.0, show_default=True,
+              help="Seconds to wait for the CARLA server (checked once, before the first scenario).")
 @_render_options
 @one_line_errors
 def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
-             carla: str | None, image_size: str | None, cameras: str | None, voxel_size: float | None,
+             carla: str | None, carla_timeout: float, image_size: str | None, cameras: str | None, voxel_size: float | None,
              renderer: str | None, refiner_path: str | None) -> None:
     """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario.
 
+    Exit status: 0 when every scenario ran (whatever the scores); 1 when any could not (a bad scenario file, an
+    agent that does not import or that raised, an unreachable CARLA server), with the list on stderr.
+
     Example: stag-sim eval --agent pure_pursuit --scenarios scenarios/ --out runs/pp
     """
-    from stag_sim.app.evaluate import evaluate
+    from stag_sim.app.evaluate import evaluate, scenario_errors
     from stag_sim.app.reports import format_table, mean_scores
     from stag_sim.scenario import find_scenarios
 
     paths = find_scenarios(scenarios + more_scenarios)
+    bad = scenario_errors(paths)
+    if bad:  # checked before anything runs: one line per file, exit 1
+        for line in bad:
+            click.echo(f"error: {line}", err=True)
+        click.echo(f"error: {len(bad)} of {len(paths)} scenario file(s) cannot run; nothing was run", err=True)
+        sys.exit(1)
     rows = evaluate(paths, agent, out, workers=workers, backend=backend, video=video,
-                    env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path), carla=carla)
+                    env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path), carla=carla,
+                    carla_timeout=carla_timeout)
     click.echo(format_table(rows))
     means = mean_scores(rows)
     click.echo("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-    failed = [r for r in rows if r["status"] == "failed"]
-    for r in failed:
-        click.echo(f"FAILED {r['scenario']}: {r['reason']}", err=True)
     click.echo(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.html'}; "
                f"run records: {out / 'runs'}/<scenario>/")
+    failed = [r for r in rows if r["status"] == "failed"]
+    if failed:  # exit 0 only when every scenario ran, whatever the scores
+        for r in failed:
+            click.echo(f"FAILED {r['scenario']}: {r['reason']}", err=True)
+        click.echo(f"error: {len(failed)} of {len(rows)} scenario(s) could not run", err=True)
+        sys.exit(1)
 
 
 @click.command("replay")

@@ -35,27 +35,52 @@ def run_one(path: str, agent_spec: str, out: str | None, video: bool, env_overri
         return failed_row(name, agent_spec, f"{type(e).__name__}: {e} ({traceback.extract_tb(e.__traceback__)[-1].name})")
 
 
+def scenario_errors(paths) -> list[str]:
+    """One line per scenario file of ``paths`` that does not load (YAML, schema, missing shipped name)."""
+    from stag_sim.scenario import load_scenario
+
+    bad = []
+    for p in paths:
+        try:
+            load_scenario(p)
+        except StagSimError as e:
+            bad.append(str(e))
+    return bad
+
+
 def evaluate(scenario_paths, agent_spec: str, out: str | os.PathLike, *, workers: int = 1, backend: str = "local",
              video: bool = False, env_overrides: dict | None = None, progress: bool = True,
-             carla: str | None = None) -> list[ResultRow]:
+             carla: str | None = None, carla_timeout: float = 10.0) -> list[ResultRow]:
     """Run ``agent_spec`` on every scenario and write results.csv / results.json / summary.png / summary.html.
 
     ``backend="local"`` runs in this process (``workers=1``) or a process pool; ``backend="ray"`` starts (or joins)
     a Ray cluster with ``ray.init`` and runs one task per scenario. Rows come back in scenario order either way.
     ``carla="HOST:PORT"`` co-simulates every scenario with that CARLA server (one at a time: one CARLA world).
+
+    Before the first scenario runs, every scenario file, the agent and the CARLA server (within ``carla_timeout``
+    [s]) are checked; any problem is one :class:`EvalError` / :class:`AgentError` / :class:`BridgeError` and nothing
+    runs. One progress bar covers the whole evaluation (current scenario, ETA).
     """
     from tqdm import tqdm
 
-    from stag_sim.agents import agent_names
+    from stag_sim.agents import check_agent
 
     if backend not in BACKENDS:
         raise EvalError(f"backend: {backend!r} is not one of {', '.join(BACKENDS)}")
     if int(workers) < 1:
         raise EvalError(f"workers: must be >= 1, got {workers}")
-    if ":" not in agent_spec and agent_spec not in agent_names():
-        raise EvalError(f"agent {agent_spec!r}: not a registered agent ({', '.join(agent_names())}) nor pkg.module:Class")
+    scenario_paths = [str(p) for p in scenario_paths]
+    check_agent(agent_spec)
     if carla is not None and (int(workers) > 1 or backend != "local"):
         raise EvalError("--carla: one CARLA server runs one world; use --workers 1 --backend local")
+    bad = scenario_errors(scenario_paths)  # every file is checked before the first scenario runs
+    if bad:
+        raise EvalError(f"{len(bad)} of {len(scenario_paths)} scenario file(s) cannot run, nothing was run: "
+                        + "; ".join(bad))
+    if carla is not None:  # one check, within its timeout, instead of one wait per scenario
+        from stag_sim.carla_bridge.bridge import check_server
+
+        check_server(carla, carla_timeout)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = [str(p) for p in scenario_paths]
@@ -66,6 +91,7 @@ def evaluate(scenario_paths, agent_spec: str, out: str | os.PathLike, *, workers
         rows = _run_ray(args, workers, bar)
     elif workers == 1:
         for i, a in enumerate(args):
+            bar.set_postfix_str(Path(a[0]).stem)
             rows[i] = run_one(*a)
             bar.update(1)
     else:

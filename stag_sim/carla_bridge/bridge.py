@@ -29,6 +29,20 @@ DEFAULT_EGO_FILTER = "vehicle.lincoln.mkz*"  # in CARLA 0.9.15 and 0.9.16
 AGENT_PREFIXES = ("vehicle.", "walker.")
 
 
+def check_server(address: str, timeout: float = 10.0, carla_module=None) -> str:
+    """The version of the CARLA server at ``address`` (``HOST:PORT``), asked once; one :class:`BridgeError` line
+    when none answers within ``timeout`` [s] (so a run over many scenarios fails once, not once per scenario)."""
+    host, port = parse_address(address)
+    carla = carla_module or load_carla()
+    try:
+        client = carla.Client(host, int(port))
+        client.set_timeout(float(timeout))
+        return str(client.get_server_version())
+    except RuntimeError as e:
+        raise BridgeError(f"no CARLA server answered at {host}:{port} within {timeout:g} s ({_first_line(e)}); "
+                          f"start one, e.g. ./CarlaUE4.sh -RenderOffScreen -carla-rpc-port={port}") from None
+
+
 def parse_address(address: str) -> tuple[str, int]:
     """``"HOST:PORT"`` (or ``"HOST"``, port 2000) -> (host, port)."""
     host, sep, port = str(address).strip().rpartition(":")
