@@ -84,7 +84,7 @@ def test_evaluate_orders_expert_above_random_and_writes_reports(scenario_dir, tm
         rows = evaluate(scen, agent, tmp_path / agent, progress=False)
         assert [r["scenario"] for r in rows] == ["brake", "straight"]
         means[agent] = np.mean([r["driving_score"] for r in rows])
-        for name in ("results.csv", "results.json", "summary.png", "summary.html"):
+        for name in ("results.csv", "results.json", "report.html"):
             assert (tmp_path / agent / name).stat().st_size > 0
     assert means["log_replay"] > means["random"]
 
@@ -214,7 +214,7 @@ def test_cli_demo_writes_video_table_and_record(scenario_dir, tmp_path):
                                     "--out", str(tmp_path)])
     assert res.exit_code == 0, res.output
     run = tmp_path / "demo-straight"
-    for name in ("video.mp4", "results.csv", "summary.html", "steps.csv", "record.json"):
+    for name in ("video.mp4", "results.csv", "report.html", "steps.csv", "record.json", "trajectory.json"):
         assert (run / name).stat().st_size > 0, name
     assert "pure_pursuit" in res.output and f"stag-sim replay {run}" in res.output
 

@@ -69,7 +69,7 @@ def _render_options(f):
 def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
              carla: str | None, carla_timeout: float, image_size: str | None, cameras: str | None, voxel_size: float | None,
              renderer: str | None, refiner_path: str | None) -> None:
-    """Run an agent on scenarios; write results.csv/json, summary.png/html and a run record per scenario.
+    """Run an agent on scenarios; write results.csv/json, report.html and a run record per scenario.
 
     Exit status: 0 when every scenario ran (whatever the scores); 1 when any could not (a bad scenario file, an
     agent that does not import or that raised, an unreachable CARLA server), with the list on stderr.
@@ -93,7 +93,7 @@ def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, 
     click.echo(format_table(rows))
     means = mean_scores(rows)
     click.echo("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
-    click.echo(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'summary.html'}; "
+    click.echo(f"results: {out / 'results.csv'}, {out / 'results.json'}, {out / 'report.html'}; "
                f"run records: {out / 'runs'}/<scenario>/")
     failed = [r for r in rows if r["status"] == "failed"]
     if failed:  # exit 0 only when every scenario ran, whatever the scores

@@ -27,6 +27,6 @@ def run_demo(out: Path, scenario: str = "recover_lateral_offset", agent: str = "
     echo(format_table([row], ("scenario", "agent", "success", "steps", "termination_reason", "route_completion",
                               "pdms", "driving_score", "ade")))
     echo(f"video:   {run_dir / 'video.mp4'}\nmetrics: {run_dir / 'results.csv'} (scores), "
-         f"{run_dir / 'steps.csv'} (per step), {run_dir / 'summary.html'}\n"
+         f"{run_dir / 'steps.csv'} (per step), {run_dir / 'report.html'}\n"
          f"replay:  stag-sim replay {run_dir}")
     return run_dir

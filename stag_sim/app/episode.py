@@ -92,6 +92,28 @@ def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s
     )
 
 
+def trajectory_summary(world, trace: TraceRecorder, row) -> dict:
+    """What the report's bird's-eye plot draws: the driven and the logged ego path, the route, the drivable area near
+    them, and where the episode ended and why (all world xy [m])."""
+    ego = np.asarray(trace.ego, np.float64).reshape(-1, 4)
+    t = np.asarray(trace.time_s, np.float64)
+    logged = np.stack([world.logged_ego_pose(min(ti, world.end_time_s))[:2, 3] for ti in t]) if len(t) else np.zeros((0, 2))
+    drivable = []
+    m = world.log.map
+    if m is not None and len(ego):
+        from shapely.geometry import box
+
+        lo, hi = np.minimum(ego[:, :2].min(0), logged.min(0)) - 25.0, np.maximum(ego[:, :2].max(0), logged.max(0)) + 25.0
+        area = m.drivable_area.intersection(box(lo[0], lo[1], hi[0], hi[1]))
+        for g in getattr(area, "geoms", [area]):
+            if hasattr(g, "exterior") and not g.is_empty:
+                drivable.append({"exterior": np.asarray(g.exterior.coords)[:, :2].round(2).tolist(),
+                                 "holes": [np.asarray(h.coords)[:, :2].round(2).tolist() for h in g.interiors]})
+    return {"driven": ego[:, :2].round(3).tolist(), "logged": logged.round(3).tolist(),
+            "route": np.asarray(world.route.points)[:, :2].round(3).tolist(), "drivable": drivable,
+            "end": {"reason": row.get("termination_reason"), "xy": ego[-1, :2].round(3).tolist() if len(ego) else None}}
+
+
 def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mode: str | None = None,
              carla: str | None = None):
     """StagDrive-v0 for ``scenario``; with ``carla="HOST:PORT"`` the CARLA co-simulation env instead (CARLA moves
@@ -219,7 +241,8 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     row["obs_hash"] = hashlib.sha256("".join(hashes).encode()).hexdigest()
     row["wall_s"] = round(time.perf_counter() - t_start, 2)
     if run_dir is not None:
-        write_run(run_dir, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset)
+        write_run(run_dir, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset,
+                  trajectory_summary(world, trace, row))
     env.close()
     return row
 

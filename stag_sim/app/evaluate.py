@@ -1,7 +1,7 @@
 """Many episodes: every scenario with one agent, sequentially, in local processes or on a Ray cluster.
 
 The results do not depend on the backend. :func:`evaluate` writes ``results.csv``, ``results.json``,
-``summary.png`` and ``summary.html`` (:mod:`stag_sim.app.reports`) beside the run directories.
+and ``report.html`` (:mod:`stag_sim.app.reports`) beside the run directories.
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def scenario_errors(paths) -> list[str]:
 def evaluate(scenario_paths, agent_spec: str, out: str | os.PathLike, *, workers: int = 1, backend: str = "local",
              video: bool = False, env_overrides: dict | None = None, progress: bool = True,
              carla: str | None = None, carla_timeout: float = 10.0) -> list[ResultRow]:
-    """Run ``agent_spec`` on every scenario and write results.csv / results.json / summary.png / summary.html.
+    """Run ``agent_spec`` on every scenario and write results.csv / results.json / report.html.
 
     ``backend="local"`` runs in this process (``workers=1``) or a process pool; ``backend="ray"`` starts (or joins)
     a Ray cluster with ``ray.init`` and runs one task per scenario. Rows come back in scenario order either way.

@@ -2,7 +2,8 @@
 
 A run directory holds ``record.json`` (scenario as loaded, agent, seed, env settings, per-step observation hashes,
 the result row), ``actions.npy`` (the actions exactly as the agent returned them), ``steps.csv`` (per step: time,
-speed, lateral offset from the route, completion, reward) and, when asked for, ``video.mp4``. A result row is a
+speed, lateral offset from the route, completion, reward), ``trajectory.json`` (driven and logged paths, route,
+drivable area, how it ended: the report's bird's-eye plot) and, when asked for, ``video.mp4`` (H.264). A result row is a
 :class:`ResultRow`: the episode's outcome and the columns of the scenario's metric groups.
 """
 
@@ -70,8 +71,10 @@ def jsonable(v):
     return v
 
 
-def write_run(run_dir: Path, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset) -> None:
-    """Write the run directory of a finished episode (see the module docstring)."""
+def write_run(run_dir: Path, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset,
+              trajectory: dict | None = None) -> None:
+    """Write the run directory of a finished episode (see the module docstring); ``trajectory``: what the report's
+    bird's-eye plot draws (``trajectory.json``)."""
     import yaml
 
     from stag_sim.fsutil import atomic_open
@@ -95,6 +98,9 @@ def write_run(run_dir: Path, sc, agent_spec, env, taken, hashes, steps, row, env
     }
     with atomic_open(run_dir / "record.json") as f:
         json.dump(record, f, indent=1)
+    if trajectory is not None:
+        with atomic_open(run_dir / "trajectory.json") as f:
+            json.dump(trajectory, f)
 
 
 def failed_row(name: str, agent: str, reason: str) -> ResultRow:
