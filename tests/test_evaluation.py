@@ -217,6 +217,8 @@ def test_cli_demo_writes_video_table_and_record(scenario_dir, tmp_path):
     for name in ("video.mp4", "results.csv", "report.html", "steps.csv", "record.json", "trajectory.json"):
         assert (run / name).stat().st_size > 0, name
     assert "pure_pursuit" in res.output and f"stag-sim replay {run}" in res.output
+    page = (run / "report.html").read_text()  # the demo's report embeds its video and plot
+    assert page.count("data:video/mp4;base64,") == 1 and "bird&#39;s-eye plot" in page
 
 
 def test_replay_rerenders_with_the_refiner(scenario_dir, tmp_path):

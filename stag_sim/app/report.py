@@ -144,7 +144,8 @@ document.querySelectorAll('video').forEach(v => {
 
 def write_report(rows: list[dict], out: Path, agent_spec: str = "") -> Path:
     """Write ``out/report.html`` for the result ``rows`` of an evaluation whose run directories are
-    ``out/runs/<scenario>/`` (trajectory.json, video.mp4 when recorded). Returns its path."""
+    ``out/runs/<scenario>/`` (trajectory.json, video.mp4 when recorded), or of one run written into ``out`` itself
+    (the demo). Returns its path."""
     from stag_sim.app.reports import mean_scores
     from stag_sim.fsutil import atomic_open
 
@@ -173,6 +174,8 @@ def write_report(rows: list[dict], out: Path, agent_spec: str = "") -> Path:
     for i, r in enumerate(rows):
         name = r["scenario"]
         run = out / "runs" / name
+        if not run.is_dir() and (out / "record.json").is_file():  # a single run written into ``out`` (the demo)
+            run = out
         parts = [f"<h2 id='s-{esc(name)}'>{esc(name)} <small>({esc(str(r.get('status')))}"
                  f"{', ended by ' + esc(str(r.get('termination_reason'))) if r.get('termination_reason') else ''})</small></h2>"]
         if r.get("reason"):
