@@ -117,12 +117,6 @@ def mask_from_votes(votes: np.ndarray) -> np.ndarray | None:
     return mask
 
 
-def detect_ego_mask(image_a: np.ndarray, image_b: np.ndarray, depth_a: np.ndarray, K: np.ndarray,
-                    T_b_from_a: np.ndarray, margin: float = 4.0, window: int = 9) -> np.ndarray | None:
-    """The ego body from one pair of frames: :func:`mask_from_votes` of :func:`ego_votes` (same arguments)."""
-    return mask_from_votes(ego_votes(image_a, image_b, depth_a, K, T_b_from_a, margin, window))
-
-
 def ego_layer(name: str, mask: np.ndarray, images: list[np.ndarray]) -> EgoLayer:
     """The :class:`EgoLayer` of camera ``name``: ``mask`` and the per-pixel median colour of ``images``."""
     rgb = np.median(np.stack(images), axis=0).astype(np.uint8) if len(images) > 1 else np.array(images[0])

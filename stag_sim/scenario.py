@@ -222,15 +222,6 @@ def _section(where: _Where, data, schema: dict, path: tuple) -> dict:
     return data
 
 
-def _env_values(env: dict) -> dict:
-    """A scenario's ``env:`` block as :func:`~stag_sim.config.from_mapping` takes it (YAML lists as tuples)."""
-    out = dict(env)
-    for key in ("image_size", "camera_offset", "cameras"):
-        if isinstance(out.get(key), list):
-            out[key] = tuple(out[key])
-    return out
-
-
 def load_scenario_text(text: str, source: str = "<string>", name: str | None = None) -> Scenario:
     """Parse and validate a scenario from YAML text (``source`` names it in errors)."""
     import yaml
@@ -316,7 +307,7 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
     if owned:
         raise where.error(("env", "world", owned[0]), "set by the scenario itself (agents:, start_time_s, events:, "
                                                       "route:, duration_s), not in its env block")
-    from_mapping(EnvConfig, _env_values(env), ("env",), where.error)  # gym.make's checks, with the file's lines
+    from_mapping(EnvConfig, env, ("env",), where.error)  # gym.make's checks, with the file's lines
 
     for key in ("start_time_s", "duration_s"):
         value = data.get(key, 0.0)

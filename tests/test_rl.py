@@ -144,3 +144,18 @@ def test_a_list_of_scenes_is_drawn_from_the_seed(log):
         gym.make("StagDrive-v0", scene=[], cameras=())
     with pytest.raises(ValidationError, match="synthetic:SEED"):
         gym.make("StagDrive-v0", scene="synthetic:x", cameras=())
+
+
+def test_same_step_autoreset_returns_the_final_and_the_reset_observation(log):
+    envs = gym.make_vec("StagDrive-v0", num_envs=2, vectorization_mode="vector_entry_point", scene=log, cameras=(),
+                        max_steps=3, autoreset_mode="same_step")
+    obs0, _ = envs.reset(seed=0)
+    for _ in range(3):
+        obs, _, term, trunc, infos = envs.step(np.tile(np.array([1.0, 0.0], np.float32), (2, 1)))
+    assert np.all(trunc) and infos["_final_obs"].all()
+    # the final observations are the ended episodes' last states; the returned ones are fresh episodes
+    assert all(not np.array_equal(infos["final_obs"][i]["state"], obs["state"][i]) for i in range(2))
+    np.testing.assert_array_equal(obs["state"], obs0["state"])  # same seeds -> same fresh starts (logged start)
+    with pytest.raises(ValidationError, match="autoreset_mode"):
+        gym.make_vec("StagDrive-v0", num_envs=2, vectorization_mode="vector_entry_point", scene=log, cameras=(),
+                     autoreset_mode="later")

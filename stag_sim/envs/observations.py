@@ -47,10 +47,11 @@ def agent_velocities(world, state, poses: np.ndarray, valid: np.ndarray) -> np.n
     return vel
 
 
-def state_vector(world, state, poses: np.ndarray, valid: np.ndarray, route_ahead: np.ndarray, completion: float,
-                 time_fraction: float, num_agents: int) -> np.ndarray:
+def state_vector(world, state, poses: np.ndarray, valid: np.ndarray, velocities: np.ndarray, route_ahead: np.ndarray,
+                 completion: float, time_fraction: float, num_agents: int) -> np.ndarray:
     """The ``state`` observation (see the module docstring). ``route_ahead``: (N, 2) route points in the ego frame
-    [m]; ``poses`` / ``valid``: the agents (K, 4, 4) / (K,)."""
+    [m]; ``poses`` / ``valid`` / ``velocities``: the agents (K, 4, 4) / (K,) / (K, 2) [m/s]
+    (:func:`agent_velocities`)."""
     e = state.ego
     v = world.config.vehicle
     c, s = np.cos(e.yaw), np.sin(e.yaw)
@@ -66,7 +67,7 @@ def state_vector(world, state, poses: np.ndarray, valid: np.ndarray, route_ahead
         near = np.argsort(dist, kind="stable")[:num_agents]
         near = near[dist[near] <= AGENT_RANGE]
         ks, d = ks[near], d[near]
-        vel = agent_velocities(world, state, poses, valid)[ks] - e.speed * np.array([c, s])
+        vel = velocities[ks] - e.speed * np.array([c, s])
         R = np.array([[c, s], [-s, c]])  # world -> ego frame
         yaw = np.arctan2(poses[ks, 1, 0], poses[ks, 0, 0]) - e.yaw
         size = world.sizes[ks]

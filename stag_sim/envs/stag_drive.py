@@ -275,12 +275,13 @@ class StagDriveEnv(gym.Env):
             from stag_sim.envs import observations as O
 
             poses, valid = self.world.agent_poses(state)
+            vel = O.agent_velocities(self.world, state, poses, valid)
             if "state" in keys:
-                obs["state"] = O.state_vector(self.world, state, poses, valid, route.reshape(-1, 2),
+                obs["state"] = O.state_vector(self.world, state, poses, valid, vel, route.reshape(-1, 2),
                                               self._route_completion(state), state.step / max(self.max_steps, 1),
                                               self.config.num_state_agents)
             if "bev" in keys:
-                obs["bev"] = self._bev_rasterizer().draw(state, poses, valid, O.agent_velocities(self.world, state, poses, valid))
+                obs["bev"] = self._bev_rasterizer().draw(state, poses, valid, vel)
         return obs
 
     def _bev_rasterizer(self):

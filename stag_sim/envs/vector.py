@@ -69,33 +69,38 @@ class StagDriveVectorEnv(VectorEnv):
                 rewards[i], terms[i], truncs[i], info = env.step_state(actions[i])
             infos = self._add_info(infos, info, i)
         done = terms | truncs
-        obs = self._observe_all()
+        per_env = self._observe(range(self.num_envs))
         if self.metadata["autoreset_mode"] == AutoresetMode.SAME_STEP and done.any():
             final = np.empty(self.num_envs, object)
-            for i in np.flatnonzero(done):
-                final[i] = {k: np.array(v[i]) for k, v in obs.items()}
+            reset = np.flatnonzero(done)
+            for i in reset:
+                final[i] = per_env[i]
                 self.envs[i].reset_state()
+            for i, obs in zip(reset, self._observe(reset)):  # only the reset envs are drawn again
+                per_env[i] = obs
             infos["final_obs"], infos["_final_obs"] = final, done.copy()
-            obs = self._observe_all()
             done[:] = False
         self._autoreset = done
-        return obs, rewards, terms, truncs, infos
+        return self._batch(per_env), rewards, terms, truncs, infos
 
     def _observe_all(self):
-        """Render every env's cameras in one renderer call and assemble the batched observation."""
-        reqs = [env.render_request() for env in self.envs]
-        if reqs[0] is None:  # camera-free: nothing to render
-            per_env = [env.observation(None, None) for env in self.envs]
-            out = create_empty_array(self.single_observation_space, self.num_envs)
-            return concatenate(self.single_observation_space, per_env, out)
+        return self._batch(self._observe(range(self.num_envs)))
+
+    def _batch(self, per_env: list) -> dict:
+        out = create_empty_array(self.single_observation_space, self.num_envs)
+        return concatenate(self.single_observation_space, per_env, out)
+
+    def _observe(self, indices) -> list[dict]:
+        """The observations of the envs ``indices``: all their cameras in one renderer call (none camera-free)."""
+        envs = [self.envs[i] for i in indices]
+        reqs = [env.render_request() for env in envs]
+        if not envs or reqs[0] is None:
+            return [env.observation(None, None) for env in envs]
         C = len(reqs[0].camera_poses)
         res = self.renderer.render(np.concatenate([r.camera_poses for r in reqs]), [k for r in reqs for k in r.intrinsics],
                                    np.concatenate([np.repeat(r.object_poses[None], C, axis=0) for r in reqs]),
                                    np.concatenate([np.repeat(r.object_mask[None], C, axis=0) for r in reqs]))
-        per_env = [env.observation(res.rgb[i * C:(i + 1) * C], res.depth[i * C:(i + 1) * C])
-                   for i, env in enumerate(self.envs)]
-        out = create_empty_array(self.single_observation_space, self.num_envs)
-        return concatenate(self.single_observation_space, per_env, out)
+        return [env.observation(res.rgb[j * C:(j + 1) * C], res.depth[j * C:(j + 1) * C]) for j, env in enumerate(envs)]
 
     def render(self):
         if self.render_mode != "rgb_array":
