@@ -20,6 +20,8 @@ EXTRAS = {
     "diffusion": ["diffusers>=0.30", "transformers>=4.40", "accelerate>=0.30"],
     "carla": ["carla>=0.9.15,<0.10"],
     "ray": ["ray[default]>=2.9"],
+    # AlpaSim's egodriver gRPC contract, both ends: stag-sim eval --driver, stag-sim serve (grpcio, protobuf)
+    "driver": ["carla-driver-interface>=2.3,<3"],
     # RL recipes (examples/, stag_sim.app.rl) and their learning-curve plots
     "rl": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
     "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3", "matplotlib>=3.7"],

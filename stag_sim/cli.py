@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from stag_sim.app.cli import demo, eval_cmd, export_cmd, replay_cmd
+from stag_sim.app.cli import demo, eval_cmd, export_cmd, replay_cmd, serve_cmd
 from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import OutputError
 from stag_sim.render.cli import fidelity, render
@@ -129,6 +129,7 @@ main.add_command(demo)
 main.add_command(eval_cmd)
 main.add_command(replay_cmd)
 main.add_command(export_cmd)
+main.add_command(serve_cmd)
 from stag_sim.refiner.cli import refiner, train_refiner_cmd  # noqa: E402  (light: click only)
 main.add_command(refiner); main.add_command(train_refiner_cmd)  # noqa: E702
 

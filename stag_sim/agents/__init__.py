@@ -5,7 +5,8 @@ Agents are found by name in a registry (``stag-sim eval --agent NAME``): the bui
 the log's own actions), ``pure_pursuit`` (route follower), ``constant_velocity`` and ``random``; any registered
 with :func:`register_agent`; and those third-party packages declare as entry points of the ``stag_sim.agents``
 group (``[project.entry-points."stag_sim.agents"] my_planner = "my_pkg.planner:Planner"``). Any other policy is
-given as ``pkg.module:Class``. :func:`make_agent` builds all of them.
+given as ``pkg.module:Class``, and a planner served over AlpaSim's egodriver gRPC contract as
+``egodriver://HOST:PORT[?timeout=S]`` (:mod:`stag_sim.agents.egodriver`). :func:`make_agent` builds all of them.
 """
 
 from __future__ import annotations
@@ -94,7 +95,13 @@ BUILTIN_AGENTS = tuple(_REGISTRY)
 
 def check_agent(spec: str) -> None:
     """One :class:`AgentError` line unless ``spec`` names a registered agent or an importable ``pkg.module:Class``
-    (checked before an evaluation starts; the agent is not built)."""
+    (checked before an evaluation starts; the agent is not built). An ``egodriver://`` server is connected to once,
+    within its timeout."""
+    from stag_sim.agents.egodriver import check_driver, is_driver_spec
+
+    if is_driver_spec(spec):
+        check_driver(spec)
+        return
     if ":" not in spec:
         if spec not in agent_names():
             raise AgentError(f"agent {spec!r}: not a registered agent ({', '.join(_REGISTRY)}) nor pkg.module:Class")
@@ -115,6 +122,11 @@ def make_agent(spec: str, env, seed: int | None = 0) -> Agent:
     A ``pkg.module:Class`` (or an entry point naming a class) is constructed with the keyword arguments its
     signature names among ``env``, ``action_space``, ``observation_space`` and ``seed`` (and none otherwise).
     """
+    from stag_sim.agents.egodriver import EgodriverAgent, is_driver_spec, parse_driver_spec
+
+    if is_driver_spec(spec):
+        target, timeout = parse_driver_spec(spec)
+        return _check(spec, EgodriverAgent(env, target, timeout_s=timeout))
     if ":" not in spec:
         if spec not in _REGISTRY:
             _load_entry_points()

@@ -50,8 +50,13 @@ def _render_options(f):
 
 
 @click.command("eval")
-@click.option("--agent", "agent", required=True,
-              help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class")
+@click.option("--agent", "agent", default=None,
+              help="log_replay | pure_pursuit | constant_velocity | random | pkg.module:Class (or --driver)")
+@click.option("--driver", "driver", default=None, metavar="HOST:PORT",
+              help="Drive a planner served over AlpaSim's egodriver gRPC contract instead of --agent "
+                   "(pip install 'stag-sim[driver]'; checked once before the first scenario).")
+@click.option("--driver-timeout", default=10.0, show_default=True,
+              help="Seconds each call to the --driver server may take; a slower policy fails its scenario.")
 @click.option("--scenarios", "scenarios", multiple=True, required=True,
               help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable; more may follow).")
 @click.argument("more_scenarios", nargs=-1)
@@ -66,19 +71,27 @@ def _render_options(f):
               help="Seconds to wait for the CARLA server (checked once, before the first scenario).")
 @_render_options
 @one_line_errors
-def eval_cmd(agent: str, scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool,
-             carla: str | None, carla_timeout: float, image_size: str | None, cameras: str | None, voxel_size: float | None,
+def eval_cmd(agent: str | None, driver: str | None, driver_timeout: float, scenarios: tuple[str, ...],
+             more_scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool, carla: str | None,
+             carla_timeout: float, image_size: str | None, cameras: str | None, voxel_size: float | None,
              renderer: str | None, refiner_path: str | None) -> None:
     """Run an agent on scenarios; write results.csv/json, report.html and a run record per scenario.
 
     Exit status: 0 when every scenario ran (whatever the scores); 1 when any could not (a bad scenario file, an
     agent that does not import or that raised, an unreachable CARLA server), with the list on stderr.
 
-    Example: stag-sim eval --agent pure_pursuit --scenarios scenarios/ --out runs/pp
+    Examples: stag-sim eval --agent pure_pursuit --scenarios scenarios/ --out runs/pp;
+    stag-sim eval --driver localhost:50051 --scenarios lane_follow (a planner served over gRPC)
     """
+    from stag_sim.agents.egodriver import driver_spec
     from stag_sim.app.evaluate import evaluate, scenario_errors
     from stag_sim.app.reports import format_table, mean_scores
     from stag_sim.scenario import find_scenarios
+
+    if (agent is None) == (driver is None):
+        raise ValidationError("eval: give exactly one of --agent NAME and --driver HOST:PORT")
+    if driver is not None:
+        agent = driver_spec(driver, driver_timeout)
 
     paths = find_scenarios(scenarios + more_scenarios)
     bad = scenario_errors(paths)
@@ -182,3 +195,26 @@ def demo(out: Path, scenario: str, agent: str) -> None:
     from stag_sim.app.demo import run_demo
 
     run_demo(out, scenario, agent, echo=click.echo)
+
+
+@click.command("serve")
+@click.option("--agent", "agent", required=True,
+              help="The StagDrive agent to serve: pure_pursuit | constant_velocity | random | pkg.module:Class")
+@click.option("--port", default=50051, show_default=True, help="TCP port (0: any free port, printed).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0: every interface).")
+@click.option("--action-mode", type=click.Choice(["control", "trajectory"]), default="control", show_default=True,
+              help="The action space the agent acts in (its actions become the plan sent back).")
+@click.option("--mode", type=click.Choice(["carla", "alpasim"]), default="carla", show_default=True,
+              help="The runtime on the other end: carla (carla-driver-interface, StagDrive) or alpasim (upstream).")
+@one_line_errors
+def serve_cmd(agent: str, port: int, host: str, action_mode: str, mode: str) -> None:
+    """Serve a StagDrive agent as an egodriver policy (AlpaSim's egodriver gRPC contract) until Ctrl-C / SIGTERM.
+
+    Any egodriver runtime drives it: AlpaSim, autoware_carla_scenario with CARLA, carla-driver-interface's FakeLoop,
+    or StagDrive (stag-sim eval --driver HOST:PORT). Needs pip install 'stag-sim[driver]'.
+    """
+    from stag_sim.app.serve import serve
+
+    serve(agent, port=port, host=host, action_mode=action_mode, mode=mode,
+          ready=lambda p: click.echo(f"serving agent {agent!r} ({action_mode}) as an egodriver on {host}:{p} "
+                                     f"(Ctrl-C to stop)"))

@@ -136,7 +136,9 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
 
     Args:
         scenario: a :class:`~stag_sim.scenario.Scenario`, a scenario file, or a shipped scenario's name.
-        agent_spec: built-in agent name or ``pkg.module:Class`` (see :func:`stag_sim.agents.make_agent`).
+        agent_spec: built-in agent name, ``pkg.module:Class`` or ``egodriver://HOST:PORT`` (a planner served over
+            the egodriver gRPC contract; the env then defaults to the ``trajectory`` action mode); see
+            :func:`stag_sim.agents.make_agent`.
         out_dir: run directory to write (record.json, actions.npy, steps.csv, video.mp4); None writes nothing.
         video: also write ``video.mp4`` (six views + bird's-eye view).
         env_overrides: extra StagDrive-v0 settings (image size, cameras, voxel size, ...).
@@ -150,6 +152,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     from tqdm import tqdm
 
     from stag_sim.agents import make_agent
+    from stag_sim.agents.egodriver import is_driver_spec
     from stag_sim.metrics import compute_metrics, summarize
     from stag_sim.scenario import Scenario, load_scenario
 
@@ -159,6 +162,8 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     shifted = camera_offset is not None and np.any(np.asarray(camera_offset) != 0)
     if shifted and env is not None:
         raise EvalError("run_episode: camera_offset needs a fresh env (it is an env setting); pass env=None")
+    if is_driver_spec(agent_spec) and env is None:  # a served planner's plan is tracked by the env's controller
+        env_overrides = {"action_mode": "trajectory", **(env_overrides or {})}
     overrides = {**(env_overrides or {}), **({"camera_offset": tuple(camera_offset)} if shifted else {})}
     env = env if env is not None else make_env(sc, overrides, scene=scene, render_mode="rgb_array" if video else None,
                                                carla=carla)
@@ -178,7 +183,10 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
         hashes.append(obs_digest(obs))
         trace.add(world, base.state)
         if agent is not None:
-            agent.reset(obs, info)
+            try:
+                agent.reset(obs, info)
+            except Exception as e:  # noqa: BLE001 - e.g. a served planner that refuses the session
+                raise _AgentFailure(f"agent reset raised {type(e).__name__}: {e}".splitlines()[0]) from e
         yield env.render() if video else None
         bar = tqdm(total=base.max_steps, desc=f"{sc.name} [{agent_spec}]", unit="step", disable=not progress, leave=False)
         try:
@@ -225,6 +233,9 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
                 pass
     except _AgentFailure as e:
         row.update(status="failed", reason=str(e))
+    finally:
+        if callable(getattr(agent, "close", None)):  # e.g. a served planner's session and channel
+            agent.close()
     events = base.state.events if base.state is not None else {}
     row["steps"] = len(taken)
     row["termination_reason"] = info.get("termination_reason") or ("agent_failed" if row["status"] == "failed" else None)

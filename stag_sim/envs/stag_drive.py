@@ -293,10 +293,19 @@ class StagDriveEnv(gym.Env):
         return self._bev[key]
 
     def _route_ahead(self, state) -> np.ndarray:
-        s = state.route_s + self.config.route_spacing * np.arange(1, self.config.num_route_points + 1)
-        xy, _ = self.world.route.interpolate(s)
+        return self.route_points(state).reshape(-1).astype(np.float32)
+
+    def route_points(self, state=None, count: int | None = None, spacing: float | None = None,
+                     first: int = 1) -> np.ndarray:
+        """(count, 2) [m] route points ahead of the ego in ``state`` (default: current), in its frame: every
+        ``spacing`` [m] of route (defaults: the ``route`` observation's), the ``first`` one ``first * spacing``
+        past the ego's progress (0: its projection on the route), continued straight past the route's end."""
+        state = state or self._state
+        count = self.config.num_route_points if count is None else int(count)
+        spacing = self.config.route_spacing if spacing is None else float(spacing)
+        xy, _ = self.world.route.interpolate(state.route_s + spacing * np.arange(first, first + count))
         pts = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
-        return transform_points(invert_transform(state.ego.pose()), pts)[:, :2].reshape(-1).astype(np.float32)
+        return transform_points(invert_transform(state.ego.pose()), pts)[:, :2]
 
     # ---- actions -------------------------------------------------------------------------------------------------
     def _to_controls(self, action) -> tuple[float, float, int]:
