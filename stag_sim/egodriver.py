@@ -124,13 +124,17 @@ class EgoSample:
 
 
 class EgodriverClient:
-    """The runtime end of the egodriver contract, for one policy server at ``target`` (``HOST:PORT``).
+    """The runtime end of the egodriver contract, for one policy server at ``target``: ``HOST:PORT``, or an open
+    ``grpc.Channel`` -- e.g. carla-driver-interface's ``inprocess.in_process_channel(policy)``, which runs a policy
+    in this process through the same stubs, servicer and bytes, without the socket.
 
     :meth:`connect` checks the server once (reachable, contract revision) within ``timeout_s`` [s]; every call
     after that has the same deadline. Failures are one :class:`AgentError` line naming the server and the call.
     """
 
-    def __init__(self, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, jpeg_quality: int = DEFAULT_JPEG_QUALITY):
+    def __init__(self, target, timeout_s: float = DEFAULT_TIMEOUT_S, jpeg_quality: int = DEFAULT_JPEG_QUALITY):
+        self._given = None if isinstance(target, str) else target
+        target = target if isinstance(target, str) else "in-process"
         if float(timeout_s) <= 0:
             raise AgentError(f"egodriver {target}: timeout must be > 0 s, got {timeout_s}")
         self.target = target
@@ -143,6 +147,7 @@ class EgodriverClient:
         self.revision = None
         self.session: str | None = None
         self.last_debug = None
+        self._pool = None
 
     def _error(self, call: str, e) -> AgentError:
         grpc = self._cdi.grpc
@@ -158,12 +163,15 @@ class EgodriverClient:
         if self._stub is not None:
             return self.version.version_id
         grpc, p = self._cdi.grpc, self._cdi.protocol
-        self._channel = grpc.insecure_channel(self.target, options=p.channel_options())
-        try:
-            grpc.channel_ready_future(self._channel).result(timeout=self.timeout_s)
-        except grpc.FutureTimeoutError:
-            self.close()
-            raise AgentError(f"egodriver {self.target}: no policy server answered within {self.timeout_s:g} s") from None
+        if self._given is not None:
+            self._channel = self._given
+        else:
+            self._channel = grpc.insecure_channel(self.target, options=p.channel_options())
+            try:
+                grpc.channel_ready_future(self._channel).result(timeout=self.timeout_s)
+            except grpc.FutureTimeoutError:
+                self.close()
+                raise AgentError(f"egodriver {self.target}: no policy server answered within {self.timeout_s:g} s") from None
         stub = p.EgodriverServiceStub(self._channel)
         try:
             self.version, self.revision = self._cdi.contract.negotiate(stub, timeout=self.timeout_s)
@@ -212,12 +220,13 @@ class EgodriverClient:
                                                              waypoints=geo.waypoints_to_proto(np.asarray(route_rig))))
         calls = [("submit_egomotion_observation", self._stub.submit_egomotion_observation.future(ego, timeout=t)),
                  ("submit_route", self._stub.submit_route.future(route, timeout=t))]
-        for name, rgb in images.items():
+        # frames are encoded on a thread pool (OpenCV releases the GIL) and each is sent as soon as it is ready
+        for name, jpeg in zip(images, self._encoder().map(self._encode, images.values())):
             img = p.RolloutCameraImage(session_uuid=s)
             img.camera_image.logical_id = name
             img.camera_image.frame_start_us = int(now_us)
             img.camera_image.frame_end_us = int(now_us)
-            img.camera_image.image_bytes = encode_jpeg(rgb, self.jpeg_quality)
+            img.camera_image.image_bytes = jpeg
             calls.append((f"submit_image_observation({name})", self._stub.submit_image_observation.future(img, timeout=t)))
         for name, fut in calls:  # all in flight together; every one must land before drive
             try:
@@ -232,6 +241,18 @@ class EgodriverClient:
         self.last_debug = p.unpack_debug_info(resp.debug_info.unstructured_debug_info)
         return resp
 
+    def _encode(self, rgb: np.ndarray) -> bytes:
+        return encode_jpeg(rgb, self.jpeg_quality)
+
+    def _encoder(self):
+        if self._pool is None:
+            import os
+            from concurrent.futures import ThreadPoolExecutor
+
+            self._pool = ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1)),
+                                            thread_name_prefix="egodriver-jpeg")
+        return self._pool
+
     def close_session(self) -> None:
         """End the rollout (best effort: a server that is gone or stuck does not raise here)."""
         if self.session is None or self._stub is None:
@@ -245,6 +266,8 @@ class EgodriverClient:
 
     def close(self) -> None:
         self.close_session()
-        if self._channel is not None:
+        if self._channel is not None and self._given is None:  # a channel given to us stays its owner's
             self._channel.close()
-        self._channel = self._stub = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=False)
+        self._channel = self._stub = self._pool = None

@@ -136,6 +136,20 @@ def test_driver_specs_parse_and_an_unreachable_server_fails_once():
         check_agent(driver_spec(f"127.0.0.1:{free_port()}", 0.5))
 
 
+def inprocess_route_follower() -> str:
+    """A registered agent: the reference route follower (5 m/s) in this process, through the contract's in-process
+    channel (same stubs, servicer and bytes, no socket)."""
+    from carla_driver_interface.inprocess import in_process_channel
+
+    from stag_sim.agents import agent_names, register_agent
+    from stag_sim.agents.egodriver import EgodriverAgent
+
+    name = "test_route_follower_inprocess"
+    if name not in agent_names():
+        register_agent(name, lambda env, seed: EgodriverAgent(env, in_process_channel(RouteFollowerPolicy(5.0))))
+    return name
+
+
 def test_route_follower_served_by_its_cli_drives_a_scenario(scenarios):
     """The reference policy in its own process (``carla-driver-interface serve``) drives StagDrive's env, and
     scores as StagDrive's own route follower does."""
@@ -150,7 +164,10 @@ def test_route_follower_served_by_its_cli_drives_a_scenario(scenarios):
         server.terminate()
         server.wait(10)
     ref = run_episode(scenarios["follow"], "pure_pursuit", env_overrides={})
+    local = run_episode(scenarios["follow"], inprocess_route_follower(), env_overrides={"action_mode": "trajectory"})
     assert row["status"] == "ok", row["reason"]
+    # the wire changes nothing: the same policy in this process drives the same episode, observation for observation
+    assert local["obs_hash"] == row["obs_hash"] and local["pdms"] == row["pdms"]
     assert row["steps"] >= 20 and not row["collision"] and not row["offroad"]
     assert row["route_completion"] > 0.5
     assert abs(row["pdms"] - ref["pdms"]) <= 0.1, (row["pdms"], ref["pdms"])
@@ -257,3 +274,39 @@ def test_stag_sim_serve_is_driven_by_stagdrive(scenarios):
         rc = proc.wait(20)
     assert rc == 0
     assert row["status"] == "ok" and row["agent"] == driver_spec(target) and row["route_completion"] > 0.5
+
+
+def test_a_policy_in_process_through_the_same_contract(scenarios):
+    """An open channel instead of HOST:PORT: carla-driver-interface's in-process channel runs the policy through the
+    same stubs and servicer without a socket (the benchmark's in-process reference); the agent leaves it open."""
+    from carla_driver_interface.inprocess import in_process_channel
+
+    from stag_sim.agents.egodriver import EgodriverAgent
+
+    policy = Recording()
+    channel = in_process_channel(policy)
+    env = make_env(scenarios["follow"], {"action_mode": "trajectory"})
+    agent = EgodriverAgent(env, channel)
+    obs, info = env.reset(seed=0)
+    agent.reset(obs, info)
+    for _ in range(5):
+        obs, *_ = env.step(agent.act(obs))
+    agent.close()
+    assert len(policy.sessions) == 1 and policy.sessions[0].drive_count == 5
+    assert env.unwrapped.state.ego.speed > 4.0  # tracking the route follower's 5 m/s plan
+    second = EgodriverAgent(env, channel)  # the channel is still open
+    second.reset(*env.reset(seed=0))
+    second.close()
+    assert len(policy.sessions) == 2
+
+
+def test_without_the_driver_extra_commands_say_which_extra(monkeypatch, scenarios, tmp_path):
+    import stag_sim.egodriver as wire
+
+    monkeypatch.setitem(sys.modules, "carla_driver_interface", None)  # as if not installed
+    monkeypatch.setattr(wire, "_CDI", None)
+    for args in (["serve", "--agent", "pure_pursuit", "--port", "0"],
+                 ["eval", "--driver", "127.0.0.1:1", "--scenarios", str(scenarios["follow"]), "--out", str(tmp_path)]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 1
+        assert "pip install 'stag-sim[driver]'" in res.output and len(res.output.strip().splitlines()) == 1, res.output

@@ -61,8 +61,9 @@ def check_driver(spec: str) -> str:
 
 
 class EgodriverAgent:
-    """Drive the egodriver policy server at ``target`` (``HOST:PORT``) from a StagDrive-v0 env in ``trajectory``
-    action mode (``env`` may be wrapped).
+    """Drive the egodriver policy server at ``target`` (``HOST:PORT``, or an open ``grpc.Channel`` such as
+    ``carla_driver_interface.inprocess.in_process_channel(policy)`` for a policy in this process) from a
+    StagDrive-v0 env in ``trajectory`` action mode (``env`` may be wrapped).
 
     Args:
         timeout_s: deadline of every call [s].
@@ -70,11 +71,11 @@ class EgodriverAgent:
         route_points, route_spacing: the route sent each step: this many points, every ``route_spacing`` [m].
     """
 
-    def __init__(self, env, target: str, timeout_s: float = DEFAULT_TIMEOUT_S, history_s: float = 2.0,
+    def __init__(self, env, target, timeout_s: float = DEFAULT_TIMEOUT_S, history_s: float = 2.0,
                  route_points: int = 50, route_spacing: float = 2.0) -> None:
         self.env = env.unwrapped
         if self.env.config.action_mode != "trajectory":
-            raise AgentError(f"agent egodriver://{target}: needs action_mode='trajectory' (the plan is tracked by "
+            raise AgentError(f"agent egodriver: needs action_mode='trajectory' (the plan is tracked by "
                              f"the env's trajectory controller), got {self.env.config.action_mode!r}")
         self.client = EgodriverClient(target, timeout_s)
         self.history_s = float(history_s)
