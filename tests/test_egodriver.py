@@ -254,8 +254,11 @@ def test_served_trajectory_agent_and_agents_that_cannot_be_served():
         check_served("log_replay")
 
 
-def test_stag_sim_serve_is_driven_by_stagdrive(scenarios):
-    """``stag-sim serve`` in its own process, driven by StagDrive's client; SIGTERM stops it cleanly."""
+def test_stag_sim_serve_is_driven_by_stagdrive(scenarios, tmp_path):
+    """``stag-sim serve`` in its own process, driven by StagDrive's client; SIGTERM stops it cleanly; the run
+    replays bit-identically without the server (its actions are recorded)."""
+    from stag_sim.app import replay_run
+
     proc = subprocess.Popen([str(BIN / "stag-sim"), "serve", "--agent", "pure_pursuit", "--port", "0"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -268,12 +271,13 @@ def test_stag_sim_serve_is_driven_by_stagdrive(scenarios):
             time.sleep(0.1)
         assert lines, proc.stderr.read() if proc.poll() is not None else "stag-sim serve printed nothing"
         target = lines[0].split(" on ")[1].split()[0]
-        row = run_episode(scenarios["follow"], driver_spec(target))
+        row = run_episode(scenarios["follow"], driver_spec(target), tmp_path / "run")
     finally:
         proc.terminate()
         rc = proc.wait(20)
     assert rc == 0
     assert row["status"] == "ok" and row["agent"] == driver_spec(target) and row["route_completion"] > 0.5
+    assert replay_run(tmp_path / "run", tmp_path / "replay")["identical"]
 
 
 def test_a_policy_in_process_through_the_same_contract(scenarios):
