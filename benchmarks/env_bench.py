@@ -41,7 +41,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=30)
     ap.add_argument("--agents", default="idm", choices=["log_replay", "idm"])
     args = ap.parse_args()
-    kw = dict(scene=args.scene, image_size=(args.height, args.width), agents=args.agents)
+    kw = dict(scene=args.scene, image_size=(args.height, args.width), world={"agents": args.agents})
 
     env = gym.make("StagDrive-v0", **kw)
     base = env.unwrapped

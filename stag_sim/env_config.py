@@ -13,7 +13,7 @@ from stag_sim.config import from_mapping
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_positive
 from stag_sim.refiner.renderer import RefinerConfig
-from stag_sim.render.renderer import RenderConfig
+from stag_sim.render.types import RenderConfig
 from stag_sim.world import WorldConfig
 
 ACTION_MODES = ("control", "trajectory")

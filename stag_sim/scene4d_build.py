@@ -152,13 +152,17 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     * static background: every confident pixel is unprojected into the world; points inside the (slightly inflated)
       box of any tracked object are dropped; the rest is fused per voxel: a weighted mean of position and colour,
       weighted by confidence and by the inverse square of the depth, so the nearest (and most frontal) views decide
-      the colour.
+      the colour. With camera layers (``camera_layers``; by default for real sensors) each camera's points are
+      fused in a layer of their own, which renders that camera: real cameras differ in exposure and colour, and
+      averaging them (or letting one camera's points cover another's) costs the rendered view its own look.
     * objects: points inside an object's box go to that object's cloud, in its box frame, from all frames. An object
       that collected fewer than ``min_object_points`` points gets a box proxy (points on the box surface) textured
       from the images where those points were visible, and coloured by category only where no image saw them.
     * far field: pixels without geometry (sky; structure above the reach of the depth) go to an environment map at
-      infinity (:mod:`stag_sim.far_field`) and to the mean sky colour per elevation bin, which renderers use for the
-      pixels no point reaches.
+      infinity (:mod:`stag_sim.far_field`; one for the scene and, with camera layers, one per camera), which
+      renderers use for the pixels no point reaches. For real sensors they also become points on a far shell
+      (``far_shell_m``) around the camera that saw them, so tree crowns and skylines keep some parallax; without
+      a shell they also give the mean sky colour per elevation bin, the last fallback above the horizon.
 
     Args:
         log: the scene log.
@@ -180,7 +184,14 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
         raise SceneError(f"{log.name}: no frames left to build the 4D scene from (exclude_frames={list(cfg.exclude_frames)})")
     source = _resolve_depth_source(log, cfg, depth_source)
     cams, ego_layers = _ego_rig(log, cfg, frames, source)
+    # static points: one voxel grid, or one per camera (camera layers: a camera's own colours render it)
+    estimated = getattr(source, "key", "") != "log"  # real sensors (completed LiDAR, an estimator), not log depth
+    layered = cfg.camera_layers == "on" or (cfg.camera_layers == "auto" and estimated)
+    shell = cfg.far_shell_m if cfg.far_shell_m >= 0 else (FAR_SHELL_M if estimated else 0.0)
+    static_grids = {c: VoxelAccumulator(cfg.voxel_size) for c in range(C)} if layered else None
     static = VoxelAccumulator(cfg.voxel_size)
+    layer_envs = ({c: EnvMapAccumulator(np.radians(cfg.far_resolution_deg), np.radians(cfg.far_min_elevation_deg))
+                   for c in range(C)} if layered and cfg.far_resolution_deg > 0 else {})
     objs = [VoxelAccumulator(cfg.object_voxel_size) for _ in range(K)]
     halves = np.asarray(log.objects.sizes, np.float64) / 2
     proxies = [box_proxy_points(log.objects.sizes[k], cfg.object_voxel_size * 2) for k in range(K)]
@@ -198,7 +209,8 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     if len(skip) == C:
         raise SceneError(f"{log.name}: every camera is excluded; nothing to build the 4D scene from")
     jobs = [(t, c) for t in frames for c in range(C) if c not in skip and log.images.has(t, c)]
-    check = cfg.multiview_check == "on" or (cfg.multiview_check == "auto" and getattr(source, "key", "") != "log")
+    # the multi-view check guards a cloud that mixes cameras; camera layers keep each camera's own points instead
+    check = cfg.multiview_check == "on" or (cfg.multiview_check == "auto" and estimated and not layered)
     bar = tqdm(total=len(jobs), desc=f"scene4d {log.name}", unit="image", disable=not progress)
     for t in frames:  # frame by frame: the cameras of one instant check each other's depth
         live = np.flatnonzero(valid[t])
@@ -213,13 +225,27 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
         for c in here:
             rgb, est = inputs[c]
             samples[t, c] = est.num_samples
-            _add_depth_frame(log, t, c, cams[c], rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum,
-                             sky_n, env, proxies, proxy_sum, [v for o, v in views.items() if o != c])
+            _add_depth_frame(log, t, c, cams[c], rgb, est, cfg, live, T_obj_from_world, halves,
+                             static_grids[c] if layered else static, objs, sky_sum, sky_n,
+                             [e for e in (env, layer_envs.get(c)) if e is not None], proxies, proxy_sum,
+                             [v for o, v in views.items() if o != c], shell)
             bar.update()
     bar.close()
     if getattr(source, "key", "") != "log":
         _check_reach(log, cams, samples, jobs)
-    static_pts, static_cols = static.result()
+    layer_names, static_layer = (), None
+    if layered:  # the layers one after the other, in rig order; a camera without points has no layer
+        parts = [(log.rig[c].name, *static_grids[c].result()) for c in range(C)]
+        parts = [p for p in parts if len(p[1])]
+        layer_names = tuple(p[0] for p in parts)
+        named = {log.rig[c].name: c for c in range(C)}
+        static_pts = np.concatenate([p[1] for p in parts]) if parts else np.zeros((0, 3), np.float32)
+        static_cols = np.concatenate([p[2] for p in parts]) if parts else np.zeros((0, 3), np.uint8)
+        static_layer = np.repeat(np.arange(len(parts), dtype=np.uint8), [len(p[1]) for p in parts])
+        if not parts:
+            layer_names, static_layer = (), None
+    else:
+        static_pts, static_cols = static.result()
     objects = []
     for k in range(K):
         pts, cols = objs[k].result()
@@ -239,9 +265,19 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     sky = np.zeros((SKY_BINS, 3), np.uint8)
     sky[sky_valid] = np.clip(np.round(sky_sum[sky_valid] / sky_n[sky_valid, None]), 0, 255).astype(np.uint8)
     env_map = env.result() if env is not None and env._w.any() else None
+    layer_env_maps = ()
+    if layer_names and env_map is not None:
+        layer_env_maps = tuple(layer_envs[named[n]].result() if layer_envs[named[n]]._w.any() else None
+                               for n in layer_names)
     return Scene4D(log.name, static_pts, static_cols, cfg.voxel_size, tuple(objects), cfg.object_voxel_size,
                    np.asarray(log.timestamps_us, np.int64).copy(), poses.astype(np.float64).copy(), valid.copy(),
-                   sky, sky_valid, cfg, env_map, ego_layers).validate()
+                   sky, sky_valid, cfg, env_map, ego_layers, layer_names, static_layer, layer_env_maps).validate()
+
+
+#: Radius of the far shell for real sensors (``Scene4DConfig.far_shell_m`` auto) [m] and the confidence of its
+#: points [-]. Measured on the DGP samples: 45-75 m all beat the far-field map alone (+0.1-0.2 dB held out).
+FAR_SHELL_M = 60.0
+FAR_SHELL_WEIGHT = 0.05
 
 
 def _check_reach(log: SceneLog, cams, samples: np.ndarray, jobs) -> None:
@@ -254,9 +290,10 @@ def _check_reach(log: SceneLog, cams, samples: np.ndarray, jobs) -> None:
 
 
 def _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halves, static, objs, sky_sum, sky_n,
-                     env, proxies, proxy_sum, views=()) -> None:
-    """Add image (t, c) with its depth estimate: sky / far field, object points (box frames), proxy texture, and
-    the static points that the other cameras' ``views`` (:class:`~stag_sim.consistency.View`) do not contradict."""
+                     env, proxies, proxy_sum, views=(), shell: float = 0.0) -> None:
+    """Add image (t, c) with its depth estimate: sky / far field (into every accumulator of ``env``), object points
+    (box frames), proxy texture, and the static points that the other cameras' ``views``
+    (:class:`~stag_sim.consistency.View`) do not contradict."""
     intr = cam.intrinsics
     depth = est.depth
     if depth.shape != (intr.height, intr.width) or rgb.shape[:2] != depth.shape:
@@ -273,14 +310,19 @@ def _add_depth_frame(log, t, c, cam, rgb, est, cfg, live, T_obj_from_world, halv
     sky_px = far & ~body
     if np.any(sky_px):
         uv_sky = np.stack([uu[sky_px] * s, vv[sky_px] * s], 1).astype(np.float64)
-        bins = _sky_elevation_bins(T_wc, uv_sky, intr)
-        ok = bins >= 0
-        np.add.at(sky_sum, bins[ok], rgb[sky_px][ok].astype(np.float64))
-        np.add.at(sky_n, bins[ok], 1.0)
-        if env is not None:
+        if shell <= 0:  # the mean sky colour per elevation: a last resort the far shell makes unneeded (with it,
+            bins = _sky_elevation_bins(T_wc, uv_sky, intr)  # it would paint the gaps of tree crowns sky blue)
+            ok = bins >= 0
+            np.add.at(sky_sum, bins[ok], rgb[sky_px][ok].astype(np.float64))
+            np.add.at(sky_n, bins[ok], 1.0)
+        if env or shell > 0:
             from stag_sim.far_field import pixel_rays
 
-            env.add(pixel_rays(T_wc, intr.fx, intr.fy, intr.cx, intr.cy, uv_sky[:, 0], uv_sky[:, 1]), rgb[sky_px])
+            rays = pixel_rays(T_wc, intr.fx, intr.fy, intr.cx, intr.cy, uv_sky[:, 0], uv_sky[:, 1])
+            for acc in env:  # the scene's far field, and the camera's own
+                acc.add(rays, rgb[sky_px])
+            if shell > 0:  # and as points on a shell around this camera (weak: a real point in a voxel wins)
+                static.add(T_wc[:3, 3] + shell * rays, rgb[sky_px], np.full(len(rays), FAR_SHELL_WEIGHT / shell ** 2))
     use = (depth > 0) & (depth <= cfg.max_depth) & (conf >= cfg.min_confidence) & ~body
     # Pixels that may belong to an object: the projected windows of the live boxes (inflated).
     for k in live:

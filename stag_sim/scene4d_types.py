@@ -51,6 +51,13 @@ class Scene4DConfig:
             masks) or ``none``.
         multiview_check: drop depth points the other cameras of the same frame contradict
             (:mod:`stag_sim.consistency`): ``auto`` (for estimated depth, not the log's own), ``on`` or ``off``.
+        camera_layers: keep the static points of each camera in a layer of their own, which renders that camera
+            (its own colours and exposure, never averaged with another camera's; any other camera pose draws every
+            layer): ``auto`` (for estimated depth, i.e. real sensors; not the log's own), ``on`` or ``off``.
+        far_shell_m: far-field pixels (sky, structure above the depth's reach) also become points on a shell of
+            this radius around the camera that saw them [m], so the far field keeps some parallax (tree crowns are
+            not at infinity); the far-field map still fills what they leave. 0: none; negative (default): auto,
+            60 m for estimated depth and none for the log's own. At most ``max_depth``.
     """
 
     voxel_size: float = 0.05
@@ -70,6 +77,8 @@ class Scene4DConfig:
     far_min_elevation_deg: float = -15.0
     ego_mask: str = "auto"
     multiview_check: str = "auto"
+    camera_layers: str = "auto"
+    far_shell_m: float = -1.0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
@@ -96,8 +105,12 @@ class Scene4DConfig:
             raise ValidationError(f"Scene4DConfig.far_min_elevation_deg: must be in [-90, 90) deg, got {self.far_min_elevation_deg}")
         if self.ego_mask not in ("auto", "rig", "none"):
             raise ValidationError(f"Scene4DConfig.ego_mask: {self.ego_mask!r} is not one of auto, rig, none")
-        if self.multiview_check not in ("auto", "on", "off"):
-            raise ValidationError(f"Scene4DConfig.multiview_check: {self.multiview_check!r} is not one of auto, on, off")
+        if not (np.isfinite(self.far_shell_m) and self.far_shell_m <= self.max_depth):
+            raise ValidationError(f"Scene4DConfig.far_shell_m: must be finite and <= max_depth ({self.max_depth} m), "
+                                  f"got {self.far_shell_m}")
+        for name in ("multiview_check", "camera_layers"):
+            if getattr(self, name) not in ("auto", "on", "off"):
+                raise ValidationError(f"Scene4DConfig.{name}: {getattr(self, name)!r} is not one of auto, on, off")
         return self
 
     def key(self) -> dict:
@@ -154,6 +167,11 @@ class Scene4D:
         config: the build parameters.
         env_map: the far field (:class:`~stag_sim.far_field.EnvMap`), or None.
         ego_layers: the ego body per camera that sees it (:class:`~stag_sim.ego_body.EgoLayer`).
+        static_layers: camera names of the static cloud's layers (``Scene4DConfig.camera_layers``); empty: one
+            layer for every camera.
+        static_layer: (N,) uint8 layer of each static point (an index into ``static_layers``), or None.
+        layer_env_maps: the far field as each layer's camera saw it (one per ``static_layers`` entry; None where
+            it saw none), which renders that camera; ``env_map`` renders every other pose.
     """
 
     name: str
@@ -170,6 +188,9 @@ class Scene4D:
     config: Scene4DConfig
     env_map: EnvMap | None = None
     ego_layers: tuple[EgoLayer, ...] = ()
+    static_layers: tuple[str, ...] = ()
+    static_layer: np.ndarray | None = None
+    layer_env_maps: tuple[EnvMap | None, ...] = ()
 
     def ego_layer(self, camera: str) -> EgoLayer | None:
         """The ego body as camera ``camera`` sees it, or None."""
@@ -190,6 +211,16 @@ class Scene4D:
         if self.static_colors.shape != self.static_points.shape or self.static_colors.dtype != np.uint8:
             raise ValidationError(f"Scene4D.static_colors: expected {self.static_points.shape} uint8, got {self.static_colors.shape} {self.static_colors.dtype}")
         check_finite(self.static_points, "Scene4D.static_points")
+        if bool(self.static_layers) != (self.static_layer is not None):
+            raise ValidationError("Scene4D: static_layers and static_layer go together (both set or neither)")
+        if self.static_layer is not None:
+            lay = np.asarray(self.static_layer)
+            if lay.shape != (len(self.static_points),) or lay.dtype != np.uint8:
+                raise ValidationError(f"Scene4D.static_layer: expected ({len(self.static_points)},) uint8, got "
+                                      f"{lay.shape} {lay.dtype}")
+            if len(lay) and int(lay.max()) >= len(self.static_layers):
+                raise ValidationError(f"Scene4D.static_layer: layer {int(lay.max())} of {len(self.static_layers)} "
+                                      f"({', '.join(self.static_layers)})")
         T, K = len(self.timestamps_us), len(self.objects)
         if self.object_poses.shape != (T, K, 4, 4) or self.object_valid.shape != (T, K):
             raise ValidationError(f"Scene4D: object_poses {self.object_poses.shape} / object_valid {self.object_valid.shape} "
@@ -200,6 +231,13 @@ class Scene4D:
             o.validate()
         if self.env_map is not None:
             self.env_map.validate()
+        if self.layer_env_maps and len(self.layer_env_maps) != len(self.static_layers):
+            raise ValidationError(f"Scene4D.layer_env_maps: {len(self.layer_env_maps)} for {len(self.static_layers)} layers")
+        for e in self.layer_env_maps:
+            if e is not None:
+                e.validate()
+                if self.env_map is None or e.colors.shape != self.env_map.colors.shape or e.min_elevation != self.env_map.min_elevation:
+                    raise ValidationError("Scene4D.layer_env_maps: each must match env_map's texels and elevations")
         return self
 
     def object_poses_at(self, time_s: float) -> dict[str, np.ndarray]:
@@ -236,7 +274,7 @@ class Scene4D:
                 "instance_ids": list(self.instance_ids), "categories": [o.category for o in self.objects],
                 "is_proxy": [o.is_proxy for o in self.objects],
                 "env_min_elevation": None if self.env_map is None else self.env_map.min_elevation,
-                "ego_cameras": [e.camera for e in self.ego_layers]}
+                "ego_cameras": [e.camera for e in self.ego_layers], "static_layers": list(self.static_layers)}
         arrays = dict(
             meta=np.frombuffer(json.dumps(meta).encode(), np.uint8),
             static_points=self.static_points, static_colors=self.static_colors,
@@ -248,6 +286,11 @@ class Scene4D:
         )
         if self.env_map is not None:
             arrays.update(env_colors=self.env_map.colors, env_valid=self.env_map.valid)
+        if self.static_layer is not None:
+            arrays.update(static_layer=self.static_layer)
+        for g, e in enumerate(self.layer_env_maps):
+            if e is not None:
+                arrays.update({f"layer_env_colors_{g}": e.colors, f"layer_env_valid_{g}": e.valid})
         for i, e in enumerate(self.ego_layers):
             arrays.update({f"ego_mask_{i}": e.mask, f"ego_rgb_{i}": e.rgb})
         with atomic_open(path, "wb") as f:
@@ -280,4 +323,8 @@ class Scene4D:
         ego = tuple(EgoLayer(name, d[f"ego_mask_{i}"], d[f"ego_rgb_{i}"]) for i, name in enumerate(meta.get("ego_cameras", [])))
         return cls(meta["name"], d["static_points"], d["static_colors"], float(meta["voxel_size"]), objects,
                    float(meta["object_voxel_size"]), d["timestamps_us"], d["object_poses"], d["object_valid"],
-                   d["sky_colors"], d["sky_valid"], Scene4DConfig(**cfg), env, ego).validate()
+                   d["sky_colors"], d["sky_valid"], Scene4DConfig(**cfg), env, ego,
+                   tuple(meta.get("static_layers", ())), d.get("static_layer"),
+                   tuple(EnvMap(d[f"layer_env_colors_{g}"], d[f"layer_env_valid_{g}"], env.min_elevation)
+                         if f"layer_env_colors_{g}" in d else None
+                         for g in range(len(meta.get("static_layers", ()))) if env is not None)).validate()

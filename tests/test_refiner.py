@@ -318,7 +318,7 @@ class _FakePoint:
     def __init__(self, h=16, w=24):
         self.calls, self.h, self.w = 0, h, w
 
-    def render(self, poses, intr, obj=None, mask=None, cull=True):
+    def render(self, poses, intr, obj=None, mask=None, cull=True, cameras=None):
         from stag_sim.render.renderer import RenderResult
 
         self.calls += 1

@@ -390,3 +390,33 @@ def test_intrinsics_must_be_camera_intrinsics():
         r.render(front_pose(), [np.eye(3)])
     with pytest.raises(RendererError, match="focal"):
         r.render(front_pose(), CameraIntrinsics(-1.0, 1.0, 0.0, 0.0, 8, 8))
+
+
+def test_chunk_index_layers_never_mix_and_select_by_camera():
+    from stag_sim.render.splat import CameraBatch, ChunkIndex, ZLayout
+
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-20, 20, (4000, 3)).astype(np.float32)
+    pts[:, 0] = np.abs(pts[:, 0]) + 2.0  # in front of a camera looking down +x
+    cols = rng.integers(0, 256, (4000, 3)).astype(np.uint8)
+    groups = np.repeat([0, 1], 2000)
+    one = ChunkIndex(pts, cols, 8.0, 0.1, 3)
+    two = ChunkIndex(pts, cols, 8.0, 0.1, 3, groups)
+    assert one.num_groups == 1 and two.num_groups == 2 and one.num_points == two.num_points == 4000
+    for g in (0, 1):  # each chunk holds points of one layer only, at every level of detail
+        for lvl in range(3):
+            ch = np.flatnonzero(two.chunk_group == g)
+            got = two.gather(two.starts[lvl, ch], two.counts[lvl, ch])[0][:3].T
+            if lvl == 0:
+                assert sorted(map(tuple, got)) == sorted(map(tuple, pts[groups == g]))
+    rig = nuscenes_like_rig(64, 36)
+    T = np.eye(4)
+    poses = rig.T_world_from_cameras(T)[:2]
+    K = np.array([[c.intrinsics.fx, c.intrinsics.fy, c.intrinsics.cx, c.intrinsics.cy] for c in rig.cameras[:2]])
+    cams = CameraBatch.make(poses, K, 64, 36, 0.1, ZLayout.reach_px(16))
+    cam, _, chunk = two.select_flat(cams, 80.0, 0.1, 1.5, True, np.array([[True, False], [True, True]]))
+    assert set(two.chunk_group[chunk[cam == 0]]) <= {0}
+    all_cam, _, all_chunk = two.select_flat(cams, 80.0, 0.1, 1.5, True)
+    np.testing.assert_array_equal(chunk[cam == 1], all_chunk[all_cam == 1])
+    with pytest.raises(ValueError, match="group ids"):
+        ChunkIndex(pts, cols, 8.0, 0.1, 3, groups[:10])

@@ -131,3 +131,29 @@ def test_a_point_projected_and_unprojected_returns_to_itself():
     assert vis[0]
     back = unproject(uv, z, rig[1].intrinsics) @ T_wc[:3, :3].T + T_wc[:3, 3]
     np.testing.assert_allclose(back, p, atol=1e-9)
+
+
+def test_camera_layers_and_far_shell_build_save_and_load(tmp_path):
+    """Forced on for a log with its own depth: one static layer (and far-field map) per camera, in rig order;
+    the file keeps them."""
+    from stag_sim.scene4d_types import Scene4D
+
+    log = tiny_scene_log(num_frames=3)
+    scene = build_scene4d(log, Scene4DConfig(voxel_size=0.5, camera_layers="on", far_shell_m=20.0))
+    assert scene.static_layers and set(scene.static_layers) <= set(log.rig.names)
+    assert list(scene.static_layers) == [n for n in log.rig.names if n in scene.static_layers]
+    assert len(scene.static_layer) == len(scene.static_points)
+    assert np.all(np.diff(scene.static_layer.astype(int)) >= 0)  # layer after layer
+    # the tiny log's depth reaches everywhere (a far plane at 30 m): no far field, so no maps per layer either
+    assert scene.env_map is None and scene.layer_env_maps == ()
+    back = Scene4D.load(scene.save(tmp_path / "s.npz"))
+    assert back.static_layers == scene.static_layers
+    np.testing.assert_array_equal(back.static_layer, scene.static_layer)
+    for a, b in zip(back.layer_env_maps, scene.layer_env_maps):
+        assert (a is None) == (b is None)
+        if a is not None:
+            np.testing.assert_array_equal(a.colors, b.colors)
+    off = build_scene4d(log, Scene4DConfig(voxel_size=0.5))  # the log's own depth: no layers, no shell (auto)
+    assert off.static_layers == () and off.static_layer is None
+    with pytest.raises(ValidationError, match="static_layer"):
+        Scene4D(**{**scene.__dict__, "static_layer": scene.static_layer[:-1]}).validate()

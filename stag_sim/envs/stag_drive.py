@@ -8,7 +8,6 @@ rigidly with the ego, and the renderer draws what they see from the scene's 4D p
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from stag_sim.env_config import EnvConfig
+from stag_sim.envs.rendering import RenderRequest, camera_names_kwarg
 from stag_sim.control import TrackerState, track
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import invert_transform, transform_points
@@ -27,22 +27,6 @@ EGO_STATE_FIELDS = ("speed", "accel", "yaw_rate", "steer")  # [m/s, m/s^2, rad/s
 EGO_STATE_BOUND = 100.0  # observation-space bound of every ego-state entry (far beyond any vehicle's limits)
 ROUTE_BOUND = 1e4  # [m] observation-space bound of route point coordinates
 DEPTH_BOUND = 1e4  # [m] observation-space bound of depth
-
-
-@dataclass(frozen=True)
-class RenderRequest:
-    """The renders one env needs for an observation.
-
-    Attributes:
-        camera_poses: (C, 4, 4) ``T_world_from_camera`` of the observed cameras.
-        intrinsics: C :class:`~stag_sim.camera.CameraIntrinsics`.
-        object_poses: (K, 4, 4) scene-object poses; object_mask: (K,) bool, drawn or not.
-    """
-
-    camera_poses: np.ndarray
-    intrinsics: list
-    object_poses: np.ndarray
-    object_mask: np.ndarray
 
 
 def _as_mapping(world) -> dict:
@@ -239,13 +223,15 @@ class StagDriveEnv(gym.Env):
             return None
         state = state or self._state
         poses, valid = self.world.agent_poses(state)
-        return RenderRequest(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid)
+        return RenderRequest(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid,
+                             tuple(self.camera_names))
 
     def _observe(self, state) -> dict:
         req = self.render_request(state)
         if req is None:
             return self.observation(None, None, state)
-        res = self._renderer.render(req.camera_poses, req.intrinsics, req.object_poses, req.object_mask)
+        res = self._renderer.render(req.camera_poses, req.intrinsics, req.object_poses, req.object_mask,
+                                    **camera_names_kwarg(self._renderer, req.cameras))
         return self.observation(res.rgb, res.depth, state)
 
     def observation(self, rgb: np.ndarray | None, depth: np.ndarray | None, state=None) -> dict:

@@ -16,6 +16,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space, concatenate, create_empty_array
 
+from stag_sim.envs.rendering import camera_names_kwarg
 from stag_sim.envs.stag_drive import StagDriveEnv, load_scene
 from stag_sim.errors import ValidationError
 
@@ -99,7 +100,8 @@ class StagDriveVectorEnv(VectorEnv):
         C = len(reqs[0].camera_poses)
         res = self.renderer.render(np.concatenate([r.camera_poses for r in reqs]), [k for r in reqs for k in r.intrinsics],
                                    np.concatenate([np.repeat(r.object_poses[None], C, axis=0) for r in reqs]),
-                                   np.concatenate([np.repeat(r.object_mask[None], C, axis=0) for r in reqs]))
+                                   np.concatenate([np.repeat(r.object_mask[None], C, axis=0) for r in reqs]),
+                                   **camera_names_kwarg(self.renderer, [c for r in reqs for c in r.cameras]))
         return [env.observation(res.rgb[j * C:(j + 1) * C], res.depth[j * C:(j + 1) * C]) for j, env in enumerate(envs)]
 
     def render(self):

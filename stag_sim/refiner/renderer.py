@@ -209,12 +209,16 @@ class RefinedRenderer:
         return h.hexdigest()
 
     def render(self, camera_poses, intrinsics, object_poses=None, object_mask=None, *, cull: bool = True,
-               time_s: float | None = None) -> RenderResult:
+               time_s: float | None = None, cameras=None) -> RenderResult:
         """As :meth:`PointRenderer.render` (one camera per name in ``cameras``), with refined ``rgb``.
 
         ``depth`` and ``valid`` stay those of the point render. ``time_s`` [s] (optional) joins the cache key
-        and detects a new episode when it goes backwards.
+        and detects a new episode when it goes backwards. ``cameras``, if given, must be the cameras the refiner
+        was built for, in order.
         """
+        if cameras is not None and tuple(cameras) != tuple(self.cameras):
+            raise RendererError(f"refined renderer: built for cameras {', '.join(self.cameras)}, asked for "
+                                f"{', '.join(cameras)}")
         poses = np.asarray(camera_poses, np.float64).reshape(-1, 4, 4)
         intr = [intrinsics] * len(poses) if isinstance(intrinsics, CameraIntrinsics) else list(intrinsics)
         if len(poses) != len(self.cameras) and len(poses) % len(self.cameras) == 0:
@@ -231,7 +235,7 @@ class RefinedRenderer:
             return self._cache[key]
         if self._new_episode(poses, time_s):
             self.reset()
-        res = self.point.render(poses, intr, object_poses, object_mask, cull=cull)
+        res = self.point.render(poses, intr, object_poses, object_mask, cull=cull, cameras=list(self.cameras))
         K = np.stack([k.K for k in intr])
         self._history = (self._history + [(res.rgb, res.valid)])[-self.config.window:]
         if self._key is None or self._count % self.config.refine_every == 0:

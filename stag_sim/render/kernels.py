@@ -146,7 +146,7 @@ def render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count
 @_jit(parallel=True)
 def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params,
                 zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out, modelled_out, fill, R,
-                K, sky, edges, has_sky, env, env_valid, env_min_el, has_env):
+                K, sky, edges, has_sky, env, env_valid, env_min_el, env_idx):
     """Render all cameras: worker t (in parallel) does cameras ``sched_cams[sched_ptr[t]:sched_ptr[t + 1]]``
     (see :func:`schedule`). Item k of camera i (``cam_ptr[i] <= k < cam_ptr[i + 1]``) is the point range
     ``it_start[k]:+it_count[k]`` of the static (``it_src`` 0: ``sxyz``, ``srgb``) or object (1: ``oxyz``, ``orgb``)
@@ -161,7 +161,7 @@ def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, 
             modelled_out[i] = valid_out[i]
             if fill:
                 fill_camera(i, rgb_out, valid_out, modelled_out, R, K, sky, edges, has_sky, env, env_valid,
-                            env_min_el, has_env)
+                            env_min_el, env_idx)
 
 
 def schedule(work: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -280,12 +280,12 @@ def push_pull(rgb, known):
 
 
 @_jit()
-def fill_camera(i, rgb, valid, modelled, R, K, sky, edges, has_sky, env, env_valid, env_min_el, has_env):
+def fill_camera(i, rgb, valid, modelled, R, K, sky, edges, has_sky, env, env_valid, env_min_el, env_idx):
     """Fill the holes of image i of (n, H, W, 3) ``rgb`` in place: the far-field map's colour where it has one
-    (``has_env``; those pixels are set in ``modelled``), then the sky colour above the horizon (``has_sky``), then
-    push-pull. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32 (fx, fy, cx, cy);
-    sky: (B, 3) uint8 colours of the elevation bins whose lower edges (sin of the elevation) are ``edges``;
-    env: (He, We, 3) uint8 / env_valid: (He, We) bool, the equirectangular far-field map
+    (map ``env_idx[i]``, none if negative; those pixels are set in ``modelled``), then the sky colour above the
+    horizon (``has_sky``), then push-pull. R: (n, 3, 3) float32 world-from-camera rotations; K: (n, 4) float32
+    (fx, fy, cx, cy); sky: (B, 3) uint8 colours of the elevation bins whose lower edges (sin of the elevation) are
+    ``edges``; env: (E, He, We, 3) uint8 / env_valid: (E, He, We) bool, equirectangular far-field maps
     (:class:`stag_sim.far_field.EnvMap`) down to elevation ``env_min_el`` [rad]."""
     H, W = valid.shape[1], valid.shape[2]
     B = len(edges)
@@ -294,7 +294,10 @@ def fill_camera(i, rgb, valid, modelled, R, K, sky, edges, has_sky, env, env_val
         return
     fx, fy, cx, cy = K[i, 0], K[i, 1], K[i, 2], K[i, 3]
     Ri = R[i]
-    He, We = env_valid.shape
+    e = env_idx[i]
+    has_env = e >= 0
+    e = max(e, 0)
+    He, We = env_valid.shape[1], env_valid.shape[2]
     el_span = np.pi / 2 - env_min_el
     if has_sky or has_env:
         us = np.empty(W, np.float32)
@@ -316,9 +319,9 @@ def fill_camera(i, rgb, valid, modelled, R, K, sky, edges, has_sky, env, env_val
                         az = np.arctan2(np.float64(d1), np.float64(d0))
                         ec = min(max(int((az + np.pi) / (2 * np.pi) * We), 0), We - 1)
                         er = min(max(int((np.pi / 2 - el) / el_span * He), 0), He - 1)
-                        if env_valid[er, ec]:
+                        if env_valid[e, er, ec]:
                             for ch in range(3):
-                                rgb[i, r, c, ch] = env[er, ec, ch]
+                                rgb[i, r, c, ch] = env[e, er, ec, ch]
                             known[r, c] = True
                             modelled[i, r, c] = True
                             continue

@@ -3,109 +3,21 @@
 from __future__ import annotations
 
 import importlib.util
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
 
 from stag_sim.camera import CameraIntrinsics, CameraRig
 from stag_sim.errors import RendererError, StagSimError
-from stag_sim.geometry import check_positive, check_transform
+from stag_sim.geometry import check_transform
 from stag_sim.render.splat import (
-    EMPTY_KEY, MAX_FOOTPRINT_PX, NUM_LEVELS, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, lod_pyramid, pack_rgb,
+    EMPTY_KEY, NUM_LEVELS, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, lod_pyramid, pack_rgb,
     projection_matrix, push_pull_fill, sky_bins, sky_edges, splat_keys,
 )
+from stag_sim.render.types import BACKENDS, RenderConfig, RenderResult
 from stag_sim.scene4d import SKY_BINS, Scene4D
 
-BACKENDS = ("auto", "numba", "numpy", "torch")
-
-
-@dataclass(frozen=True)
-class RenderConfig:
-    """Renderer settings.
-
-    Attributes:
-        chunk_size: edge of the spatial-index chunks [m].
-        max_range: points farther than this from the camera (z) are not drawn [m].
-        near: points closer than this (z) are not drawn [m].
-        lod_factor: level of detail: a chunk is drawn at the coarsest level that keeps this many points per pixel
-            of its projected bounding box; 0 draws every point [-].
-        lod_levels: levels of detail, each at twice the previous voxel size (1 = none) [-].
-        footprint_scale: multiplies the projected voxel size before choosing a splat footprint [-].
-        max_footprint_px: footprints are capped at this many pixels a side (at most ``MAX_FOOTPRINT_PX``, 16) [px].
-        fill_holes: fill pixels no point reached (sky model above the horizon, push-pull below).
-        backend: ``auto`` (``numba`` if numba imports, else ``numpy``), ``numba`` (compiled CPU kernels, both
-            cores), ``numpy`` (the vectorised CPU fallback) or ``torch`` (same algorithm on ``device``; the CUDA
-            path). See :attr:`PointRenderer.backend` for the one in use.
-        device: torch device for the torch backend (``cpu``, ``cuda``, ``cuda:1`` ...).
-    """
-
-    chunk_size: float = 8.0
-    max_range: float = 80.0
-    near: float = 0.1
-    lod_factor: float = 1.5
-    lod_levels: int = 4
-    footprint_scale: float = 1.0
-    max_footprint_px: int = 16
-    fill_holes: bool = True
-    backend: str = "auto"
-    device: str = "cpu"
-
-    def validate(self) -> "RenderConfig":
-        check_positive(self, ("chunk_size", "max_range", "near", "footprint_scale"), error=RendererError)
-        if not (np.isfinite(self.lod_factor) and self.lod_factor >= 0):
-            raise RendererError(f"RenderConfig.lod_factor: must be >= 0 (0 disables LOD), got {self.lod_factor}")
-        if int(self.lod_levels) != self.lod_levels or not 1 <= self.lod_levels <= 6:
-            raise RendererError(f"RenderConfig.lod_levels: must be an int in [1, 6], got {self.lod_levels}")
-        if int(self.max_footprint_px) != self.max_footprint_px or not 1 <= self.max_footprint_px <= MAX_FOOTPRINT_PX:
-            raise RendererError(f"RenderConfig.max_footprint_px: must be an int in [1, {MAX_FOOTPRINT_PX}], "
-                                f"got {self.max_footprint_px}")
-        if self.near >= self.max_range:
-            raise RendererError(f"RenderConfig: near ({self.near} m) must be < max_range ({self.max_range} m)")
-        if self.backend not in BACKENDS:
-            raise RendererError(f"RenderConfig.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
-        return self
-
-
-@dataclass(frozen=True, eq=False)
-class RenderResult:
-    """What the cameras see.
-
-    Attributes:
-        rgb: (..., H, W, 3) uint8 colour, holes filled when ``fill_holes``.
-        depth: (..., H, W) float32 z-depth [m] of the nearest splat, 0 where no point landed.
-        valid: (..., H, W) bool, True where a point landed (False = hole or sky, filled in ``rgb``).
-        modelled: (..., H, W) bool, True where the colour comes from the scene model: a point, the far-field map
-            or the ego body composited from the log; False where only generic hole filling drew it. None: the
-            same as ``valid``.
-    """
-
-    rgb: np.ndarray
-    depth: np.ndarray
-    valid: np.ndarray
-    modelled: np.ndarray | None = None
-
-    def __iter__(self):
-        return iter((self.rgb, self.depth, self.valid))
-
-    @property
-    def hole_fraction(self) -> float:
-        """Fraction of pixels no point reached."""
-        return float(1.0 - self.valid.mean()) if self.valid.size else 0.0
-
-    @property
-    def coverage(self) -> np.ndarray:
-        """(..., H, W) bool: pixels drawn from the scene model (points, far field or ego body)."""
-        return self.valid if self.modelled is None else self.modelled
-
-    def validate(self) -> "RenderResult":
-        lead = self.valid.shape
-        if self.rgb.shape != lead + (3,) or self.rgb.dtype != np.uint8:
-            raise RendererError(f"RenderResult.rgb: expected {lead + (3,)} uint8, got {self.rgb.shape} {self.rgb.dtype}")
-        if self.depth.shape != lead or self.depth.dtype != np.float32:
-            raise RendererError(f"RenderResult.depth: expected {lead} float32, got {self.depth.shape} {self.depth.dtype}")
-        return self
-
+__all__ = ["BACKENDS", "PointRenderer", "RenderConfig", "RenderResult"]
 
 class PointRenderer:
     """Z-buffered point splatting of a :class:`Scene4D` (static cloud + objects placed at given poses).
@@ -127,7 +39,16 @@ class PointRenderer:
         self.scene = scene
         self.config = (config or RenderConfig()).validate()
         self.index = ChunkIndex(scene.static_points, scene.static_colors, self.config.chunk_size, scene.voxel_size,
-                                self.config.lod_levels)
+                                self.config.lod_levels, scene.static_layer)
+        self._layers = {name: g for g, name in enumerate(scene.static_layers)}
+        # far-field maps: the scene's (0) and each camera layer's (1 + layer), stacked for the kernels
+        env = scene.env_map
+        maps = [env] + list(scene.layer_env_maps) if env is not None else []
+        self._env_maps = maps
+        self._env_rgb = (np.stack([m.colors if m is not None else np.zeros_like(env.colors) for m in maps])
+                         if maps else np.zeros((1, 1, 1, 3), np.uint8))
+        self._env_valid = (np.stack([m.valid if m is not None else np.zeros_like(env.valid) for m in maps])
+                           if maps else np.zeros((1, 1, 1), bool))
         self._ids = {oid: k for k, oid in enumerate(scene.instance_ids)}
         # per object and level of detail: (4, M) float32 homogeneous box-frame points, (M,) int32 colours
         self._obj_points: list[list[tuple[np.ndarray, np.ndarray]]] = []
@@ -249,7 +170,8 @@ class PointRenderer:
             cull: frustum culling and level of detail; False splats every point into every camera (the
                 brute-force reference of the benchmark).
             cameras: the rig camera name of each pose (N,), or None. Named cameras get the ego body of the scene
-                (:attr:`Scene4D.ego_layers`) composited over the render, as the real camera sees it.
+                (:attr:`Scene4D.ego_layers`) composited over the render, as the real camera sees it, and draw only
+                their own static layer where the scene has camera layers (:attr:`Scene4D.static_layers`).
 
         Returns:
             :class:`RenderResult` with (N, H, W, ...) arrays. Pixels no point reached take the far-field map's
@@ -267,10 +189,29 @@ class PointRenderer:
         layout = ZLayout.make(n, w, h, cfg.max_footprint_px)
         if cameras is not None and len(cameras) != n:
             raise RendererError(f"cameras: got {len(cameras)} names for {n} camera poses")
+        allowed = self._allowed_layers(cameras, n)
+        res = self._render_pass(cams, obj_sets, layout, poses, K, cull, allowed, cfg.fill_holes,
+                                self._env_index(cameras, n))
+        if allowed is not None and cfg.fill_holes and cfg.other_layers_fill and not allowed.all():
+            # a camera drawn from its own layer: what neither its points, the far field nor the ego body explain is
+            # drawn from the other cameras' layers (disocclusions), before generic hole filling is all that is left
+            none = (np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros((0, 4, 4)))
+            others = ~allowed & ~allowed.all(axis=1, keepdims=True)
+            more = self._render_pass(cams, none, layout, poses, K, cull, others, False, None)
+            take = ~res.coverage & more.valid
+            res.rgb[take], res.depth[take], res.valid[take], res.modelled[take] = more.rgb[take], more.depth[take], True, True
+        return self._finish(res, poses, K, cameras)
+
+    def _render_pass(self, cams: CameraBatch, obj_sets, layout: ZLayout, poses: np.ndarray, K: np.ndarray, cull: bool,
+                     allowed: np.ndarray | None, fill: bool, env_idx: np.ndarray | None) -> RenderResult:
+        """One splatting pass of the static ``allowed`` layers and the objects ``obj_sets``, holes filled if ``fill``
+        (far-field map ``env_idx`` (n,) of each camera, see :meth:`_env_index`)."""
+        cfg, n, h, w = self.config, len(cams), cams.height, cams.width
         if self.backend == "numba":
-            chunks = self.index.select_flat(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
-            return self._finish(self._render_numba(cams, chunks, obj_sets, layout, poses), poses, K, cameras)
-        ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull)
+            chunks = self.index.select_flat(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull,
+                                            allowed)
+            return self._render_numba(cams, chunks, obj_sets, layout, poses, fill, env_idx)
+        ranges = self.index.select(cams, cfg.max_range, cfg.near, cfg.lod_factor if cull else 0.0, cull, allowed)
         o_cam, o_k, o_lv, o_T = obj_sets
         bounds = np.searchsorted(o_cam, np.arange(n + 1))
         obj_sets = [[(int(o_k[j]), int(o_lv[j]), o_T[j]) for j in range(bounds[i], bounds[i + 1])] for i in range(n)]
@@ -286,11 +227,34 @@ class PointRenderer:
                 keys[i] = layout.compose(zbuf, i)
         rgb, depth, valid = decode_zbuffer(keys)
         modelled = valid.copy()
-        if cfg.fill_holes:
+        if fill:
             for i in range(n):
                 if not valid[i].all():
-                    self._fill(rgb[i], valid[i], modelled[i], poses[i], K[i])
-        return self._finish(RenderResult(rgb, depth, valid, modelled), poses, K, cameras)
+                    self._fill(rgb[i], valid[i], modelled[i], poses[i], K[i], int(env_idx[i]))
+        return RenderResult(rgb, depth, valid, modelled)
+
+    def _env_index(self, cameras, n: int) -> np.ndarray:
+        """(n,) int64 far-field map of each camera in :attr:`_env_maps`: a named camera's own where its layer has
+        one, else the scene's (0); -1 without a far field."""
+        idx = np.full(n, 0 if self._env_maps else -1, np.int64)
+        for i, name in enumerate(cameras or ()):
+            g = self._layers.get(name)
+            if g is not None and 1 + g < len(self._env_maps) and self._env_maps[1 + g] is not None:
+                idx[i] = 1 + g
+        return idx
+
+    def _allowed_layers(self, cameras, n: int) -> np.ndarray | None:
+        """(n, layers) bool: the static layers each camera draws: a named camera that has a layer draws only its
+        own; any other camera every layer. None when the scene has no camera layers."""
+        if not self._layers:
+            return None
+        allowed = np.ones((n, len(self._layers)), bool)
+        for i, name in enumerate(cameras or ()):
+            g = self._layers.get(name)
+            if g is not None:
+                allowed[i] = False
+                allowed[i, g] = True
+        return allowed
 
     def _finish(self, res: RenderResult, poses: np.ndarray, K: np.ndarray, cameras) -> RenderResult:
         """The ego body of named cameras composited over the render (their pixels count as modelled)."""
@@ -317,7 +281,8 @@ class PointRenderer:
             cache[key] = np.stack([(u.ravel() - K[2]) / K[0], (v.ravel() - K[3]) / K[1], np.ones(h * w)], 1).astype(np.float32)
         return cache[key]
 
-    def _render_numba(self, cams: CameraBatch, chunks, obj_sets, layout: ZLayout, poses: np.ndarray) -> RenderResult:
+    def _render_numba(self, cams: CameraBatch, chunks, obj_sets, layout: ZLayout, poses: np.ndarray,
+                      fill: bool, env_idx: np.ndarray | None) -> RenderResult:
         """The compiled path: one parallel kernel splats, composes, decodes and fills the holes, camera by camera.
         ``chunks``: (camera, level, chunk) of the static chunks to draw (:meth:`ChunkIndex.select_flat`);
         ``obj_sets``: the objects to draw (:meth:`_visible_objects`)."""
@@ -346,17 +311,16 @@ class PointRenderer:
         modelled = np.empty((n, h, w), bool)
         sky = self._sky if self._sky is not None else np.zeros((SKY_BINS, 3), np.uint8)
         env = self.scene.env_map
-        env_rgb = env.colors if env is not None else np.zeros((1, 1, 3), np.uint8)
-        env_valid = env.valid if env is not None else np.zeros((1, 1), bool)
+        env_idx = np.full(n, -1, np.int64) if env_idx is None else np.asarray(env_idx, np.int64)
         with kernels.LOCK:
             kernels.render_keys(*kernels.schedule(work + h * w), self.index.xyz1, self.index.rgb, self._obj_xyz1,
                                 self._obj_rgb, cam_ptr, (pidx >= n * L).astype(np.int64), starts, counts, pidx,
                                 params, np.float32(cfg.max_range - cfg.near), np.float32(cfg.near),
                                 np.float32(cfg.max_footprint_px), offsets, layout.hp, layout.wp, layout.pad,
-                                np.empty(layout.size, np.int64), rgb, depth, valid, modelled, bool(cfg.fill_holes),
+                                np.empty(layout.size, np.int64), rgb, depth, valid, modelled, bool(fill),
                                 np.ascontiguousarray(poses[:, :3, :3], np.float32), cams.K.astype(np.float32), sky,
-                                sky_edges(SKY_BINS), self._sky is not None, env_rgb, env_valid,
-                                float(env.min_elevation) if env is not None else 0.0, env is not None)
+                                sky_edges(SKY_BINS), self._sky is not None, self._env_rgb, self._env_valid,
+                                float(env.min_elevation) if env is not None else 0.0, env_idx)
         return RenderResult(rgb, depth, valid, modelled)
 
     def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout,
@@ -407,12 +371,13 @@ class PointRenderer:
             yield from splat_keys(*self._obj_points[k][level], T, *args, float(self._obj_voxels[level]), cfg.near,
                                   cfg.max_range, cfg.max_footprint_px, cfg.footprint_scale)
 
-    def _fill(self, rgb: np.ndarray, valid: np.ndarray, modelled: np.ndarray, T_wc: np.ndarray, K: np.ndarray) -> None:
+    def _fill(self, rgb: np.ndarray, valid: np.ndarray, modelled: np.ndarray, T_wc: np.ndarray, K: np.ndarray,
+              env_index: int = 0) -> None:
         """Fill the holes of one (H, W, 3) image in place (the order of :func:`kernels.fill_camera`): the far-field
-        map's colour where it has one (set in ``modelled`` (H, W)), the sky colour above the horizon, push-pull
-        below."""
+        map's colour (map ``env_index`` of :attr:`_env_maps`, none if negative) where it has one (set in
+        ``modelled`` (H, W)), the sky colour above the horizon, push-pull below."""
         weight = valid.view(np.uint8) * np.uint8(255)
-        env = self.scene.env_map
+        env = self._env_maps[env_index] if 0 <= env_index < len(self._env_maps) else None
         holes = np.flatnonzero(~valid)
         if env is not None:
             h, w = valid.shape

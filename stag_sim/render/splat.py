@@ -104,32 +104,50 @@ class ChunkIndex:
         chunk_size: chunk edge [m].
         voxel_size: voxel edge of ``points`` [m].
         num_levels: levels of detail (1 = no LOD).
+        groups: (P,) int layer of each point (e.g. the camera whose images it came from), or None (one layer).
+            Chunks and their levels of detail never mix layers, so a render can draw some layers only
+            (``select_flat(allowed=...)``).
 
     Attributes:
         xyz1: (4, Q) float32 homogeneous positions (x, y, z [m], 1) of all levels, chunk by chunk (rows contiguous).
         rgb: (Q,) int32 packed colours ``r << 16 | g << 8 | b``.
         starts, counts: (L, M) int64 point range of chunk m at level l.
         voxel_sizes: (L,) float64 voxel edge of each level [m].
+        chunk_group: (M,) int64 layer of each chunk; num_groups: layers [-].
         centres: (M, 3) float64 bounding-sphere centres [m]; radii: (M,) float64 [m]; lo, hi: (M, 3) boxes [m].
     """
 
     def __init__(self, points: np.ndarray, colors: np.ndarray, chunk_size: float, voxel_size: float,
-                 num_levels: int = 4) -> None:
+                 num_levels: int = 4, groups: np.ndarray | None = None) -> None:
         points = np.asarray(points, np.float32).reshape(-1, 3)
         colors = np.asarray(colors, np.uint8).reshape(-1, 3)
+        groups = np.zeros(len(points), np.int64) if groups is None else np.asarray(groups, np.int64).reshape(-1)
+        if len(groups) != len(points):
+            raise ValueError(f"ChunkIndex: {len(groups)} group ids for {len(points)} points")
         self.voxel_sizes = voxel_size * 2.0 ** np.arange(num_levels)
-        levels = lod_pyramid(points, colors, self.voxel_sizes)
+        self.num_groups = int(groups.max()) + 1 if len(groups) else 1
         origin = points.min(axis=0) if len(points) else np.zeros(3, np.float32)
-        cells = [_row_keys(np.floor((p - origin) / chunk_size).astype(np.int64)) for p, _ in levels]
-        ids = np.unique(np.concatenate(cells))
-        M = len(ids)
+        lv_p, lv_c, lv_id = [[] for _ in range(num_levels)], [[] for _ in range(num_levels)], [[] for _ in range(num_levels)]
+        chunk_group, M = [], 0
+        for g in range(self.num_groups):  # each layer: its own levels of detail and chunks, numbered after the last
+            sel = groups == g if self.num_groups > 1 else slice(None)
+            levels = lod_pyramid(points[sel], colors[sel], self.voxel_sizes)
+            cells = [_row_keys(np.floor((p - origin) / chunk_size).astype(np.int64)) for p, _ in levels]
+            ids = np.unique(np.concatenate(cells))
+            for lvl, ((p, c), cell) in enumerate(zip(levels, cells)):
+                lv_p[lvl].append(p)
+                lv_c[lvl].append(c)
+                lv_id[lvl].append(M + np.searchsorted(ids, cell))
+            chunk_group.append(np.full(len(ids), g, np.int64))
+            M += len(ids)
+        self.chunk_group = np.concatenate(chunk_group)
         self.starts = np.zeros((num_levels, M), np.int64)
         self.counts = np.zeros((num_levels, M), np.int64)
         xyz, rgb, offset = [], [], 0
-        for lvl, ((p, c), cell) in enumerate(zip(levels, cells)):
+        for lvl in range(num_levels):
             if M == 0:
                 break
-            cid = np.searchsorted(ids, cell)  # chunk of each point
+            p, c, cid = np.concatenate(lv_p[lvl]), np.concatenate(lv_c[lvl]), np.concatenate(lv_id[lvl])
             order = np.argsort(cid, kind="stable")
             self.counts[lvl] = np.bincount(cid, minlength=M)
             self.starts[lvl] = offset + np.concatenate([[0], np.cumsum(self.counts[lvl])[:-1]])
@@ -158,9 +176,9 @@ class ChunkIndex:
         return int(self.counts[0].sum()) if self.counts.size else 0
 
     def select(self, cams: CameraBatch, max_range: float, near: float, lod_factor: float,
-               cull: bool = True) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
+               cull: bool = True, allowed: np.ndarray | None = None) -> list[list[tuple[int, np.ndarray, np.ndarray]]]:
         """Per camera, ``[(level, starts, counts), ...]`` of the chunks to draw (see :meth:`select_flat`)."""
-        cam, level, chunk = self.select_flat(cams, max_range, near, lod_factor, cull)
+        cam, level, chunk = self.select_flat(cams, max_range, near, lod_factor, cull, allowed)
         bounds = np.searchsorted(cam, np.arange(len(cams) + 1))
         out = []
         for i in range(len(cams)):
@@ -173,18 +191,25 @@ class ChunkIndex:
         return out
 
     def select_flat(self, cams: CameraBatch, max_range: float, near: float, lod_factor: float,
-                    cull: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                    cull: bool = True, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The chunks to draw: (k,) int64 camera, level of detail and chunk, camera by camera, chunks ascending.
 
         A chunk is drawn when its bounding sphere meets the frustum between ``near`` and ``max_range`` [m], at the
         coarsest level that still has ``lod_factor`` points per pixel of the chunk's projected bounding box (level 0
         for chunks reaching behind the camera). ``lod_factor`` 0 draws level 0 only; ``cull=False`` draws every
-        level-0 point in every camera (the brute-force reference).
+        level-0 point in every camera (the brute-force reference). ``allowed`` (N, num_groups) bool: the layers each
+        camera may draw (None: all).
         """
         N, M = len(cams), self.starts.shape[1]
         if not cull or M == 0:
-            return np.repeat(np.arange(N), M), np.zeros(N * M, np.int64), np.tile(np.arange(M), N)
-        cam, chunk = np.nonzero(cams.sphere_visible(self.centres, self.radii, max_range, near))
+            vis = np.ones((N, M), bool)
+        else:
+            vis = cams.sphere_visible(self.centres, self.radii, max_range, near)
+        if allowed is not None:
+            vis &= np.asarray(allowed, bool)[:, self.chunk_group]
+        cam, chunk = np.nonzero(vis)
+        if not cull or M == 0:
+            return cam, np.zeros(len(cam), np.int64), chunk
         level = np.zeros(len(cam), np.int64)
         if lod_factor > 0 and len(cam) and len(self.voxel_sizes) > 1:
             T = cams.T_cam_from_world[cam][:, :3, :, None]  # (k, 3, 4, 1)
