@@ -2,8 +2,8 @@
 
 ``scene_02`` (6 surround cameras, 3 frames, the ego drives ~1.25 m per frame) is built once per module from
 frames 0 and 2 (frame 1 held out) at the figures the benchmark measures (``benchmarks/realdata_bench.py``:
-mean PSNR 17.78 dB, SSIM 0.639, coverage 0.979, nearest-frame baseline 15.16 dB / 0.477; each camera drawn from its
-own layer only: 18.08 dB / 0.650 / 0.965); the floors below leave a margin. ``scene_01`` (3 front cameras) is the log where the ego stands still. The data lives in
+mean PSNR 18.05 dB, SSIM 0.649, coverage 0.976, nearest-frame baseline 15.16 dB / 0.477; with the other cameras'
+layers filling holes: 17.77 dB / 0.642 / 0.986); the floors below leave a margin. ``scene_01`` (3 front cameras) is the log where the ego stands still. The data lives in
 ``../shared/realdata`` beside the repository (or ``$STAG_SIM_REALDATA``); without it the real-data tests skip and
 the synthetic ``complete_depth`` tests still run.
 """
@@ -94,8 +94,8 @@ def test_fidelity_of_the_held_out_frame(scene02):
     assert [r.camera for r in rows] == list(log.rig.names) and {r.frame for r in rows} == {HOLD_OUT}
     m = summarise(rows)[0]
     assert m["num_views"] == m["num_scored"] == 6
-    # measured 17.78 dB / 0.639 / 0.979; the nearest real frame scores 15.16 dB / 0.477
-    assert m["psnr"] >= 17.0 and m["ssim"] >= 0.60 and m["coverage"] >= 0.96, m
+    # measured 18.05 dB / 0.649 / 0.976; the nearest real frame scores 15.16 dB / 0.477
+    assert m["psnr"] >= 17.4 and m["ssim"] >= 0.61 and m["coverage"] >= 0.965, m
     # the model beats showing the nearest real frame, on the mean and in most cameras
     assert m["psnr"] >= m["baseline_psnr"] + 1.5 and m["ssim"] >= m["baseline_ssim"] + 0.1, m
     assert sum(r.psnr > r.baseline_psnr for r in rows) >= 5, [(r.camera, r.psnr, r.baseline_psnr) for r in rows]
@@ -147,13 +147,13 @@ def test_other_layers_fill_only_what_the_own_layer_leaves(scene02):
     from stag_sim.render.fidelity import psnr
     from stag_sim.render.types import RenderConfig
 
-    own_only = dict(scene02, renderer=PointRenderer(scene02["scene"], RenderConfig(other_layers_fill=False)))
+    with_others = dict(scene02, renderer=PointRenderer(scene02["scene"], RenderConfig(other_layers_fill=True)))
     log = scene02["log"]
     gain, cover = [], []
     for name in log.rig.names:
         c = log.rig.index(name)
         truth = _truth(log, c)
-        both, own = _render(scene02, name, named=True), _render(own_only, name, named=True)
+        both, own = _render(with_others, name, named=True), _render(scene02, name, named=True)  # default: own only
         own_px = own.coverage[0]
         assert np.array_equal(both.rgb[0][own_px], own.rgb[0][own_px])  # the own layer's pixels are untouched
         assert both.coverage[0][own_px].all()

@@ -420,3 +420,31 @@ def test_chunk_index_layers_never_mix_and_select_by_camera():
     np.testing.assert_array_equal(chunk[cam == 1], all_chunk[all_cam == 1])
     with pytest.raises(ValueError, match="group ids"):
         ChunkIndex(pts, cols, 8.0, 0.1, 3, groups[:10])
+
+
+def test_pinholes_close_from_the_nearest_neighbour_the_same_in_numba_and_numpy():
+    from stag_sim.render import kernels
+    from stag_sim.render.gaps import close_pinholes
+
+    rng = np.random.default_rng(3)
+    valid = rng.random((2, 12, 16)) < 0.8
+    depth = np.where(valid, rng.uniform(1, 50, valid.shape), 0).astype(np.float32)
+    rgb = rng.integers(0, 256, valid.shape + (3,)).astype(np.uint8)
+    a = (rgb.copy(), depth.copy(), valid.copy())
+    close_pinholes(*a, 6)
+    b = (rgb.copy(), depth.copy(), valid.copy())
+    for i in range(2):
+        kernels.close_pinholes_camera(i, *b, 6)
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x, y)
+    closed = a[2] & ~valid
+    assert closed.any() and not closed[:, 0].any() and not closed[:, -1].any()  # interior pixels only
+    i, r, c = np.argwhere(closed)[0]
+    nb = [(r + dr, c + dc) for dr, dc in ((-1, -1), (-1, 0), (-1, 1), (0, -1), (0, 1), (1, -1), (1, 0), (1, 1))
+          if valid[i, r + dr, c + dc]]
+    assert len(nb) >= 6
+    rr, cc = min(nb, key=lambda p: depth[i, p[0], p[1]])
+    assert a[1][i, r, c] == depth[i, rr, cc] and (a[0][i, r, c] == rgb[i, rr, cc]).all()
+    untouched = (rgb.copy(), depth.copy(), valid.copy())
+    close_pinholes(*untouched, 0)
+    np.testing.assert_array_equal(untouched[2], valid)

@@ -143,10 +143,42 @@ def render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count
                 rgb_out[i, r, c, 2] = np.uint8(k & 255)
 
 
+@_jit()
+def close_pinholes_camera(i, rgb, depth, valid, min_nb):
+    """:func:`stag_sim.render.gaps.close_pinholes` for camera i, pixel for pixel (the same neighbour order)."""
+    H, W = valid.shape[1], valid.shape[2]
+    if min_nb <= 0 or min_nb > 8 or H < 3 or W < 3:
+        return
+    orig = valid[i].copy()
+    dz = depth[i].copy()
+    nbr = (-1, -1, -1, 0, 0, 1, 1, 1)
+    nbc = (-1, 0, 1, -1, 1, -1, 0, 1)
+    for r in range(1, H - 1):
+        for c in range(1, W - 1):
+            if orig[r, c]:
+                continue
+            count = 0
+            best = -1
+            bz = np.float32(np.inf)
+            for k in range(8):
+                rr, cc = r + nbr[k], c + nbc[k]
+                if orig[rr, cc]:
+                    count += 1
+                    if dz[rr, cc] < bz:
+                        bz = dz[rr, cc]
+                        best = k
+            if count >= min_nb:
+                rr, cc = r + nbr[best], c + nbc[best]
+                for ch in range(3):
+                    rgb[i, r, c, ch] = rgb[i, rr, cc, ch]
+                depth[i, r, c] = dz[rr, cc]
+                valid[i, r, c] = True
+
+
 @_jit(parallel=True)
 def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params,
                 zok, near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out, modelled_out, fill, R,
-                K, sky, edges, has_sky, env, env_valid, env_min_el, env_idx):
+                K, sky, edges, has_sky, env, env_valid, env_min_el, env_idx, min_nb):
     """Render all cameras: worker t (in parallel) does cameras ``sched_cams[sched_ptr[t]:sched_ptr[t + 1]]``
     (see :func:`schedule`). Item k of camera i (``cam_ptr[i] <= k < cam_ptr[i + 1]``) is the point range
     ``it_start[k]:+it_count[k]`` of the static (``it_src`` 0: ``sxyz``, ``srgb``) or object (1: ``oxyz``, ``orgb``)
@@ -158,6 +190,7 @@ def render_keys(sched_ptr, sched_cams, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, 
             i = sched_cams[s]
             render_camera(i, sxyz, srgb, oxyz, orgb, cam_ptr, it_src, it_start, it_count, it_param, params, zok,
                           near, max_size, offsets, hp, wp, pad, zbuf, rgb_out, depth_out, valid_out)
+            close_pinholes_camera(i, rgb_out, depth_out, valid_out, min_nb)
             modelled_out[i] = valid_out[i]
             if fill:
                 fill_camera(i, rgb_out, valid_out, modelled_out, R, K, sky, edges, has_sky, env, env_valid,

@@ -14,6 +14,7 @@ from stag_sim.render.splat import (
     EMPTY_KEY, NUM_LEVELS, CameraBatch, ChunkIndex, ZLayout, decode_zbuffer, lod_pyramid, pack_rgb,
     projection_matrix, push_pull_fill, sky_bins, sky_edges, splat_keys,
 )
+from stag_sim.render.gaps import close_pinholes
 from stag_sim.render.types import BACKENDS, RenderConfig, RenderResult
 from stag_sim.scene4d import SKY_BINS, Scene4D
 
@@ -226,6 +227,7 @@ class PointRenderer:
                     np.minimum.at(zbuf, pix, kk)
                 keys[i] = layout.compose(zbuf, i)
         rgb, depth, valid = decode_zbuffer(keys)
+        close_pinholes(rgb, depth, valid, cfg.pinhole_neighbours)
         modelled = valid.copy()
         if fill:
             for i in range(n):
@@ -320,7 +322,8 @@ class PointRenderer:
                                 np.empty(layout.size, np.int64), rgb, depth, valid, modelled, bool(fill),
                                 np.ascontiguousarray(poses[:, :3, :3], np.float32), cams.K.astype(np.float32), sky,
                                 sky_edges(SKY_BINS), self._sky is not None, self._env_rgb, self._env_valid,
-                                float(env.min_elevation) if env is not None else 0.0, env_idx)
+                                float(env.min_elevation) if env is not None else 0.0, env_idx,
+                                int(cfg.pinhole_neighbours))
         return RenderResult(rgb, depth, valid, modelled)
 
     def _splat_params(self, T_cam_from_src: np.ndarray, K: np.ndarray, layout: ZLayout,

@@ -29,7 +29,11 @@ class RenderConfig:
         fill_holes: fill pixels no point reached (sky model above the horizon, push-pull below).
         other_layers_fill: in a scene with camera layers, a camera drawn from its own layer takes what neither its
             points, its far field nor the ego body explain from the other cameras' layers (disocclusions) before
-            generic hole filling: more of a novel view comes from the model, in another camera's colours.
+            generic hole filling: more of a novel view comes from the model, but in another camera's colours
+            (on the real DGP sample: coverage 0.934 instead of 0.883 at 3 m lateral shift, 0.3 dB less on the
+            held-out frame). Off by default.
+        pinhole_neighbours: a pixel no point reached whose eight neighbours hold at least this many points takes
+            the nearest of them (:mod:`stag_sim.render.gaps`); 0 closes none [-].
         backend: ``auto`` (``numba`` if numba imports, else ``numpy``), ``numba`` (compiled CPU kernels, both
             cores), ``numpy`` (the vectorised CPU fallback) or ``torch`` (same algorithm on ``device``; the CUDA
             path). See :attr:`PointRenderer.backend` for the one in use.
@@ -44,7 +48,8 @@ class RenderConfig:
     footprint_scale: float = 1.0
     max_footprint_px: int = 16
     fill_holes: bool = True
-    other_layers_fill: bool = True
+    other_layers_fill: bool = False
+    pinhole_neighbours: int = 6
     backend: str = "auto"
     device: str = "cpu"
 
@@ -59,6 +64,8 @@ class RenderConfig:
                                 f"got {self.max_footprint_px}")
         if self.near >= self.max_range:
             raise RendererError(f"RenderConfig: near ({self.near} m) must be < max_range ({self.max_range} m)")
+        if int(self.pinhole_neighbours) != self.pinhole_neighbours or not 0 <= self.pinhole_neighbours <= 8:
+            raise RendererError(f"RenderConfig.pinhole_neighbours: must be an int in [0, 8], got {self.pinhole_neighbours}")
         if self.backend not in BACKENDS:
             raise RendererError(f"RenderConfig.backend: {self.backend!r} is not one of {', '.join(BACKENDS)}")
         return self
