@@ -58,6 +58,13 @@ def track(ego: EgoState, waypoints_ego: np.ndarray, waypoint_dt: float, dt: floa
     return float(accel), pure_pursuit_steer(lookahead_point(pts, L, extend=True), vehicle.wheelbase), TrackerState(integral)
 
 
+def control_inputs(u_acc: float, u_steer: float, vehicle: VehicleParameters) -> tuple[float, float]:
+    """(accel [m/s^2], steer [rad]) of a ``control`` action (u_acc, u_steer) in [-1, 1]: ``u_acc`` scales the
+    vehicle's ``max_accel`` when positive and ``max_decel`` otherwise, ``u_steer`` its ``max_steer``."""
+    accel = u_acc * (vehicle.max_accel if u_acc > 0 else vehicle.max_decel)
+    return float(accel), float(u_steer * vehicle.max_steer)
+
+
 def lookahead_point(pts: np.ndarray, distance: float, extend: bool = False) -> np.ndarray:
     """The point (2,) [m] at arc length ``distance`` [m] along the polyline ``pts`` (N >= 2, 2) [m], which starts
     at the vehicle (the origin of its frame). Past the end: the end point, or with ``extend`` the last segment

@@ -109,6 +109,7 @@ def observation(session, env: ServedEnv) -> dict[str, np.ndarray]:
 
 def plan_in_rig(action: np.ndarray, env: ServedEnv, speed: float) -> tuple[np.ndarray, np.ndarray]:
     """An agent's action as a plan in the rig frame: (times after now [s] (K,), poses (K, 3) x, y, yaw)."""
+    from stag_sim.control import control_inputs
     from stag_sim.dynamics import EgoState, bicycle_step
 
     a = np.asarray(action, np.float64)
@@ -117,8 +118,7 @@ def plan_in_rig(action: np.ndarray, env: ServedEnv, speed: float) -> tuple[np.nd
     a = np.clip(a, env.action_space.low, env.action_space.high)
     c, vehicle = env.config, env.config.world.vehicle
     if c.action_mode == "control":
-        accel = a[0] * (vehicle.max_accel if a[0] > 0 else vehicle.max_decel)
-        steer = a[1] * vehicle.max_steer
+        accel, steer = control_inputs(a[0], a[1], vehicle)
         s, out = EgoState(0.0, 0.0, 0.0, float(speed)), []
         for _ in range(int(round(HORIZON_S / PLAN_DT))):
             s = bicycle_step(s, accel, steer, PLAN_DT, vehicle)

@@ -17,7 +17,7 @@ from gymnasium import spaces
 
 from stag_sim.env_config import EnvConfig
 from stag_sim.envs.rendering import RenderRequest, camera_names_kwarg
-from stag_sim.control import TrackerState, track
+from stag_sim.control import TrackerState, control_inputs, track
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import invert_transform, transform_points
 from stag_sim.scene_log import SceneLog
@@ -133,7 +133,6 @@ class StagDriveEnv(gym.Env):
         self._renderer = renderer if renderer is not None else (self._make_renderer() if self.camera_names else None)
         self._renderers = {0: self._renderer}
         veh = self.world.config.vehicle
-        self._accel_scale = (veh.max_decel, veh.max_accel)
         self.observation_space = spaces.Dict(self._spaces(h, w))
         if self.config.action_mode == "control":
             self.action_space = spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -304,9 +303,7 @@ class StagDriveEnv(gym.Env):
         n_clipped = int(np.count_nonzero(clipped != a))
         veh = self.world.config.vehicle
         if self.config.action_mode == "control":
-            u_acc, u_steer = clipped
-            accel = u_acc * (self._accel_scale[1] if u_acc > 0 else self._accel_scale[0])
-            return float(accel), float(u_steer * veh.max_steer), n_clipped
+            return (*control_inputs(clipped[0], clipped[1], veh), n_clipped)
         accel, steer, self._tracker = track(self._state.ego, clipped, self.config.waypoint_dt, self.world.config.dt, veh,
                                             state=self._tracker)
         return accel, steer, n_clipped
