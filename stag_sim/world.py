@@ -17,6 +17,7 @@ import numpy as np
 from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, ScriptedAgents, extended_path
 from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
 from stag_sim.errors import ScenarioError, ValidationError
+from stag_sim.ground import GroundModel
 from stag_sim.geometry import interpolate_poses, matrix_to_quat, pose_xy_yaw, yaw_of
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
@@ -134,6 +135,8 @@ class World:
             None without a map.
         agents: where the other agents are and how they move (:class:`~stag_sim.agent_sources.AgentSource`).
         ego_quats: (T, 4) quaternions of the logged ego rotations (for fast interpolation).
+        ground: lifts the planar ego state into the log's 3D frame (:class:`~stag_sim.ground.GroundModel`: logged
+            height, roll and pitch near the logged path, the LiDAR ground away from it); None for a planar log.
     """
 
     log: SceneLog
@@ -145,6 +148,7 @@ class World:
     drivable: object
     agents: AgentSource
     ego_quats: np.ndarray
+    ground: GroundModel | None = None
 
     @classmethod
     def build(cls, log: SceneLog, config: WorldConfig | None = None, agents: AgentSource | None = None) -> "World":
@@ -171,11 +175,16 @@ class World:
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),
-                   drivable, agents, matrix_to_quat(ego[:, :3, :3]))
+                   drivable, agents, matrix_to_quat(ego[:, :3, :3]), GroundModel.from_log(log))
 
     def with_agents(self, agents: AgentSource) -> "World":
         """The same world with another agent source."""
         return replace(self, agents=agents)
+
+    def ego_pose(self, ego: EgoState) -> np.ndarray:
+        """(4, 4) ``T_world_from_ego`` of the planar ``ego`` in the log's 3D frame: on the logged ground (height,
+        roll, pitch; :attr:`ground`), or the planar pose on a planar log. Cameras and the ego body hang off it."""
+        return ego.pose() if self.ground is None else self.ground.pose(ego.x, ego.y, ego.yaw)
 
     @property
     def start_time_s(self) -> float:

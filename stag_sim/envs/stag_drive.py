@@ -212,7 +212,7 @@ class StagDriveEnv(gym.Env):
     def camera_poses(self, state=None) -> np.ndarray:
         """(C_observed, 4, 4) ``T_world_from_camera`` of the observed cameras in ``state`` (default: current)."""
         state = state or self._state
-        return self.rig.T_world_from_cameras(state.ego.pose())[self.cam_index]
+        return self.rig.T_world_from_cameras(self.world.ego_pose(state.ego))[self.cam_index]
 
     def render_request(self, state=None) -> RenderRequest | None:
         """What the observed cameras need drawn in ``state`` (default: current), or None when the observation holds
@@ -451,7 +451,7 @@ class StagDriveEnv(gym.Env):
             "collided_with": list(ev.get("collided_with", [])),
             "clipped_actions": self._clipped,
             "time_s": float(state.time_s),
-            "ego_pose": state.ego.pose(),
+            "ego_pose": self.world.ego_pose(state.ego),
             "reward_terms": {"progress": 0.0, "idle": 0.0, "collision": 0.0, "offroad": 0.0, "clipped": 0.0},
         }
 
