@@ -33,7 +33,8 @@ class WorldConfig:
         idm: IDM constants for ``agents="idm"``.
         vehicle: ego vehicle geometry and limits.
         start_frame: logged frame the episode starts at.
-        route_completion_margin: the route is complete this close to its end [m].
+        route_completion_margin: the route is complete this close to its end [m], at most a quarter of the route
+            (:attr:`World.completion_margin`: a 2.5 m real log is not complete after 0.5 m).
         offroad_tolerance: the ego footprint may leave the drivable area by this much [m].
         route_lanes: map lane ids whose centrelines, joined, are the route (from the ego's start on); empty: the
             logged ego path.
@@ -187,6 +188,17 @@ class World:
         return ego.pose() if self.ground is None else self.ground.pose(ego.x, ego.y, ego.yaw)
 
     @property
+    def completion_margin(self) -> float:
+        """How close to the route's end it counts as completed [m]: ``config.route_completion_margin``, at most a
+        quarter of the route (a short real log keeps most of its route to drive)."""
+        return float(min(self.config.route_completion_margin, 0.25 * self.route_length))
+
+    @property
+    def usable_route_length(self) -> float:
+        """The route length that counts as driving it all [m]: its length less :attr:`completion_margin`."""
+        return float(max(self.route_length - self.completion_margin, 1e-9))
+
+    @property
     def start_time_s(self) -> float:
         return float(self.log.timestamps_us[self.config.start_frame] - self.t0_us) * 1e-6
 
@@ -308,7 +320,7 @@ def _events(world: World, state: SimState) -> dict:
     near = world.agent_boxes(poses, valid, near=centre, reach=0.5 * float(np.hypot(v.length, v.width)) + 0.01)
     hits = [world.log.objects.instance_ids[k] for k, poly in near if poly.intersects(ego_poly)]
     offroad = world.drivable is not None and not world.drivable.contains(ego_poly)
-    completed = state.route_s >= world.route_length - world.config.route_completion_margin
+    completed = state.route_s >= world.usable_route_length
     return {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad), "route_completed": bool(completed)}
 
 

@@ -75,8 +75,10 @@ def test_carla_drives_reads_the_ego_back_from_carla_physics(fake, log, renderer)
         env.step(np.array([0.0, 1.0], np.float32))  # full left in our convention
     assert ego_actor._control.steer == -1.0  # = full left in CARLA's (positive = right)
     assert env.state.ego.yaw > 0.0 and env.state.ego.yaw_rate > 0.0
+    env.reset(seed=0)  # straight again (the left turn soon leaves the road, and a step after the end is refused)
     for _ in range(20):
         env.step(np.array([-1.0, 0.0], np.float32))
+    (ego_actor,) = [a for a in fake[1].get_actors() if a is env.bridge.ego]  # reset spawned the ego anew
     assert env.state.ego.speed == 0.0 and ego_actor._control.brake == 1.0
     env.close()
 

@@ -77,7 +77,32 @@ def test_expert_drives_the_route_to_completion(log):
         if term or trunc:
             break
     assert info["termination_reason"] == "route_completed" and not info["collision"]
-    assert info["route_completion"] == 1.0 and total > 0
+    assert info["route_completion"] == 1.0 and 0.9 < total <= 1.0 + 1e-9  # the documented maximum is 1
+    with pytest.raises(ValidationError, match=r"step\(\) after the episode ended \(route_completed"):
+        env.step(info["expert_action"])
+    env.reset(seed=0)
+    env.step(info["expert_action"])  # a reset starts a new episode
+
+
+@pytest.mark.parametrize("frames", [3, 4])
+def test_a_short_log_drives_to_its_end_and_pays_at_most_one(frames):
+    """A real log is often a few frames (DGP's sample: 3 frames, 2.5 m). Its episode lasts until the log ends
+    (truncated, or route_completed on the last metres, a quarter of the route at most), pays at most 1, and a step
+    after the end is refused."""
+    short = tiny_scene_log(num_frames=frames, width=64, height=36)
+    env = gym.make("StagDrive-v0", scene=short, observations=("state",))
+    _, info = env.reset(seed=0)
+    total, steps = 0.0, 0
+    while True:
+        _, r, term, trunc, info = env.step(info["expert_action"])
+        total += r
+        steps += 1
+        if term or trunc:
+            break
+    assert steps == env.unwrapped.max_steps >= frames - 1  # every step of the log, not one
+    assert info["termination_reason"] in ("truncated", "route_completed") and total <= 1.0 + 1e-9
+    with pytest.raises(ValidationError, match="call reset"):
+        env.step(info["expert_action"])
 
 
 def test_offroad_terminates_with_reason(log):

@@ -60,7 +60,7 @@ def reference_progress(world, duration_s: float) -> float:
     natural closed-loop reference.)"""
     from stag_sim.world import logged_mean_speed
 
-    return float(min(logged_mean_speed(world.log) * duration_s, world.route_length - world.config.route_completion_margin))
+    return float(min(logged_mean_speed(world.log) * duration_s, world.usable_route_length))
 
 
 def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s: float):

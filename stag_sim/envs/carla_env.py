@@ -267,7 +267,7 @@ class CarlaCoSimEnv(StagDriveEnv):
         hits |= {f"{self._label(a.actor_id)}:{a.type_id}" for a in agents if _footprint(a).intersects(ego_box)}
         hits = sorted(hits)
         events = {"collision": bool(hits), "collided_with": hits, "offroad": bool(offroad),
-                  "route_completed": bool(route_s >= w.route_length - w.config.route_completion_margin)}
+                  "route_completed": bool(route_s >= w.usable_route_length)}
         return SimState(prev.step + 1, prev.time_s + w.config.dt, ego, prev.agent_s, prev.agent_speed, route_s, events,
                         prev.external_agents)
 

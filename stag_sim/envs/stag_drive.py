@@ -81,6 +81,10 @@ class StagDriveEnv(gym.Env):
     (the log's action in this env's action space), ``progress`` [m], ``route_completion`` [0..1], ``collision``,
     ``offroad``, ``collided_with``, ``clipped_actions`` (running count), ``time_s``, ``ego_pose`` (4, 4), and on
     steps ``reward_terms`` (the reward's parts: progress, collision, offroad, clipped; they sum to the reward).
+
+    Episodes end when the ego crashes, leaves the road or completes its route (``terminated``), or when the log (or
+    ``max_steps``) runs out (``truncated``); a step after that raises until :meth:`reset`. The progress reward is
+    paid on the route's usable length only, so an episode's rewards sum to at most ``reward.progress`` (1).
     """
 
     metadata = {"render_modes": ["rgb_array"], "render_fps": 10}
@@ -141,6 +145,7 @@ class StagDriveEnv(gym.Env):
             self.action_space = spaces.Box(-reach, reach, (self.config.num_waypoints, 2), np.float32)
         self.max_steps = self._max_steps()
         self._state = None
+        self._ended: str | None = None  # why the episode ended (a step after it is refused until reset)
         self._tracker = TrackerState()
         self._trail: list[tuple[float, float]] = []
         self._clipped = 0
@@ -336,11 +341,20 @@ class StagDriveEnv(gym.Env):
         """:meth:`reset` without the observation: seeds, resets the state and returns the info. Render with
         :meth:`render_request`, then :meth:`observation`."""
         super().reset(seed=seed)
-        return self._reset_state(options)
+        info = self._reset_state(options)
+        self._ended = None
+        return info
 
     def step_state(self, action) -> tuple[float, bool, bool, dict]:
-        """:meth:`step` without the observation: (reward, terminated, truncated, info)."""
-        return self._step_state(action)
+        """:meth:`step` without the observation: (reward, terminated, truncated, info). A step after the episode
+        ended (terminated or truncated) raises :class:`~stag_sim.errors.ValidationError`: call reset() first."""
+        if self._ended is not None:
+            raise ValidationError(f"step() after the episode ended ({self._ended}, step {self._state.step}); "
+                                  "call reset() first")
+        reward, terminated, truncated, info = self._step_state(action)
+        if terminated or truncated:
+            self._ended = info["termination_reason"] or ("terminated" if terminated else "truncated")
+        return reward, terminated, truncated, info
 
     @property
     def state(self):
@@ -414,10 +428,12 @@ class StagDriveEnv(gym.Env):
         truncated = not terminated and self._state.step >= self.max_steps
         progress = self._state.route_s - prev.route_s
         rc = self.config.reward
-        usable = max(self.world.route_length - self.world.config.route_completion_margin, 1e-9)
+        usable = self.world.usable_route_length
+        # paid on the route's usable length only, so an episode's progress reward never exceeds ``rc.progress``
+        paid = float(np.clip(self._state.route_s, 0.0, usable) - np.clip(prev.route_s, 0.0, usable))
         idle = self._state.ego.speed < rc.idle_speed and not terminated and self._road_free(self._state)
         terms = {
-            "progress": rc.progress * progress / usable,
+            "progress": rc.progress * paid / usable,
             "idle": -rc.idle / max(self.max_steps, 1) if idle else 0.0,
             "collision": -rc.collision * ev["collision"],
             "offroad": -rc.offroad * ev["offroad"],
@@ -457,8 +473,7 @@ class StagDriveEnv(gym.Env):
 
     def _route_completion(self, state) -> float:
         """Fraction [0, 1] of the route driven; 1 once within the completion margin of its end."""
-        usable = max(self.world.route_length - self.world.config.route_completion_margin, 1e-9)
-        return float(np.clip(state.route_s / usable, 0.0, 1.0))
+        return float(np.clip(state.route_s / self.world.usable_route_length, 0.0, 1.0))
 
     def render(self):
         if self.render_mode != "rgb_array" or self._last_obs is None:
