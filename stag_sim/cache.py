@@ -68,12 +68,21 @@ def _rig_to_json(rig: CameraRig) -> list[dict[str, Any]]:
     return [
         {
             "name": c.name,
-            "intrinsics": {k: getattr(c.intrinsics, k) for k in ("fx", "fy", "cx", "cy", "width", "height")},
+            "intrinsics": _intrinsics_to_json(c.intrinsics),
             "T_ego_from_camera": c.T_ego_from_camera.tolist(),
             "ego_mask": None if c.ego_mask is None else f"ego_mask_{i}",
         }
         for i, c in enumerate(rig.cameras)
     ]
+
+
+def _intrinsics_to_json(k: CameraIntrinsics) -> dict[str, Any]:
+    """fx, fy, cx, cy, width, height; ``model`` and ``distortion`` only for a distorted camera (so pinhole caches
+    are byte-identical to those written before distortion existed, and those old caches read as pinhole)."""
+    d: dict[str, Any] = {f: getattr(k, f) for f in ("fx", "fy", "cx", "cy", "width", "height")}
+    if k.distorted:
+        d.update(model=k.model, distortion=list(k.distortion))
+    return d
 
 
 def _rig_from_json(data: list[dict[str, Any]], arr=None) -> CameraRig:

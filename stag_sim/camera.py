@@ -1,8 +1,14 @@
-"""Pinhole cameras, camera rigs (1 to 12 cameras, any names), projection and unprojection.
+"""Cameras (pinhole, optionally with OpenCV lens distortion), camera rigs (1 to 12 cameras, any names),
+projection and unprojection.
 
 Camera frame is OpenCV: x right, y down, z forward (optical axis). Pixel (u, v): u along image columns,
 v along rows, pixel centres at integer coordinates (so the top-left pixel covers [-0.5, 0.5]^2), the same as
 OpenCV and nuScenes' ``view_points``.
+
+Distortion (:mod:`stag_sim.distortion`): :func:`project`, :func:`unproject`, :func:`project_world` and
+:func:`unproject_depth_map` honour a camera's distortion; :func:`undistort_image` / :func:`distort_image` move images
+between a distorted camera and an undistorted pinhole working camera. Code that reads ``intrinsics.K`` (or fx, fy,
+cx, cy) directly treats the camera as a pinhole.
 """
 
 from __future__ import annotations
@@ -11,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from stag_sim.distortion import (check_distortion, distort_image, distort_normalized, distort_pixels, pinhole_of,
+                                 undistort_image, undistort_normalized, undistort_pixels)
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_finite, check_transform, invert_transform, make_transform, rot_z
 
@@ -32,15 +40,25 @@ R_EGO_FROM_OPENCV = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0
 MAX_CAMERAS = 12  # [-] cameras per rig
 MIN_DEPTH = 1e-3  # [m] points closer than this to the image plane are treated as behind the camera
 
+__all__ = ["CAMERA_NAMES", "MAX_CAMERAS", "MIN_DEPTH", "R_EGO_FROM_OPENCV", "Camera", "CameraIntrinsics", "CameraRig",
+           "camera_extrinsics", "distort_image", "distort_pixels", "in_image", "nuscenes_like_rig", "pixel_grid",
+           "project", "project_world", "undistort_image", "undistort_pixels", "unproject", "unproject_depth_map"]
+
 
 @dataclass(frozen=True)
 class CameraIntrinsics:
-    """Pinhole intrinsics (no distortion; nuScenes images are undistorted).
+    """Pinhole intrinsics, optionally with OpenCV lens distortion (nuScenes images are undistorted).
 
     Attributes:
         fx, fy: focal lengths [px].
         cx, cy: principal point [px], pixel-centre convention.
         width, height: image size [px].
+        model: ``"pinhole"`` (OpenCV radial-tangential distortion, or none) or ``"fisheye"`` (OpenCV fisheye,
+            equidistant).
+        distortion: tuple of float coefficients [-] on normalised coordinates (resolution-independent):
+            ``()`` = undistorted pinhole; ``(k1, k2, p1, p2, k3)`` for ``"pinhole"`` (as ``cv2.projectPoints``);
+            ``(k1, k2, k3, k4)`` for ``"fisheye"`` (as ``cv2.fisheye.projectPoints``). A list or array is stored as
+            a tuple, and an all-zero pinhole distortion as ``()``, so equal cameras compare and hash equal.
     """
 
     fx: float
@@ -49,6 +67,20 @@ class CameraIntrinsics:
     cy: float
     width: int
     height: int
+    model: str = "pinhole"
+    distortion: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        d = self.distortion
+        if isinstance(d, tuple) and not d:
+            return
+        try:
+            d = tuple(float(x) for x in np.asarray(d, dtype=np.float64).reshape(-1))
+        except (TypeError, ValueError):
+            raise ValidationError(f"CameraIntrinsics.distortion: expected a sequence of numbers, got {d!r}") from None
+        if self.model == "pinhole" and not any(d):
+            d = ()
+        object.__setattr__(self, "distortion", d)
 
     def validate(self) -> "CameraIntrinsics":
         vals = np.array([self.fx, self.fy, self.cx, self.cy], dtype=np.float64)
@@ -57,7 +89,17 @@ class CameraIntrinsics:
             raise ValidationError(f"CameraIntrinsics: focal lengths must be > 0 px, got fx={self.fx}, fy={self.fy}")
         if int(self.width) != self.width or int(self.height) != self.height or self.width <= 0 or self.height <= 0:
             raise ValidationError(f"CameraIntrinsics: width/height must be positive ints, got {self.width}x{self.height}")
+        check_distortion(self.model, self.distortion)
         return self
+
+    @property
+    def distorted(self) -> bool:
+        """True when pixels are not those of an ideal pinhole (any distortion, or the fisheye model)."""
+        return bool(self.distortion) or self.model != "pinhole"
+
+    def undistorted(self) -> "CameraIntrinsics":
+        """The ideal pinhole camera with the same K and size (the default working camera of :func:`undistort_image`)."""
+        return pinhole_of(self)
 
     @property
     def K(self) -> np.ndarray:
@@ -66,17 +108,18 @@ class CameraIntrinsics:
 
     @property
     def hfov(self) -> float:
-        """Horizontal field of view [rad]."""
+        """Horizontal field of view [rad] of the pinhole with this K (distortion not counted)."""
         return float(2.0 * np.arctan(self.width / (2.0 * self.fx)))
 
     @classmethod
-    def from_K(cls, K, width: int, height: int) -> "CameraIntrinsics":
+    def from_K(cls, K, width: int, height: int, model: str = "pinhole", distortion=()) -> "CameraIntrinsics":
         K = np.asarray(K, dtype=np.float64)
         if K.shape != (3, 3):
             raise ValidationError(f"camera matrix K: expected shape (3, 3), got {K.shape}")
         if abs(K[0, 1]) > 1e-9:
             raise ValidationError(f"camera matrix K: skew must be 0, got {K[0, 1]}")
-        return cls(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height))
+        return cls(float(K[0, 0]), float(K[1, 1]), float(K[0, 2]), float(K[1, 2]), int(width), int(height), model,
+                   distortion)
 
     @classmethod
     def from_hfov(cls, hfov: float, width: int, height: int) -> "CameraIntrinsics":
@@ -85,10 +128,12 @@ class CameraIntrinsics:
         return cls(float(f), float(f), (width - 1) / 2.0, (height - 1) / 2.0, int(width), int(height))
 
     def scaled(self, width: int, height: int) -> "CameraIntrinsics":
-        """The same camera at another resolution (pixel-centre convention preserved)."""
+        """The same camera at another resolution (pixel-centre convention preserved; the distortion, defined on
+        normalised coordinates, is kept)."""
         sx, sy = width / self.width, height / self.height
         return CameraIntrinsics(
-            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, int(width), int(height)
+            self.fx * sx, self.fy * sy, (self.cx + 0.5) * sx - 0.5, (self.cy + 0.5) * sy - 0.5, int(width), int(height),
+            self.model, self.distortion,
         )
 
 
@@ -98,7 +143,7 @@ class Camera:
 
     Attributes:
         name: the dataset's own camera name (``CAM_FRONT``, ``CAMERA_01``, ``ring_front_center`` ...).
-        intrinsics: pinhole intrinsics.
+        intrinsics: pinhole intrinsics, optionally with lens distortion.
         T_ego_from_camera: (4, 4) float64 extrinsics, OpenCV camera frame -> ego frame [m].
         ego_mask: optional (height, width) bool at the intrinsics' resolution, True where the camera sees the
             ego's own body (hood, mirrors, roof). Static in the camera frame: such pixels are never turned into
@@ -266,27 +311,39 @@ def nuscenes_like_rig(width: int = 400, height: int = 224) -> CameraRig:
 
 
 def project(points_cam, intrinsics: CameraIntrinsics | np.ndarray):
-    """Project (N, 3) camera-frame points [m] to pixels.
+    """Project (N, 3) camera-frame points [m] to pixels (through the lens distortion when the intrinsics have one;
+    a bare (3, 3) K is a pinhole).
 
     Returns:
         uv: (N, 2) float64 pixel coordinates (u = column, v = row).
         depth: (N,) float64 z in the camera frame [m] (the z-buffer value, not the ray length).
-        in_front: (N,) bool, depth > MIN_DEPTH (uv is meaningless where False).
+        in_front: (N,) bool, depth > MIN_DEPTH and, with distortion, inside the lens model's valid radius
+            (uv is meaningless where False).
     """
     K = intrinsics.K if isinstance(intrinsics, CameraIntrinsics) else np.asarray(intrinsics, dtype=np.float64)
     p = np.asarray(points_cam, dtype=np.float64).reshape(-1, 3)
     z = p[:, 2]
     in_front = z > MIN_DEPTH
     zs = np.where(in_front, z, 1.0)
+    if isinstance(intrinsics, CameraIntrinsics) and intrinsics.distorted:
+        xy, valid = distort_normalized(p[:, :2] / zs[:, None], intrinsics.model, intrinsics.distortion)
+        uv = np.stack([K[0, 0] * xy[:, 0] + K[0, 2], K[1, 1] * xy[:, 1] + K[1, 2]], axis=1)
+        return uv, z, in_front & valid
     uv = np.stack([K[0, 0] * p[:, 0] / zs + K[0, 2], K[1, 1] * p[:, 1] / zs + K[1, 2]], axis=1)
     return uv, z, in_front
 
 
 def unproject(uv, depth, intrinsics: CameraIntrinsics | np.ndarray) -> np.ndarray:
-    """Inverse of :func:`project`: pixels (N, 2) and z-depth (N,) [m] -> (N, 3) camera-frame points."""
+    """Inverse of :func:`project`: pixels (N, 2) and z-depth (N,) [m] -> (N, 3) camera-frame points.
+
+    With distortion, rows whose pixel has no preimage inside the lens model's valid radius are NaN."""
     K = intrinsics.K if isinstance(intrinsics, CameraIntrinsics) else np.asarray(intrinsics, dtype=np.float64)
     uv = np.asarray(uv, dtype=np.float64).reshape(-1, 2)
     d = np.asarray(depth, dtype=np.float64).reshape(-1)
+    if isinstance(intrinsics, CameraIntrinsics) and intrinsics.distorted:
+        xy_d = np.stack([(uv[:, 0] - K[0, 2]) / K[0, 0], (uv[:, 1] - K[1, 2]) / K[1, 1]], axis=1)
+        xy = undistort_normalized(xy_d, intrinsics.model, intrinsics.distortion)
+        return np.stack([xy[:, 0] * d, xy[:, 1] * d, np.where(np.isnan(xy[:, 0]), np.nan, d)], axis=1)
     x = (uv[:, 0] - K[0, 2]) / K[0, 0] * d
     y = (uv[:, 1] - K[1, 2]) / K[1, 1] * d
     return np.stack([x, y, d], axis=1)
@@ -318,7 +375,8 @@ def pixel_grid(width: int, height: int) -> np.ndarray:
 def unproject_depth_map(depth, intrinsics: CameraIntrinsics):
     """Unproject a (H, W) z-depth map [m] (0 or non-finite = no return).
 
-    Returns ``points_cam`` (M, 3) float64 and ``pixel_index`` (M,) int64 flat row-major indices of the valid pixels.
+    Returns ``points_cam`` (M, 3) float64 and ``pixel_index`` (M,) int64 flat row-major indices of the valid pixels
+    (with distortion, pixels without a preimage inside the lens model's valid radius are left out too).
     """
     depth = np.asarray(depth)
     if depth.shape != (intrinsics.height, intrinsics.width):
@@ -328,4 +386,8 @@ def unproject_depth_map(depth, intrinsics: CameraIntrinsics):
     flat = depth.reshape(-1).astype(np.float64)
     idx = np.flatnonzero(np.isfinite(flat) & (flat > 0))
     uv = np.stack([idx % intrinsics.width, idx // intrinsics.width], axis=1).astype(np.float64)
-    return unproject(uv, flat[idx], intrinsics), idx
+    points = unproject(uv, flat[idx], intrinsics)
+    if intrinsics.distorted:
+        ok = np.isfinite(points).all(axis=1)
+        points, idx = points[ok], idx[ok]
+    return points, idx

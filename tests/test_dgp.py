@@ -304,8 +304,8 @@ def _break_skew(s):
 
 
 def _break_distortion(s):
-    _edit_json(_calibration(s), lambda cal: cal["intrinsics"][1].update(k1=-0.1))
-    return [_calibration(s).name, "intrinsics[1] (sensor CAMERA_01) has k1=-0.1"]
+    _edit_json(_calibration(s), lambda cal: cal["intrinsics"][1].update(k4=-0.1))
+    return [_calibration(s).name, "intrinsics[1] (sensor CAMERA_01) has k4=-0.1"]
 
 
 def _break_corrupt_jpeg(s):

@@ -47,8 +47,10 @@ def ingest_dgp(scene_json: str | os.PathLike, progress: bool = False, cameras: I
     DDAD test scenes: CAMERA_01's optical axis points along +x, CAMERA_05 sits at +y looking ~52 deg left, every
     camera's image y axis (down) is -z, near-range ground returns lie at z ~ 0 and the ego moves along its +x);
     the LiDAR's extrinsic is the identity there, so ``T_ego_from_lidar`` is the identity. Cameras are OpenCV axes,
-    pinhole, no distortion: a nonzero ``skew`` (|skew| >= 1e-6 px) or any distortion / non-pinhole model parameter
-    is an :class:`IngestError`.
+    pinhole, with OpenCV radial-tangential distortion when ``k1, k2, p1, p2, k3`` are set (kept in
+    :attr:`CameraIntrinsics.distortion`; images stay as logged, distorted): a nonzero ``skew`` (|skew| >= 1e-6 px),
+    a ``fisheye`` / ``equirectangular`` flag, or any other distortion / camera-model parameter (rational k4..k6,
+    thin prism s1..s4, tilt taux / tauy, alpha, beta, w, xi) is an :class:`IngestError`; ``fov`` is ignored.
 
     Rig: the cameras are the image datums of the samples, sorted by name (``CAMERA_01, CAMERA_05, ...``), 1 to 12,
     any names, optionally restricted with ``cameras``. Images keep their original JPEG/PNG bytes.
@@ -79,7 +81,7 @@ def ingest_dgp(scene_json: str | os.PathLike, progress: bool = False, cameras: I
 
     Raises :class:`IngestError` (one line naming the file and the field) for a missing or malformed scene JSON,
     calibration or ontology, a missing image / point cloud / box file, a sensor without a calibration entry,
-    non-pinhole intrinsics, or inconsistent samples.
+    unsupported intrinsics, or inconsistent samples.
     """
     plan = _plan(find_scene_json(scene_json), cameras, lidar)
     return _build(plan, progress)

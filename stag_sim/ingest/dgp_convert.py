@@ -15,7 +15,7 @@ import numpy as np
 from stag_sim.camera import Camera, CameraIntrinsics, CameraRig
 from stag_sim.errors import IngestError, ValidationError
 from stag_sim.geometry import invert_transform
-from stag_sim.ingest.dgp_json import _CODECS, _get, _number, _Plan, _pose, _read_json, _Sensor
+from stag_sim.ingest.dgp_json import _CODECS, RADTAN_FIELDS, _get, _number, _Plan, _pose, _read_json, _Sensor
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog
 
 _DEFAULT_POINT_FORMAT = ("X", "Y", "Z", "INTENSITY")
@@ -101,7 +101,7 @@ def _build(plan: _Plan, progress: bool) -> SceneLog:
         K = plan.intrinsics[n]
         w, h = frames[0][1][c].width, frames[0][1][c].height
         fx, fy, cx, cy = (float(K.get(k, 0)) for k in ("fx", "fy", "cx", "cy"))
-        intr = CameraIntrinsics(fx, fy, cx, cy, w, h)
+        intr = CameraIntrinsics(fx, fy, cx, cy, w, h, distortion=tuple(float(K.get(k, 0)) for k in RADTAN_FIELDS))
         rig_cams.append(Camera(n, intr, plan.T_ego_from_cameras[n]))
     rig = CameraRig(tuple(rig_cams))
 

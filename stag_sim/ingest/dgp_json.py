@@ -24,9 +24,13 @@ TICKS_PER_US = 10  # [1/us] DGP file names count 100 ns ticks
 #: [-] allowed |norm - 1| of a stored quaternion; DGP stores them normalised to ~1e-15.
 QUAT_NORM_TOLERANCE = 1e-4
 SKEW_TOLERANCE = 1e-6  # [px] |skew| below this counts as zero
-#: DGP intrinsics fields that must be 0 for a distortion-free pinhole camera.
-_NON_PINHOLE_FIELDS = ("fisheye", "equirectangular", "k1", "k2", "k3", "k4", "k5", "k6", "p1", "p2",
-                       "s1", "s2", "s3", "s4", "taux", "tauy")
+#: DGP intrinsics fields read as OpenCV radial-tangential distortion, in :class:`CameraIntrinsics` order.
+RADTAN_FIELDS = ("k1", "k2", "p1", "p2", "k3")
+#: DGP intrinsics fields (``dgp/proto/geometry.proto``) that must be 0: camera models and distortion terms not
+#: supported (``fisheye`` / ``equirectangular`` model flags, rational k4..k6, thin prism, tilted sensor, UCM / EUCM,
+#: FOV and double-sphere parameters). ``fov`` is informational and ignored.
+_UNSUPPORTED_FIELDS = ("fisheye", "equirectangular", "k4", "k5", "k6", "s1", "s2", "s3", "s4", "taux", "tauy",
+                       "alpha", "beta", "w", "xi")
 _CODECS = {".jpg": "jpeg", ".jpeg": "jpeg", ".png": "png"}
 
 
@@ -217,7 +221,7 @@ def _plan(scene_json: Path, cameras, lidar: str | None) -> _Plan:
                               f"(calibration/{ref_key}.json vs calibration/{key}.json)")
     cal_file = root / "calibration" / f"{ref_key}.json"
     for n in camera_names:
-        _check_pinhole(intrinsics[n], cal_file, n, calib_index[n])
+        _check_camera_model(intrinsics[n], cal_file, n, calib_index[n])
 
     name = str(scene.get("name") or "").strip() or root.resolve().name
     plan = _Plan(scene_json, root, name, scene, lidar, camera_names, T_ego_from[lidar], intrinsics,
@@ -279,8 +283,9 @@ def _calibration(path: Path, names: Sequence[str]) -> tuple[dict[str, np.ndarray
     return T, K, index
 
 
-def _check_pinhole(K: dict[str, Any] | None, path: Path, name: str, i: int) -> None:
-    """Pinhole camera, no skew, no distortion; raises naming the calibration file and field."""
+def _check_camera_model(K: dict[str, Any] | None, path: Path, name: str, i: int) -> None:
+    """Pinhole camera, no skew, at most OpenCV radial-tangential distortion (``RADTAN_FIELDS``); raises naming the
+    calibration file and field."""
     i_where = f"intrinsics[{i}]"
     if K is None:
         raise IngestError(f"{path}: field {i_where} (sensor {name}) is missing")
@@ -292,10 +297,12 @@ def _check_pinhole(K: dict[str, Any] | None, path: Path, name: str, i: int) -> N
     if abs(skew) >= SKEW_TOLERANCE:
         raise IngestError(f"{path}: field {i_where}.skew = {skew!r} (sensor {name}): skewed pixels are not supported "
                           f"(pinhole cameras only)")
-    bad = [f"{f}={K[f]!r}" for f in _NON_PINHOLE_FIELDS if f in K and _number(K, f, path, i_where) != 0.0]
+    for f in RADTAN_FIELDS:
+        _number(K, f, path, i_where)
+    bad = [f"{f}={K[f]!r}" for f in _UNSUPPORTED_FIELDS if f in K and _number(K, f, path, i_where) != 0.0]
     if bad:
-        raise IngestError(f"{path}: field {i_where} (sensor {name}) has {', '.join(bad)}: only undistorted pinhole "
-                          f"cameras are supported")
+        raise IngestError(f"{path}: field {i_where} (sensor {name}) has {', '.join(bad)}: only pinhole cameras with "
+                          f"OpenCV radial-tangential distortion (k1, k2, p1, p2, k3) are supported")
 
 
 def _sensor(data: list, i: int, root: Path, scene_json: Path, name: str) -> _Sensor:

@@ -86,12 +86,16 @@ def export_nuscenes(log: SceneLog, dataroot: str | os.PathLike, version: str = "
         overwrite: replace an earlier export at ``dataroot``.
 
     The write is atomic: everything goes to a temporary folder beside ``dataroot`` that is renamed into place.
-    Raises :class:`ValidationError` for a log without LiDAR or an unknown ``map_name``, :class:`SceneError`
-    when ``dataroot`` is occupied.
+    Raises :class:`ValidationError` for a log without LiDAR, with a distorted camera, or an unknown ``map_name``,
+    :class:`SceneError` when ``dataroot`` is occupied.
     """
     log.validate()
     if log.lidar is None:
         raise ValidationError(f"export_nuscenes: scene {log.name!r} has no LiDAR sweeps; nuScenes keyframes need LIDAR_TOP")
+    distorted = [c.name for c in log.rig if c.intrinsics.distorted]
+    if distorted:
+        raise ValidationError(f"export_nuscenes: camera(s) {', '.join(distorted)} of scene {log.name!r} have lens "
+                              f"distortion; nuScenes keeps only K (undistort the images first: stag_sim.camera.undistort_image)")
     location = map_name or (log.metadata.get("location") if log.metadata.get("location") in NUSCENES_LOCATIONS
                             else DEFAULT_LOCATION)
     if location not in NUSCENES_LOCATIONS:
