@@ -3,13 +3,17 @@
 Stag-1 turns every pixel of every logged image into a 3D point; this module gives each pixel its depth without a
 learned network. A *depth source* maps one logged image to a :class:`DepthEstimate`:
 
-* ``log``: the log's own dense depth maps (the synthetic town renders them).
+* ``log``: the log's own dense depth maps (the synthetic town renders them). A sparse map (projected LiDAR given
+  as ``SceneLog.depth``: :func:`is_sparse_depth`) is not used with its holes: it is completed by
+  :func:`complete_depth` (with a :class:`SparseDepthWarning`, and ``DepthEstimate.completed`` set).
 * ``lidar``: :class:`LidarCompletion`, the LiDAR sweep projected into the image (motion-compensated to the
   camera's capture pose through the world frame) and completed by classical image processing after Ku et al.,
   "In Defense of Classical Image Processing: Fast Depth Completion on the CPU" (CRV 2018): nearest-wins dilation
   with a diamond kernel, hole closing, growing fills, median and edge-aware (image-guided) smoothing; the ground
   plane below the LiDAR's lowest ring; and a bounded upward extrapolation for vertical structures (facades, tree
   trunks). What stays above that band has no geometry: it is marked *far* and goes to the far-field model.
+* ``mvs``: classical multi-view stereo from the images and poses alone (:mod:`stag_sim.mvs`), for camera-only
+  logs.
 * anything registered with :func:`register_depth_source`, for example a learned monocular or stereo estimator
   where its weights exist (none ship with stag_sim; no weights can be downloaded by the tests).
 
@@ -28,6 +32,53 @@ from stag_sim.errors import SceneError, ValidationError
 from stag_sim.geometry import invert_transform
 
 
+class SparseDepthWarning(UserWarning):
+    """``SceneLog.depth`` holds sparse maps (projected LiDAR?) where dense depth is expected; they get completed."""
+
+
+#: A depth map is *sparse* (projected LiDAR, not a dense map) when less than this share of the pixels of its
+#: columns' spans (each column from its first to its last valid row) holds a depth. Dense maps from a renderer or a
+#: stereo / monocular network fill ~0.95-1.0 of that span: their holes are the sky and the ego body, above and below
+#: it (the synthetic town: 0.67-0.97 of the image valid, 0.96-1.0 of the span). The DGP scene_02 LiDAR sweeps
+#: projected into its cameras fill 0.01-0.02 of the span at 1936 px wide, 0.13-0.28 at 320 px.
+SPARSE_DENSITY = 0.8
+#: ... or when less than this share of the whole image (ego body excluded) holds a depth (a map of a few dots).
+SPARSE_MIN_VALID = 0.02
+
+
+def depth_density(depth: np.ndarray, ego_mask: np.ndarray | None = None) -> tuple[float, float]:
+    """How dense a depth map is: (span density, valid share), both in [0, 1].
+
+    Args:
+        depth: (H, W) z-depth [m], 0 = no value.
+        ego_mask: (H, W) bool pixels of the ego body (left out of both shares), or None.
+
+    Returns:
+        The share of the pixels between each column's first and last valid row that hold a depth (1.0 when no pixel
+        does), and the share of all (non-ego) pixels that hold one. Sparse: see :func:`is_sparse_depth`.
+    """
+    d = np.asarray(depth)
+    valid = np.isfinite(d) & (d > 0)
+    use = np.ones_like(valid) if ego_mask is None else ~np.asarray(ego_mask, bool)
+    valid &= use
+    n = int(valid.sum())
+    if n == 0:
+        return 1.0, 0.0
+    has = valid.any(0)
+    H = d.shape[0]
+    top = valid.argmax(0)
+    bottom = H - 1 - valid[::-1].argmax(0)
+    rows = np.arange(H)[:, None]
+    span = (rows >= top[None]) & (rows <= bottom[None]) & has[None] & use
+    return n / max(int(span.sum()), 1), n / max(int(use.sum()), 1)
+
+
+def is_sparse_depth(density: tuple[float, float]) -> bool:
+    """True for a :func:`depth_density` of a sparse map (:data:`SPARSE_DENSITY`, :data:`SPARSE_MIN_VALID`)."""
+    span, share = density
+    return span < SPARSE_DENSITY or share < SPARSE_MIN_VALID
+
+
 @dataclass(frozen=True, eq=False)
 class DepthEstimate:
     """Dense depth of one image at the working resolution.
@@ -36,13 +87,17 @@ class DepthEstimate:
         depth: (H, W) float32 z-depth [m]; 0 where the pixel has no geometry.
         confidence: (H, W) float32 in [0, 1].
         far: (H, W) bool, the pixel shows the far field (sky, or structure beyond the geometry's reach).
-        num_samples: measured depth samples that went into it (LiDAR returns in the image) [-].
+        num_samples: measured depth samples that went into it (LiDAR returns, sparse log depth values, stereo
+            matches in the image) [-].
+        completed: True when the depth was filled from sparse samples by :func:`complete_depth`; False for a dense
+            map used as it is.
     """
 
     depth: np.ndarray
     confidence: np.ndarray
     far: np.ndarray
     num_samples: int = 0
+    completed: bool = False
 
 
 class DepthSource(Protocol):
@@ -77,26 +132,70 @@ def make_depth_source(name: str, **options) -> DepthSource:
 # --- the log's own depth ------------------------------------------------------------------------------------
 
 
+#: A sparse log depth frame with fewer values than this (ego body excluded) cannot be completed [-].
+MIN_COMPLETION_SAMPLES = 16
+
+
 class LogDepth:
-    """The log's dense depth maps (``SceneLog.depth``), resized to the working resolution by nearest neighbour."""
+    """The log's depth maps (``SceneLog.depth``): a dense map resized to the working resolution by nearest
+    neighbour; a sparse one (:func:`is_sparse_depth`) completed by :func:`complete_depth` at the working resolution.
+
+    Attributes:
+        completed: ``{(log name, t, c): (span density, valid share)}`` of the frames this source completed.
+    """
 
     key = "log"
+
+    def __init__(self, config: "CompletionConfig | None" = None) -> None:
+        self.config = config or CompletionConfig()
+        self.completed: dict[tuple[str, int, int], tuple[float, float]] = {}
 
     def __call__(self, log, t, c, camera, rgb) -> DepthEstimate:
         import cv2
 
         if log.depth is None:
             raise SceneError(f"{log.name}: depth_source 'log' needs dense depth maps in the log, and it has none "
-                             "(use depth_source='lidar')")
+                             "(use depth_source='lidar' with LiDAR sweeps, or 'mvs' for a camera-only log)")
         d = np.asarray(log.depth[t, c], np.float32)
         h, w = rgb.shape[:2]
+        mask = camera.ego_mask
+        full_mask = mask
+        if mask is not None and mask.shape != d.shape:
+            full_mask = cv2.resize(mask.astype(np.uint8), d.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        density = depth_density(d, full_mask)
+        if is_sparse_depth(density):
+            return self._complete(log, t, c, camera, rgb, d, full_mask, density)
         if d.shape != (h, w):
             d = cv2.resize(d, (w, h), interpolation=cv2.INTER_NEAREST)
         hit = d > 0
         return DepthEstimate(d, hit.astype(np.float32), ~hit, int(hit.sum()))
 
+    def _complete(self, log, t, c, camera, rgb, d, full_mask, density) -> DepthEstimate:
+        """Complete sparse frame (t, c): every value lands in its working-resolution pixel (nearest wins)."""
+        import warnings
 
-register_depth_source("log", lambda **kw: LogDepth())
+        h, w = rgb.shape[:2]
+        hit = (d > 0) & np.isfinite(d) if full_mask is None else (d > 0) & np.isfinite(d) & ~full_mask
+        v, u = np.nonzero(hit)
+        uv = np.stack([(u + 0.5) * (w / d.shape[1]) - 0.5, (v + 0.5) * (h / d.shape[0]) - 0.5], 1)
+        sparse = sparse_depth_image(uv, d[v, u], w, h)
+        where = f"{log.name}: SceneLog.depth frame ({t}, {c})"
+        if len(u) < MIN_COMPLETION_SAMPLES:
+            raise SceneError(f"{where} is sparse with {len(u)} depth values (< {MIN_COMPLETION_SAMPLES}) and cannot "
+                             "be completed; give the log LiDAR sweeps (depth_source='lidar') or use depth_source='mvs'")
+        est = complete_depth(sparse, rgb, self.config, camera, ego_mask=camera.ego_mask)
+        if not (est.depth > 0).any():
+            raise SceneError(f"{where} is sparse and its {len(u)} depth values (none within "
+                             f"{self.config.max_depth:g} m?) complete to nothing; use depth_source='lidar' or 'mvs'")
+        if not any(k[0] == log.name for k in self.completed):
+            warnings.warn(f"{where} is sparse ({density[1]:.0%} of the pixels, {density[0]:.0%} of the depth's span "
+                          "hold a value): completing the log's sparse depth with stag_sim.depth.complete_depth",
+                          SparseDepthWarning, stacklevel=2)
+        self.completed[(log.name, t, c)] = density
+        return est
+
+
+register_depth_source("log", lambda **kw: LogDepth(CompletionConfig(**kw)))
 
 
 # --- LiDAR + classical completion ---------------------------------------------------------------------------
@@ -247,7 +346,7 @@ def complete_depth(sparse: np.ndarray, rgb: np.ndarray, config: CompletionConfig
     with np.errstate(over="ignore"):  # no return at all: the distance is FLT_MAX, the confidence 0
         conf = np.exp(-dist / (config.confidence_scale * s)).astype(np.float32)
     conf[depth <= 0] = 0
-    return DepthEstimate(depth, conf, far, int(measured.sum()))
+    return DepthEstimate(depth, conf, far, int(measured.sum()), completed=True)
 
 
 def guided_filter(guide: np.ndarray, src: np.ndarray, radius: int, eps: float, weight: np.ndarray | None = None) -> np.ndarray:
@@ -281,7 +380,9 @@ class LidarCompletion:
 
     def __call__(self, log, t, c, camera, rgb) -> DepthEstimate:
         if log.lidar is None:
-            raise SceneError(f"{log.name}: depth_source 'lidar' needs LiDAR sweeps in the log, and it has none")
+            raise SceneError(f"{log.name}: has no LiDAR sweeps, so depth_source 'lidar' (the default for a log without "
+                             "dense depth maps) cannot serve it; use depth_source='mvs' (multi-view stereo from the "
+                             "images and poses) or a source registered with stag_sim.depth.register_depth_source")
         k = camera.intrinsics
         uv, z = lidar_in_camera(log, t, c, camera)
         sparse = sparse_depth_image(uv, z, k.width, k.height)
@@ -289,3 +390,12 @@ class LidarCompletion:
 
 
 register_depth_source("lidar", lambda **kw: LidarCompletion(CompletionConfig(**kw)))
+
+
+def _multi_view_stereo(**options) -> DepthSource:
+    from stag_sim.mvs import MultiViewStereo, MVSConfig  # imported when first asked for
+
+    return MultiViewStereo(MVSConfig(**options))
+
+
+register_depth_source("mvs", _multi_view_stereo)

@@ -317,8 +317,11 @@ class SceneLog:
         camera_timestamps_us: (T, C) int64 capture time of each image [us].
         camera_ego_poses: (T, C, 4, 4) float64 ``T_world_from_ego`` at each image's capture time
             (cameras of one nuScenes frame fire at slightly different times).
-        depth: (T, C) :class:`FrameStore` of dense z-depth maps [m] (``depth-png16``), or None.
-        lidar: :class:`LidarSweeps`, or None. At least one of depth/lidar is present.
+        depth: (T, C) :class:`FrameStore` of dense z-depth maps [m] (``depth-png16``; 0 = no value), or None.
+            Sparse maps (projected LiDAR: :func:`stag_sim.depth.is_sparse_depth`) are accepted with a warning and completed by the
+            ``log`` depth source (:mod:`stag_sim.depth`); give LiDAR as ``lidar`` where the sweeps exist.
+        lidar: :class:`LidarSweeps`, or None. A log with neither depth nor LiDAR (camera only: images, poses and
+            rig) is valid; its 4D scene needs a depth source that estimates depth from the images (``mvs``).
         objects: tracked boxes.
         map: vector map, or None when the source has none.
         metadata: JSON-serialisable extra facts (seed, source tokens, frame rate ...).
@@ -384,18 +387,37 @@ class SceneLog:
         if self.camera_ego_poses.shape != (T, C, 4, 4):
             raise ValidationError(f"SceneLog.camera_ego_poses: expected ({T}, {C}, 4, 4), got {self.camera_ego_poses.shape}")
         check_transform(self.camera_ego_poses, "SceneLog.camera_ego_poses")
-        if self.depth is None and self.lidar is None:
-            raise ValidationError("SceneLog: needs a depth source (dense depth maps and/or LiDAR sweeps), got neither")
         if self.depth is not None:
             self.depth.validate("SceneLog.depth")
             if self.depth.shape != (T, C) or self.depth.codec != "depth-png16":
                 raise ValidationError(f"SceneLog.depth: expected ({T}, {C}) depth-png16 frames, got {self.depth.shape} {self.depth.codec}")
+            self._warn_sparse_depth()
         if self.lidar is not None:
             self.lidar.validate()
         self.objects.validate(T)
         if self.map is not None:
             self.map.validate()
         return self
+
+    def _warn_sparse_depth(self) -> None:
+        """Decode the first stored depth frame (one PNG: cheap) and warn when it is sparse."""
+        import warnings
+
+        from stag_sim.depth import SparseDepthWarning, depth_density, is_sparse_depth
+
+        present = np.argwhere(self.depth.index[..., 1] > 0)
+        if not len(present):
+            return
+        t, c = (int(v) for v in present[0])
+        cam = self.rig.cameras[c]
+        d = self.depth[t, c]
+        mask = cam.ego_mask if cam.ego_mask is not None and cam.ego_mask.shape == d.shape else None
+        span, share = density = depth_density(d, mask)
+        if is_sparse_depth(density):
+            warnings.warn(f"SceneLog.depth of {self.name}: frame ({t}, {c}) is sparse ({share:.0%} of the pixels, "
+                          f"{span:.0%} of the depth's span hold a value; dense maps fill ~100%): projected LiDAR? "
+                          "depth_source 'log' completes sparse frames (stag_sim.depth.complete_depth); give the sweeps "
+                          "as SceneLog.lidar where they exist", SparseDepthWarning, stacklevel=3)
 
     def diff(self, other: "SceneLog") -> list[str]:
         """Names of the fields that differ from ``other`` (empty when the two logs are identical)."""
