@@ -5,6 +5,7 @@ block by :func:`stag_sim.config.from_mapping`; unknown keys are errors (never si
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -111,6 +112,31 @@ class StartConfig:
         return self
 
 
+#: ``image_size="auto"``: the rig's size divided by the smallest whole number that makes it at most this wide [px].
+AUTO_MAX_WIDTH = 512
+#: ``voxel_size=None``: the static-cloud voxel [m] by scene kind. A rendered scene (the synthetic town, test
+#: fixtures; :data:`RENDERED_SOURCES`) has exact depth and flat textures: 0.2 m keeps it fast. A real log's
+#: textures need 0.05 m (DGP scene_02 env reset: 0.2 m blurs every edge).
+VOXEL_BY_KIND = {"rendered": 0.2, "real": 0.05}
+RENDERED_SOURCES = ("synthetic", "test")
+
+
+def auto_image_size(rig, cameras=None) -> tuple[int, int]:
+    """(height, width) [px] for ``image_size="auto"``: the observed cameras' size (they must share an aspect ratio
+    within 1 %) divided by the smallest whole number that brings the width to at most :data:`AUTO_MAX_WIDTH`."""
+    names = list(cameras) if cameras else list(rig.names)
+    intr = [rig[n].intrinsics for n in names if n in rig.names] or [rig[0].intrinsics]
+    aspects = {n: k.width / k.height for n, k in zip(names, intr)}
+    lo, hi = min(aspects.values()), max(aspects.values())
+    if hi > lo * 1.01:
+        a, b = min(aspects, key=aspects.get), max(aspects, key=aspects.get)
+        raise ValidationError(f"image_size='auto': cameras {a} ({aspects[a]:.3f}:1) and {b} ({aspects[b]:.3f}:1) have "
+                              "different aspect ratios; observe cameras of one shape or give image_size=(height, width)")
+    k = intr[0]
+    d = max(1, -(-k.width // AUTO_MAX_WIDTH))
+    return max(8, int(round(k.height / d))), max(8, int(round(k.width / d)))
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """Everything ``gym.make("StagDrive-v0", **kwargs)`` accepts besides ``scene``, ``scenario``, ``render_mode``.
@@ -124,7 +150,10 @@ class EnvConfig:
             or ``state`` alone for a camera-free env.
         num_state_agents: agents in the ``state`` vector (the nearest ones) [-].
         bev: the ``bev`` raster (:class:`BevConfig`).
-        image_size: (height, width) of observed images [px].
+        image_size: (height, width) of observed images [px], or ``auto`` (default): the rig's own aspect ratio at
+            the largest whole fraction of its size at most :data:`AUTO_MAX_WIDTH` wide (DGP 1936 x 1216 -> 484 x
+            304, nuScenes 1600 x 900 -> 400 x 225, the synthetic town 400 x 224 as it is). Resolved when the env is
+            made (``env.unwrapped.config.image_size`` holds the size in use).
         camera_offset: (x, y, z) [m] shift of the whole camera rig in the ego frame (y left), e.g. to re-render a
             run from beside the logged path.
         depth: add ``depth_<CAM>`` (H, W) float32 z-depth [m] observations.
@@ -140,7 +169,9 @@ class EnvConfig:
         render: the point renderer's :class:`~stag_sim.render.renderer.RenderConfig`.
         refiner: the refiner's :class:`~stag_sim.refiner.renderer.RefinerConfig` (``path``, ``refine_every``,
             ``steps``, ``window``, ``device``, ``dtype``, ...), for ``renderer="refined"``.
-        voxel_size: static-cloud voxel edge for the 4D scene [m].
+        voxel_size: static-cloud voxel edge for the 4D scene [m]. None (default): by scene kind, 0.2 m for a
+            rendered scene (the synthetic town: ~1.3 M points, fast) and 0.05 m for a real log (real views turn
+            blocky at 0.2 m); resolved when the env is made.
     """
 
     action_mode: str = "control"
@@ -148,7 +179,7 @@ class EnvConfig:
     observations: tuple[str, ...] | None = None
     num_state_agents: int = 8
     bev: BevConfig = field(default_factory=BevConfig)
-    image_size: tuple[int, int] = (224, 400)
+    image_size: tuple[int, int] | str = "auto"
     camera_offset: tuple[float, float, float] = (0.0, 0.0, 0.0)  # [m]
     depth: bool = False
     world: WorldConfig = field(default_factory=WorldConfig)
@@ -162,7 +193,7 @@ class EnvConfig:
     renderer: str = "point"
     render: RenderConfig = field(default_factory=RenderConfig)
     refiner: RefinerConfig | None = None
-    voxel_size: float = 0.2  # [m] 0.2 renders ~1.3 M points on the synthetic town; 0.05 is sharper and ~2x slower
+    voxel_size: float | None = None  # [m] None: by scene kind (VOXEL_BY_KIND)
 
     def validate(self) -> "EnvConfig":
         if self.action_mode not in ACTION_MODES:
@@ -181,7 +212,10 @@ class EnvConfig:
             raise ValidationError("renderer: 'refined' needs cameras; cameras=() is a camera-free env")
         if int(self.num_state_agents) != self.num_state_agents or self.num_state_agents < 0:
             raise ValidationError(f"num_state_agents: must be an int >= 0, got {self.num_state_agents!r}")
-        if len(self.image_size) != 2 or min(self.image_size) < 8:
+        if isinstance(self.image_size, str):
+            if self.image_size != "auto":
+                raise ValidationError(f"image_size: expected (height, width) [px] or 'auto', got {self.image_size!r}")
+        elif len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
         if len(self.camera_offset) != 3 or not all(np.isfinite(v) for v in self.camera_offset):
             raise ValidationError(f"camera_offset: expected three finite (x, y, z) [m], got {self.camera_offset}")
@@ -193,10 +227,20 @@ class EnvConfig:
         for name in ("num_route_points", "num_waypoints"):
             if int(getattr(self, name)) < 1:
                 raise ValidationError(f"{name}: must be >= 1, got {getattr(self, name)}")
-        check_positive(self, ("route_spacing", "waypoint_dt", "voxel_size"), prefix="")
+        check_positive(self, ("route_spacing", "waypoint_dt") + (("voxel_size",) if self.voxel_size is not None else ()),
+                       prefix="")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValidationError(f"max_steps: must be >= 1 or None, got {self.max_steps}")
         return self
+
+    def resolved(self, log) -> "EnvConfig":
+        """These settings with ``image_size="auto"`` and ``voxel_size=None`` resolved for the scene ``log``."""
+        out = self
+        if self.voxel_size is None:
+            out = dataclasses.replace(out, voxel_size=VOXEL_BY_KIND["rendered" if log.source in RENDERED_SOURCES else "real"])
+        if self.image_size == "auto":
+            out = dataclasses.replace(out, image_size=auto_image_size(log.rig, self.cameras))
+        return out
 
     @property
     def observation_keys(self) -> tuple[str, ...]:
@@ -212,7 +256,7 @@ class EnvConfig:
         if kwargs.get("cameras") is not None:
             cams = kwargs["cameras"]
             kwargs["cameras"] = (cams,) if isinstance(cams, str) else tuple(cams)
-        if "image_size" in kwargs:
+        if "image_size" in kwargs and not isinstance(kwargs["image_size"], str):
             kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
         if kwargs.get("observations") is not None:
             obs = kwargs["observations"]

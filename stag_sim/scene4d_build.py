@@ -10,7 +10,7 @@ from stag_sim.camera import CameraIntrinsics, unproject
 from stag_sim.consistency import View, consistent
 from stag_sim.errors import SceneError
 from stag_sim.geometry import invert_transform
-from stag_sim.scene4d_types import SKY_BINS, ObjectCloud, Scene4D, Scene4DConfig
+from stag_sim.scene4d_types import SKY_BINS, ObjectCloud, Scene4D, Scene4DConfig, SourceViews
 from stag_sim.scene_log import SceneLog
 from stag_sim.voxels import VoxelAccumulator
 
@@ -211,6 +211,8 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     jobs = [(t, c) for t in frames for c in range(C) if c not in skip and log.images.has(t, c)]
     # the multi-view check guards a cloud that mixes cameras; camera layers keep each camera's own points instead
     check = cfg.multiview_check == "on" or (cfg.multiview_check == "auto" and estimated and not layered)
+    keep_views = cfg.source_views == "on" or (cfg.source_views == "auto" and estimated)
+    kept = []
     bar = tqdm(total=len(jobs), desc=f"scene4d {log.name}", unit="image", disable=not progress)
     for t in frames:  # frame by frame: the cameras of one instant check each other's depth
         live = np.flatnonzero(valid[t])
@@ -225,6 +227,8 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
         for c in here:
             rgb, est = inputs[c]
             samples[t, c] = est.num_samples
+            if keep_views:
+                kept.append(_source_view(log, t, c, cams[c], rgb, est, cfg))
             _add_depth_frame(log, t, c, cams[c], rgb, est, cfg, live, T_obj_from_world, halves,
                              static_grids[c] if layered else static, objs, sky_sum, sky_n,
                              [e for e in (env, layer_envs.get(c)) if e is not None], proxies, proxy_sum,
@@ -271,7 +275,20 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
                                for n in layer_names)
     return Scene4D(log.name, static_pts, static_cols, cfg.voxel_size, tuple(objects), cfg.object_voxel_size,
                    np.asarray(log.timestamps_us, np.int64).copy(), poses.astype(np.float64).copy(), valid.copy(),
-                   sky, sky_valid, cfg, env_map, ego_layers, layer_names, static_layer, layer_env_maps).validate()
+                   sky, sky_valid, cfg, env_map, ego_layers, layer_names, static_layer, layer_env_maps,
+                   SourceViews.stack(kept) if kept else None).validate()
+
+
+def _source_view(log, t, c, cam, rgb, est, cfg) -> tuple:
+    """Image (t, c) as a source view (:meth:`SourceViews.stack`): its depth NaN where unusable (no or unconfident
+    geometry, the ego body), +inf where it sees the far field."""
+    d = est.depth.astype(np.float32).copy()
+    d[~((d > 0) & (d <= cfg.max_depth) & (est.confidence >= cfg.min_confidence))] = np.nan
+    d[est.far] = np.inf
+    if cam.ego_mask is not None:
+        d[cam.ego_mask] = np.nan
+    k = cam.intrinsics
+    return (c, t, log.camera_ego_poses[t, c] @ cam.T_ego_from_camera, (k.fx, k.fy, k.cx, k.cy), rgb, d)
 
 
 #: Radius of the far shell for real sensors (``Scene4DConfig.far_shell_m`` auto) [m] and the confidence of its

@@ -19,7 +19,7 @@ from stag_sim.fsutil import atomic_open
 from stag_sim.geometry import check_finite, check_positive, interpolate_poses
 
 #: Bumped whenever the build algorithm or the file layout changes (invalidates cached builds).
-SCENE4D_VERSION = 3
+SCENE4D_VERSION = 4
 
 #: Number of sky-colour bins over ray elevation [0, pi/2] rad.
 SKY_BINS = 16
@@ -58,6 +58,9 @@ class Scene4DConfig:
             this radius around the camera that saw them [m], so the far field keeps some parallax (tree crowns are
             not at infinity); the far-field map still fills what they leave. 0: none; negative (default): auto,
             60 m for estimated depth and none for the log's own. At most ``max_depth``.
+        source_views: keep every image of the build with its depth (:class:`SourceViews`), so renderers take each
+            pixel's colour from the logged image best suited to the view (:mod:`stag_sim.render.source_colour`)
+            instead of the fused cloud's: ``auto`` (for estimated depth, i.e. real sensors), ``on`` or ``off``.
     """
 
     voxel_size: float = 0.05
@@ -79,6 +82,7 @@ class Scene4DConfig:
     multiview_check: str = "auto"
     camera_layers: str = "auto"
     far_shell_m: float = -1.0
+    source_views: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
@@ -108,7 +112,7 @@ class Scene4DConfig:
         if not (np.isfinite(self.far_shell_m) and self.far_shell_m <= self.max_depth):
             raise ValidationError(f"Scene4DConfig.far_shell_m: must be finite and <= max_depth ({self.max_depth} m), "
                                   f"got {self.far_shell_m}")
-        for name in ("multiview_check", "camera_layers"):
+        for name in ("multiview_check", "camera_layers", "source_views"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ValidationError(f"Scene4DConfig.{name}: {getattr(self, name)!r} is not one of auto, on, off")
         return self
@@ -116,6 +120,55 @@ class Scene4DConfig:
     def key(self) -> dict:
         """JSON-serialisable form (for cache keys and files)."""
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in dataclasses.asdict(self).items()}
+
+
+@dataclass(frozen=True, eq=False)
+class SourceViews:
+    """The logged images a 4D scene was built from, each with its dense depth, at the build's working resolution.
+
+    Attributes:
+        cameras: (V,) int16 rig index of each view's camera; frames: (V,) int32 log frame of each view.
+        T_world_from_camera: (V, 4, 4) float64 capture pose of each image (OpenCV camera frame).
+        K: (V, 4) float64 intrinsics (fx, fy, cx, cy) [px] at the working resolution.
+        sizes: (V, 2) int32 (width, height) [px] of each view; images and depth are padded to the largest.
+        images: (V, H, W, 3) uint8 RGB.
+        depth: (V, H, W) float16 z-depth [m]; +inf where the pixel shows the far field (sky, structure beyond the
+            depth's reach), NaN where it may not be used (the ego body, no or unconfident geometry).
+    """
+
+    cameras: np.ndarray
+    frames: np.ndarray
+    T_world_from_camera: np.ndarray
+    K: np.ndarray
+    sizes: np.ndarray
+    images: np.ndarray
+    depth: np.ndarray
+
+    FIELDS = ("cameras", "frames", "T_world_from_camera", "K", "sizes", "images", "depth")
+
+    def __len__(self) -> int:
+        return int(self.frames.shape[0])
+
+    @classmethod
+    def stack(cls, views: list) -> "SourceViews":
+        """From (camera, frame, T_world_from_camera, K (4,), rgb (h, w, 3), depth (h, w)) tuples."""
+        H = max(v[4].shape[0] for v in views)
+        W = max(v[4].shape[1] for v in views)
+        images = np.zeros((len(views), H, W, 3), np.uint8)
+        depth = np.full((len(views), H, W), np.nan, np.float16)
+        for i, v in enumerate(views):
+            h, w = v[4].shape[:2]
+            images[i, :h, :w], depth[i, :h, :w] = v[4], v[5]
+        return cls(np.array([v[0] for v in views], np.int16), np.array([v[1] for v in views], np.int32),
+                   np.stack([v[2] for v in views]).astype(np.float64), np.stack([v[3] for v in views]).astype(np.float64),
+                   np.array([v[4].shape[1::-1] for v in views], np.int32), images, depth)
+
+    def arrays(self) -> dict:
+        return {f"source_{f}": getattr(self, f) for f in self.FIELDS}
+
+    @classmethod
+    def from_arrays(cls, d: dict) -> "SourceViews | None":
+        return cls(*(d[f"source_{f}"] for f in cls.FIELDS)) if "source_frames" in d else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -191,6 +244,7 @@ class Scene4D:
     static_layers: tuple[str, ...] = ()
     static_layer: np.ndarray | None = None
     layer_env_maps: tuple[EnvMap | None, ...] = ()
+    source_views: SourceViews | None = None
 
     def ego_layer(self, camera: str) -> EgoLayer | None:
         """The ego body as camera ``camera`` sees it, or None."""
@@ -293,6 +347,8 @@ class Scene4D:
                 arrays.update({f"layer_env_colors_{g}": e.colors, f"layer_env_valid_{g}": e.valid})
         for i, e in enumerate(self.ego_layers):
             arrays.update({f"ego_mask_{i}": e.mask, f"ego_rgb_{i}": e.rgb})
+        if self.source_views is not None:
+            arrays.update(self.source_views.arrays())
         with atomic_open(path, "wb") as f:
             np.savez(f, **arrays)
         return path
@@ -327,4 +383,5 @@ class Scene4D:
                    tuple(meta.get("static_layers", ())), d.get("static_layer"),
                    tuple(EnvMap(d[f"layer_env_colors_{g}"], d[f"layer_env_valid_{g}"], env.min_elevation)
                          if f"layer_env_colors_{g}" in d else None
-                         for g in range(len(meta.get("static_layers", ()))) if env is not None)).validate()
+                         for g in range(len(meta.get("static_layers", ()))) if env is not None),
+                   SourceViews.from_arrays(d)).validate()

@@ -7,6 +7,7 @@ rigidly with the ego, and the renderer draws what they see from the scene's 4D p
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -117,7 +118,7 @@ class StagDriveEnv(gym.Env):
             self.log, self.scene_dir = self._scenes[0]
         else:
             self.log, self.scene_dir = load_scene(scene)
-        self.config = EnvConfig.from_kwargs(**kwargs)
+        self.config = EnvConfig.from_kwargs(**kwargs).resolved(self.log)
         self.render_mode = render_mode
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
@@ -196,7 +197,11 @@ class StagDriveEnv(gym.Env):
         from stag_sim.render import PointRenderer
         from stag_sim.scene4d import Scene4DConfig, build_scene4d, load_scene4d
 
+        from stag_sim.env_config import RENDERED_SOURCES
+
         cfg = Scene4DConfig(voxel_size=self.config.voxel_size)
+        if self.log.source not in RENDERED_SOURCES:  # a real log keeps its images at the scale they are drawn
+            cfg = dataclasses.replace(cfg, max_image_width=int(self.config.image_size[1]))
         scene4d = load_scene4d(self.scene_dir, cfg) if self.scene_dir is not None else build_scene4d(self.log, cfg)
         point = PointRenderer(scene4d, self.config.render)
         if self.config.renderer == "refined":  # point render, then the diffusion refiner (stag_sim.refiner)

@@ -83,11 +83,12 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 @click.option("--image-size", "image_size", default=None, help="Render size HEIGHTxWIDTH [default: the rig's, at "
               "most 640 px wide].")
 @click.option("--voxel", default=0.02, show_default=True, help=_VOXEL_HELP)
-@click.option("--working-width", default=640, show_default=True, help="Images wider than this are downscaled "
-              "before depth completion and fusion [px].")
+@click.option("--working-width", default=None, type=int, help="Images wider than this are downscaled before depth "
+              "completion and fusion [px; default: the render width of --image-size (the logged images are then "
+              "drawn at the scale they were kept at), else 640].")
 @one_line_errors
 def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | None, camera: str | None, shifts: str,
-             image_size: str | None, voxel: float, working_width: int) -> None:
+             image_size: str | None, voxel: float, working_width: int | None) -> None:
     """Score held-out views of any scene cache: PSNR, SSIM and coverage against the real frames (the synthetic
     town: its oracle), beside the nearest real frame of the same camera."""
     import json
@@ -112,6 +113,7 @@ def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | Non
         if not hold:
             raise click.BadParameter(f"{log.num_frames} frames is too short to hold out one in {every}")
     oracle = synthetic_oracle(log) if log.source == "synthetic" else None
+    working_width = working_width or (size[1] if size is not None else 640)
     cfg = Scene4DConfig(voxel_size=voxel, max_image_width=working_width)
     rows, images = fidelity_views(log, hold, camera, shift_list, size, oracle, cfg, scene_dir=scene, progress=True,
                                   keep_images=len(log.rig) * len(shift_list))

@@ -176,7 +176,8 @@ class PointRenderer:
 
         Returns:
             :class:`RenderResult` with (N, H, W, ...) arrays. Pixels no point reached take the far-field map's
-            colour where it has one (``fill_holes``).
+            colour where it has one (``fill_holes``). A scene that kept its source images
+            (:attr:`Scene4D.source_views`) colours every pixel it can from them (``RenderConfig.source_colour``).
 
         Raises:
             RendererError: non-finite or non-rigid poses, mismatched intrinsics, unknown object ids.
@@ -201,6 +202,11 @@ class PointRenderer:
             more = self._render_pass(cams, none, layout, poses, K, cull, others, False, None)
             take = ~res.coverage & more.valid
             res.rgb[take], res.depth[take], res.valid[take], res.modelled[take] = more.rgb[take], more.depth[take], True, True
+        if cfg.source_colour and self.scene.source_views is not None:
+            from stag_sim.render.source_colour import apply_source_colour
+
+            apply_source_colour(self.scene, res.rgb, res.depth, res.valid, res.coverage, poses, K, obj_poses, obj_mask,
+                                self.__dict__.setdefault("_source_cache", {}))
         return self._finish(res, poses, K, cameras)
 
     def _render_pass(self, cams: CameraBatch, obj_sets, layout: ZLayout, poses: np.ndarray, K: np.ndarray, cull: bool,

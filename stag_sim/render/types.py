@@ -34,6 +34,9 @@ class RenderConfig:
             held-out frame). Off by default.
         pinhole_neighbours: a pixel no point reached whose eight neighbours hold at least this many points takes
             the nearest of them (:mod:`stag_sim.render.gaps`); 0 closes none [-].
+        source_colour: in a scene that kept its source images (:attr:`Scene4D.source_views`, real logs by
+            default), each pixel takes its colour from the logged images that see its surface point from the
+            nearest viewpoint (:mod:`stag_sim.render.source_colour`) instead of the fused cloud's.
         backend: ``auto`` (``numba`` if numba imports, else ``numpy``), ``numba`` (compiled CPU kernels, both
             cores), ``numpy`` (the vectorised CPU fallback) or ``torch`` (same algorithm on ``device``; the CUDA
             path). See :attr:`PointRenderer.backend` for the one in use.
@@ -50,6 +53,7 @@ class RenderConfig:
     fill_holes: bool = True
     other_layers_fill: bool = False
     pinhole_neighbours: int = 6
+    source_colour: bool = True
     backend: str = "auto"
     device: str = "cpu"
 
