@@ -2,8 +2,8 @@
 
 ``scene_02`` (6 surround cameras, 3 frames, the ego drives ~1.25 m per frame) is built once per module from
 frames 0 and 2 (frame 1 held out) at the figures the benchmark measures (``benchmarks/realdata_bench.py``:
-mean PSNR 18.05 dB, SSIM 0.649, coverage 0.976, nearest-frame baseline 15.16 dB / 0.477; with the other cameras'
-layers filling holes: 17.77 dB / 0.642 / 0.986); the floors below leave a margin. ``scene_01`` (3 front cameras) is the log where the ego stands still. The data lives in
+mean PSNR 19.12 dB, SSIM 0.683, coverage by points 0.842, nearest-frame baseline 15.16 dB / 0.477, every pixel's
+colour from the logged images that see it (``stag_sim.render.source_colour``)); the floors below leave a margin. ``scene_01`` (3 front cameras) is the log where the ego stands still. The data lives in
 ``../shared/realdata`` beside the repository (or ``$STAG_SIM_REALDATA``); without it the real-data tests skip and
 the synthetic ``complete_depth`` tests still run.
 """
@@ -94,11 +94,12 @@ def test_fidelity_of_the_held_out_frame(scene02):
     assert [r.camera for r in rows] == list(log.rig.names) and {r.frame for r in rows} == {HOLD_OUT}
     m = summarise(rows)[0]
     assert m["num_views"] == m["num_scored"] == 6
-    # measured 18.05 dB / 0.649 / 0.976; the nearest real frame scores 15.16 dB / 0.477
-    assert m["psnr"] >= 17.4 and m["ssim"] >= 0.61 and m["coverage"] >= 0.965, m
-    # the model beats showing the nearest real frame, on the mean and in most cameras
-    assert m["psnr"] >= m["baseline_psnr"] + 1.5 and m["ssim"] >= m["baseline_ssim"] + 0.1, m
-    assert sum(r.psnr > r.baseline_psnr for r in rows) >= 5, [(r.camera, r.psnr, r.baseline_psnr) for r in rows]
+    # measured 19.12 dB / 0.683 / coverage 0.842 (points); the nearest real frame scores 15.16 dB / 0.477
+    assert m["psnr"] >= 18.6 and m["ssim"] >= 0.66 and m["coverage"] >= 0.80, m
+    assert m["far_field"] < 0.05 and m["coverage"] == pytest.approx(1.0 - m["hole_fraction"]), m
+    # the model beats showing the nearest real frame, on the mean and in every camera (by 2.8 dB at least, measured)
+    assert m["psnr"] >= m["baseline_psnr"] + 3.0 and m["ssim"] >= m["baseline_ssim"] + 0.15, m
+    assert all(r.psnr > r.baseline_psnr + 1.5 for r in rows), [(r.camera, r.psnr, r.baseline_psnr) for r in rows]
     for r in rows:
         assert r.baseline_psnr is not None and r.baseline_ssim is not None, r
         assert np.isfinite([r.psnr, r.ssim, r.coverage, r.hole_fraction]).all()
@@ -247,9 +248,10 @@ def test_held_out_camera(log02):
     cfg = dataclasses.replace(CHEAP, exclude_cameras=(FRONT,))
     rows, _ = fidelity_views(log, hold_out_camera=FRONT, image_size=(152, 242), config=cfg)
     assert [r.camera for r in rows] == [FRONT] * log.num_frames and [r.frame for r in rows] == [0, 1, 2]
-    for r in rows:
-        assert r.baseline_psnr is None and r.baseline_ssim is None  # no frame of that camera is in the build
-        assert r.psnr is not None and r.psnr > 8.0 and r.coverage > 0.5, r
+    for r in rows:  # the baseline: the nearest other camera's image at the same frame
+        assert r.baseline == "CAMERA_05" and r.baseline_psnr is not None and r.baseline_ssim is not None, r
+        assert r.psnr is not None and r.psnr > 8.0 and r.coverage > 0.3, r
+        assert r.psnr > r.baseline_psnr + 1.0, r
     with pytest.raises(RendererError) as e:
         fidelity_views(log, [HOLD_OUT], hold_out_camera="CAMERA_99", config=cfg)
     assert "CAMERA_99" in str(e.value) and all(n in str(e.value) for n in log.rig.names)

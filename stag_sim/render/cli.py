@@ -90,7 +90,9 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
 def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | None, camera: str | None, shifts: str,
              image_size: str | None, voxel: float, working_width: int | None) -> None:
     """Score held-out views of any scene cache: PSNR, SSIM and coverage against the real frames (the synthetic
-    town: its oracle), beside the nearest real frame of the same camera."""
+    town: its oracle), beside a baseline: the nearest real frame of the same camera, or with --hold-out-camera the
+    nearest other camera's image at the same frame. Coverage counts the pixels points reach; the far field (sky,
+    beyond the depth's reach) is reported apart."""
     import json
     from dataclasses import asdict
 
@@ -122,8 +124,9 @@ def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | Non
               if m["psnr"] is not None]
     click.echo(format_table(scored) if scored else "no view has ground truth (a real log is scored at shift 0 only)")
     for m in mean:
-        b = "" if m["baseline_psnr"] is None else f"  nearest real frame {m['baseline_psnr']:.2f} dB / {m['baseline_ssim']:.3f}"
-        click.echo(f"shift {m['shift_m']:g} m: coverage {m['coverage']:.3f}{b}")
+        what = "nearest other camera" if camera else "nearest real frame"
+        b = "" if m["baseline_psnr"] is None else f"  {what} {m['baseline_psnr']:.2f} dB / {m['baseline_ssim']:.3f}"
+        click.echo(f"shift {m['shift_m']:g} m: coverage {m['coverage']:.3f} (points), far field {m['far_field']:.3f}{b}")
     out = out or Path(f"fidelity-{log.name}")
     out.mkdir(parents=True, exist_ok=True)
     data = {"scene": log.name, "source": log.source, "ground_truth": "oracle" if oracle is not None else "logged images",

@@ -77,10 +77,14 @@ class ViewRow:
     Attributes:
         camera: rig camera name; frame: log frame index; shift_m: lateral rig offset [m] (ego +y, left).
         psnr, ssim: against the ground truth ([dB], [-]); None where there is none (a shifted view of a real log).
-        coverage: fraction of pixels drawn from the scene model: points, far-field map or ego body [-].
-        hole_fraction: fraction of pixels no point reached [-].
-        baseline_psnr, baseline_ssim: the nearest real frame of that camera used in the build, scored the same way
-            (None where there is no such frame or no ground truth).
+        coverage: fraction of pixels reached by points (the scene's geometry) [-]; the far field and the ego body
+            are not counted (``far_field``).
+        hole_fraction: fraction of pixels no point reached [-] (far field, ego body and filled holes).
+        baseline_psnr, baseline_ssim: the baseline scored the same way: the nearest real frame of that camera used in
+            the build, or with a held-out camera, the nearest other camera's image at the same frame (None where
+            there is no such image or no ground truth).
+        far_field: fraction of pixels drawn from the far-field map (sky, beyond the depth's reach) [-].
+        baseline: what the baseline image was (``frame 2``, ``CAMERA_05``), or None.
     """
 
     camera: str
@@ -92,6 +96,8 @@ class ViewRow:
     hole_fraction: float
     baseline_psnr: float | None
     baseline_ssim: float | None
+    far_field: float = 0.0
+    baseline: str | None = None
 
 
 def held_out_frames(num_frames: int, every: int) -> list[int]:
@@ -173,31 +179,50 @@ def fidelity_views(log: SceneLog, hold_out_frames: Sequence[int] = (), hold_out_
             truth = _resize(log.images[t, c], w, h)
         else:
             truth = None
-        base = None
-        if hold_out_camera is None and truth is not None:
-            near = [f for f in built if log.images.has(f, c)]
-            if near:
-                f = min(near, key=lambda f: abs(int(log.camera_timestamps_us[f, c]) - int(log.camera_timestamps_us[t, c])))
-                base = _resize(log.images[f, c], w, h)
+        base, base_name = (None, None) if truth is None else _baseline(log, t, c, built, hold_out_camera, w, h)
         rgb = res.rgb[0]
+        layer = scene.ego_layer(name)
+        body = layer.at(h, w)[0] if layer is not None else np.zeros((h, w), bool)
+        far = res.coverage[0] & ~res.valid[0] & ~body
         rows.append(ViewRow(name, t, s, None if truth is None else psnr(rgb, truth),
-                            None if truth is None else ssim(rgb, truth), float(res.coverage[0].mean()),
+                            None if truth is None else ssim(rgb, truth), float(res.valid[0].mean()),
                             float(1.0 - res.valid[0].mean()), None if base is None else psnr(base, truth),
-                            None if base is None else ssim(base, truth)))
+                            None if base is None else ssim(base, truth), float(far.mean()), base_name))
         if len(images) < keep_images:
             images.append((f"{name} frame {t} shift {s:g} m", truth, rgb, base))
     return rows, images
 
 
+def _baseline(log: SceneLog, t: int, c: int, built: list[int], hold_out_camera: str | None, w: int, h: int):
+    """(image (h, w, 3) or None, its name): what a renderer must beat for view (t, c). Held-out frames: the same
+    camera's frame nearest in time among those built. A held-out camera: the other camera whose logged pose at
+    frame t is the nearest viewpoint (:func:`~stag_sim.render.source_colour.viewpoint_distance`)."""
+    if hold_out_camera is None:
+        near = [f for f in built if log.images.has(f, c)]
+        if not near:
+            return None, None
+        f = min(near, key=lambda f: abs(int(log.camera_timestamps_us[f, c]) - int(log.camera_timestamps_us[t, c])))
+        return _resize(log.images[f, c], w, h), f"frame {f}"
+    from stag_sim.render.source_colour import viewpoint_distance
+
+    others = [o for o in range(len(log.rig)) if o != c and log.images.has(t, o)]
+    if not others:
+        return None, None
+    poses = np.array([log.camera_ego_poses[t, o] @ log.rig[o].T_ego_from_camera for o in others])
+    d = viewpoint_distance(poses, log.camera_ego_poses[t, c] @ log.rig[c].T_ego_from_camera)
+    o = others[int(np.argmin(d))]
+    return _resize(log.images[t, o], w, h), log.rig[o].name
+
+
 def summarise(rows: Sequence[ViewRow]) -> list[dict]:
-    """Mean of every score per shift: ``[{shift_m, psnr, ssim, coverage, hole_fraction, baseline_psnr,
+    """Mean of every score per shift: ``[{shift_m, psnr, ssim, coverage, far_field, hole_fraction, baseline_psnr,
     baseline_ssim, num_views, num_scored}]`` (a mean over the rows that have the score; None if none has)."""
     out = []
     for s in sorted({r.shift_m for r in rows}):
         sel = [r for r in rows if r.shift_m == s]
         mean = lambda k: (float(np.mean(v)) if (v := [getattr(r, k) for r in sel if getattr(r, k) is not None]) else None)  # noqa: E731
-        out.append({"shift_m": s, **{k: mean(k) for k in ("psnr", "ssim", "coverage", "hole_fraction", "baseline_psnr",
-                                                          "baseline_ssim")},
+        out.append({"shift_m": s, **{k: mean(k) for k in ("psnr", "ssim", "coverage", "far_field", "hole_fraction",
+                                                          "baseline_psnr", "baseline_ssim")},
                     "num_views": len(sel), "num_scored": sum(r.psnr is not None for r in sel)})
     return out
 

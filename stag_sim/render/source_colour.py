@@ -38,14 +38,19 @@ NEARBY_RAD = 0.05  # ... colours what no depth-tested source explains, along the
 OBJECT_MARGIN_M = 0.2  # [m] a pixel within this of a drawn object's box belongs to that object
 
 
-def candidate_views(views: SourceViews, T_world_from_camera: np.ndarray, count: int = CANDIDATES) -> np.ndarray:
-    """Indices of the ``count`` source views nearest to a camera pose (4, 4) by centre distance plus
-    :data:`AXIS_WEIGHT_M` x the angle between optical axes, leaving out views facing away (axes > 90 degrees)."""
-    centres = views.T_world_from_camera[:, :3, 3]
-    axes = views.T_world_from_camera[:, :3, 2]
-    cos = axes @ T_world_from_camera[:3, 2]
-    score = np.linalg.norm(centres - T_world_from_camera[:3, 3], axis=1) + AXIS_WEIGHT_M * np.arccos(np.clip(cos, -1, 1))
+def viewpoint_distance(T_world_from_cameras: np.ndarray, T_world_from_camera: np.ndarray) -> np.ndarray:
+    """(V,) how far camera poses (V, 4, 4) are from one pose (4, 4) as viewpoints [m]: centre distance plus
+    :data:`AXIS_WEIGHT_M` x the angle between optical axes; inf for cameras facing away (axes > 90 degrees)."""
+    T = np.asarray(T_world_from_cameras, np.float64).reshape(-1, 4, 4)
+    cos = T[:, :3, 2] @ T_world_from_camera[:3, 2]
+    score = np.linalg.norm(T[:, :3, 3] - T_world_from_camera[:3, 3], axis=1) + AXIS_WEIGHT_M * np.arccos(np.clip(cos, -1, 1))
     score[cos <= 0.0] = np.inf
+    return score
+
+
+def candidate_views(views: SourceViews, T_world_from_camera: np.ndarray, count: int = CANDIDATES) -> np.ndarray:
+    """Indices of the ``count`` source views nearest to a camera pose (4, 4) (:func:`viewpoint_distance`)."""
+    score = viewpoint_distance(views.T_world_from_camera, T_world_from_camera)
     order = np.argsort(score, kind="stable")[:count]
     return order[np.isfinite(score[order])]
 
