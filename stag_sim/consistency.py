@@ -109,3 +109,59 @@ def consistent(points: np.ndarray, colors: np.ndarray, views, colour_tolerance: 
     """(N,) bool: the points no more views contradict than confirm (points no view judges are kept)."""
     confirm, contradict = consistency_votes(points, colors, views, colour_tolerance)
     return contradict <= confirm
+
+
+#: Free-space carving (:func:`free_space_votes`): a view that sees the far field (sky) through a point votes against
+#: it only when the point is nearer than this [m] (the far shell of real sensors stands at 60 m on purpose).
+SEE_THROUGH_FAR_M = 40.0
+
+
+def free_space_votes(points: np.ndarray, views, tolerance: float = DEPTH_TOLERANCE, slack: float = DEPTH_SLACK,
+                     far_m: float = SEE_THROUGH_FAR_M, chunk: int = 1_000_000) -> tuple[np.ndarray, np.ndarray]:
+    """Count, for every point, the source views whose depth agrees with it and those that see through it.
+
+    Fusing the depth of many frames adds every frame's errors (completed depth bleeding over edges, pose error,
+    untracked movers) to one cloud, and a z-buffer shows the nearest of them. A view that looks along a point's
+    line of sight and sees a surface clearly beyond it (its depth, minimum over 3 x 3 pixels, more than
+    ``tolerance`` x depth + ``slack`` behind the point; or the far field, for points nearer than ``far_m``)
+    says the point is not there. A view whose depth at the point's pixel matches
+    (within the same tolerance) agrees.
+
+    Args:
+        points: (N, 3) world positions [m].
+        views: :class:`~stag_sim.scene4d_types.SourceViews` (depth +inf = far field, NaN = no opinion).
+        far_m: points at least this far [m] may stand where a view sees the far field (a far shell's points).
+
+    Returns:
+        (agree (N,) int32, see_through (N,) int32).
+    """
+    import cv2
+
+    pts = np.asarray(points, np.float32).reshape(-1, 3)
+    agree = np.zeros(len(pts), np.int32)
+    through = np.zeros(len(pts), np.int32)
+    kernel = np.ones((3, 3), np.uint8)
+    for j in range(len(views)):
+        w, h = (int(s) for s in views.sizes[j])
+        d = views.depth[j, :h, :w].astype(np.float32)
+        # the nearest surface around each pixel; no opinion (NaN) counts as 0, so it never sees through anything
+        dmin = cv2.erode(np.where(np.isnan(d), 0.0, d).astype(np.float32), kernel)
+        T = views.T_world_from_camera[j]
+        R, c = T[:3, :3].astype(np.float32), T[:3, 3].astype(np.float32)
+        fx, fy, cx, cy = views.K[j]
+        for s in range(0, len(pts), chunk):
+            p = (pts[s:s + chunk] - c) @ R
+            z = p[:, 2]
+            front = z > 0.1
+            zs = np.where(front, z, 1.0)
+            u = np.rint(fx * p[:, 0] / zs + cx).astype(np.int64)
+            v = np.rint(fy * p[:, 1] / zs + cy).astype(np.int64)
+            idx = np.flatnonzero(front & (u >= 0) & (u < w) & (v >= 0) & (v < h))
+            if not len(idx):
+                continue
+            zi, di, mi = z[idx], d[v[idx], u[idx]], dmin[v[idx], u[idx]]
+            tol = tolerance * zi + slack
+            with np.errstate(invalid="ignore"):
+                agree[s + idx] += np.abs(di - zi) <= tol
+                through[s + idx] += (mi > zi + tol) & (np.isfinite(mi) | (zi < far_m))
+    return agree, through

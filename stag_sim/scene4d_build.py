@@ -250,6 +250,15 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
             layer_names, static_layer = (), None
     else:
         static_pts, static_cols = static.result()
+    source_views = SourceViews.stack(kept) if kept else None
+    if source_views is not None and cfg.free_space_check != "off" and len(static_pts):  # other frames must not see through a point
+        from stag_sim.consistency import SEE_THROUGH_FAR_M, free_space_votes
+
+        far_m = min(SEE_THROUGH_FAR_M, 0.75 * shell) if shell > 0 else SEE_THROUGH_FAR_M  # keep the far shell
+        agree, through = free_space_votes(static_pts, source_views, far_m=far_m)
+        keep = through <= agree
+        static_pts, static_cols = static_pts[keep], static_cols[keep]
+        static_layer = static_layer[keep] if static_layer is not None else None
     objects = []
     for k in range(K):
         pts, cols = objs[k].result()
@@ -276,7 +285,7 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
     return Scene4D(log.name, static_pts, static_cols, cfg.voxel_size, tuple(objects), cfg.object_voxel_size,
                    np.asarray(log.timestamps_us, np.int64).copy(), poses.astype(np.float64).copy(), valid.copy(),
                    sky, sky_valid, cfg, env_map, ego_layers, layer_names, static_layer, layer_env_maps,
-                   SourceViews.stack(kept) if kept else None).validate()
+                   source_views).validate()
 
 
 def _source_view(log, t, c, cam, rgb, est, cfg) -> tuple:

@@ -61,6 +61,9 @@ class Scene4DConfig:
         source_views: keep every image of the build with its depth (:class:`SourceViews`), so renderers take each
             pixel's colour from the logged image best suited to the view (:mod:`stag_sim.render.source_colour`)
             instead of the fused cloud's: ``auto`` (for estimated depth, i.e. real sensors), ``on`` or ``off``.
+        free_space_check: drop the static points that more source views see through than agree with
+            (:func:`~stag_sim.consistency.free_space_votes`: one frame's depth errors must not occlude what the others
+            see): ``auto``/``on`` where the build keeps its source views, ``off``.
     """
 
     voxel_size: float = 0.05
@@ -83,6 +86,7 @@ class Scene4DConfig:
     camera_layers: str = "auto"
     far_shell_m: float = -1.0
     source_views: str = "auto"
+    free_space_check: str = "auto"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_frames", tuple(sorted({int(t) for t in self.exclude_frames})))
@@ -112,7 +116,7 @@ class Scene4DConfig:
         if not (np.isfinite(self.far_shell_m) and self.far_shell_m <= self.max_depth):
             raise ValidationError(f"Scene4DConfig.far_shell_m: must be finite and <= max_depth ({self.max_depth} m), "
                                   f"got {self.far_shell_m}")
-        for name in ("multiview_check", "camera_layers", "source_views"):
+        for name in ("multiview_check", "camera_layers", "source_views", "free_space_check"):
             if getattr(self, name) not in ("auto", "on", "off"):
                 raise ValidationError(f"Scene4DConfig.{name}: {getattr(self, name)!r} is not one of auto, on, off")
         return self
