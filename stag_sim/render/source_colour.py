@@ -33,8 +33,9 @@ AXIS_PENALTY = 0.05  # [rad/rad] per radian between a source's optical axis and 
 CENTRE_PENALTY = 0.01  # [rad/m] per metre between a source's centre and the render's (far points, whose rays
 #                        barely differ, still prefer the nearest capture)
 RANGE_WEIGHT = 0.05  # [rad] penalty per unit of relative extra distance of a source (its pixel is coarser)
-NEARBY_M = 0.1  # [m] a source captured this close to the render (and facing within NEARBY_RAD) ...
-NEARBY_RAD = 0.05  # ... colours what no depth-tested source explains, along the render's rays
+NEARBY_M = 0.1  # [m] a source captured this close to the render (and facing within NEARBY_RAD) needs no depth
+NEARBY_BONUS = 1.0  # [rad] such a source's penalty is its viewpoint term less this: it outranks any other
+NEARBY_RAD = 0.05  # test (parallax is below a pixel whatever the geometry's error): it sees what the render sees
 OBJECT_MARGIN_M = 0.2  # [m] a pixel within this of a drawn object's box belongs to that object
 
 
@@ -246,7 +247,9 @@ def _sample_view(views: SourceViews, j: int, X: np.ndarray, D: np.ndarray, ok_ob
     zn, dn = z[:n_near], dsrc[:n_near]
     with np.errstate(invalid="ignore"):
         seen = (np.abs(dn - zn) <= np.maximum(DEPTH_TOLERANCE_M, DEPTH_TOLERANCE_REL * zn)) | (np.isinf(dn) & (zn >= FAR_M))
-    seen &= inside[:n_near] & ok_obj
+    T_axis = R[:, 2] @ axis_render
+    nearby = np.linalg.norm(c - c_render) <= NEARBY_M and T_axis >= np.cos(NEARBY_RAD)
+    seen = (seen | nearby) & inside[:n_near] & ok_obj
     r_s = X - c
     d_s = np.linalg.norm(r_s, axis=1)
     cos = np.einsum("ij,ij->i", r_t, r_s) / np.maximum(d_t * d_s, 1e-9)
@@ -256,7 +259,9 @@ def _sample_view(views: SourceViews, j: int, X: np.ndarray, D: np.ndarray, ok_ob
     pen[:n_near] = np.where(seen, pen_near + base, np.inf)
     # far directions: the source sees the far field there; prefer the source whose centre is nearest the render's
     df = dsrc[n_near:]
-    seen_far = inside[n_near:] & (np.isinf(df) | (df >= FAR_M))
+    seen_far = inside[n_near:] & (np.isinf(df) | (df >= FAR_M) | nearby)
     off_axis = np.arccos(np.clip(pc[n_near:, 2], -1.0, 1.0))
     pen[n_near:] = np.where(seen_far, RANGE_WEIGHT * off_axis + base, np.inf)
+    if nearby:  # a capture at the render's own viewpoint outranks every other (several such blend evenly)
+        pen[np.isfinite(pen)] = base - NEARBY_BONUS
     return pen, col
