@@ -48,6 +48,7 @@ setup(
         "torch>=2.1",
         "click>=8.1",
         "tqdm>=4.64",
+        "scipy>=1.10",  # rotations, KD-trees (pose refinement), filters
         "numba>=0.60",  # the renderer's compiled CPU kernels (stag_sim/render/kernels.py)
         "imageio-ffmpeg>=0.5",  # H.264 videos browsers play (bundles an ffmpeg binary with libx264)
     ],

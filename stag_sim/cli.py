@@ -123,6 +123,26 @@ def ingest_dgp_cmd(scene_json: Path, out: Path, cameras: str | None, lidar: str 
                f"{points / 1e3:.0f}k LiDAR points/frame, {len(log.objects)} objects in {time.perf_counter() - t0:.1f} s")
 
 
+@main.command("refine-poses")
+@click.argument("scene", type=click.Path(file_okay=False, exists=True, path_type=Path))
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True, help="Scene cache directory to write.")
+@click.option("--window", default=2, show_default=True, help="Neighbouring sweeps on each side a sweep is aligned to.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing scene cache at --out.")
+@one_line_errors
+def refine_poses_cmd(scene: Path, out: Path, window: int, overwrite: bool) -> None:
+    """Align the log's LiDAR sweeps to each other (point-to-plane ICP, moving boxes cut out) and write a copy of the
+    scene cache with every pose of each instant corrected alike (ego, cameras, tracked boxes)."""
+    from stag_sim.cache import load_scene_cache, write_scene_cache
+    from stag_sim.ingest.dgp import check_out_dir
+    from stag_sim.pose_refine import refine_poses
+
+    t0 = time.perf_counter()
+    check_out_dir(out, overwrite)
+    log, report = refine_poses(load_scene_cache(scene), window=window, progress=True)
+    path = write_scene_cache(log, out, overwrite=overwrite)
+    click.echo(f"{report.summary()}\nwrote {path} in {time.perf_counter() - t0:.1f} s")
+
+
 main.add_command(render)
 main.add_command(fidelity)
 main.add_command(demo)

@@ -150,3 +150,50 @@ def test_more_frames_help_on_a_town_with_noisy_poses():
         all_frames = _held_out_psnr(noisy, [t for t in range(T) if t != mid], mid, (180, 320), cfg)
         nearest = _held_out_psnr(noisy, [mid - 1], mid, (180, 320), cfg)
         assert all_frames >= nearest + gain, (noise, all_frames, nearest)
+
+
+def test_pose_refinement_needs_lidar_and_leaves_a_clean_log_alone():
+    from stag_sim.pose_refine import refine_poses
+    from stag_sim.testing import tiny_scene_log
+
+    log = tiny_scene_log(num_frames=4, width=64, height=36)
+    camera_only = dataclasses.replace(log, lidar=None)
+    same, report = refine_poses(camera_only)
+    assert same is camera_only and "no LiDAR" in report.summary()
+    out, report = refine_poses(log)  # too few static returns in this fixture to align: nothing applied, said so
+    assert not report.applied.any() and np.array_equal(out.ego_poses, log.ego_poses), report.summary()
+
+
+@pytest.mark.slow
+def test_pose_refinement_restores_a_noisy_town():
+    """The town drive with 5 cm / 0.3 deg of pose error per instant (sensors, boxes and cameras moved alike, as a
+    bad GPS/IMU pose does): ICP against the neighbouring sweeps brings the frame-to-frame error from 8.8 to 1.3 cm
+    (measured) and the held-out frame from 21.93 to 25.42 dB; the clean log is left as it is."""
+    from stag_sim.geometry import make_transform, quat_to_matrix
+    from stag_sim.pose_refine import apply_corrections, refine_poses
+    from stag_sim.render.fidelity import fidelity_views, summarise
+    from stag_sim.scene4d import Scene4DConfig
+    from stag_sim.synth import generate_scene
+
+    log = generate_scene(seed=3, duration_s=1.2, width=320, height=180)
+    rng = np.random.default_rng(1)
+    C = []
+    for T in log.lidar.ego_poses:
+        half = np.radians(0.3) * rng.standard_normal(3) / 2
+        q = np.r_[1.0, half] / np.linalg.norm(np.r_[1.0, half])
+        C.append(T @ make_transform(quat_to_matrix(q), 0.05 * rng.standard_normal(3)) @ np.linalg.inv(T))
+    noisy = apply_corrections(log, np.array(C))
+
+    def step_error(est):  # median frame-to-frame translation error against the true poses [m]
+        true = log.ego_poses
+        return np.median([np.linalg.norm((np.linalg.inv(np.linalg.inv(true[t]) @ true[t + 1])
+                                          @ np.linalg.inv(est[t]) @ est[t + 1])[:3, 3]) for t in range(len(true) - 1)])
+
+    refined, report = refine_poses(noisy)
+    assert report.applied.sum() >= 10 and step_error(refined.ego_poses) < 0.4 * step_error(noisy.ego_poses), report.summary()
+    clean, report = refine_poses(log)
+    assert not report.applied.any() or report.shift_m.max() < 0.005, report.summary()
+    cfg = Scene4DConfig(voxel_size=0.05, max_image_width=320, depth_source="lidar")
+    mid = log.num_frames // 2
+    held = [summarise(fidelity_views(L, [mid], image_size=(180, 320), config=cfg)[0])[0]["psnr"] for L in (noisy, refined)]
+    assert held[1] >= held[0] + 2.0, held
