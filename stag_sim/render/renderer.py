@@ -206,7 +206,7 @@ class PointRenderer:
             from stag_sim.render.source_colour import apply_source_colour
 
             apply_source_colour(self.scene, res.rgb, res.depth, res.valid, res.coverage, poses, K, obj_poses, obj_mask,
-                                self.__dict__.setdefault("_source_cache", {}))
+                                self.__dict__.setdefault("_source_cache", {}), compiled=self.backend == "numba")
         return self._finish(res, poses, K, cameras)
 
     def _render_pass(self, cams: CameraBatch, obj_sets, layout: ZLayout, poses: np.ndarray, K: np.ndarray, cull: bool,
