@@ -9,7 +9,14 @@ compared with the real images. Printed, for voxel sizes 0.02 m and 0.05 m:
   and hole fraction (pixels no point reached);
 * the nearest-real-frame baseline: the image of the same camera at the nearest frame used in the build, scored
   against the held-out image the same way;
-* coverage of the same views with the rig shifted 1 m and 3 m to the left (no ground truth there).
+* coverage of the same views with the rig shifted 1 m and 3 m to the left (no ground truth there);
+* the same held-out frame with z-buffer colours (``RenderConfig(source_colour=False)``), and held-out camera
+  CAMERA_01 against the nearest other camera's image;
+* driving the log: ``gym.make("StagDrive-v0", scene=<cache>)`` at its defaults, the reset observation and every
+  log-replay step against the logged frame, per camera, the episode's rewards and end, env steps/s;
+* fusion against frames: held-out frame 1 from all other frames vs from the nearest frame alone (both DGP scenes),
+  and on a synthetic town drive treated as a real log (LiDAR-completed depth) whose poses carry 5 cm / 0.3 deg of
+  noise: all frames vs the nearest, before and after ``refine_poses`` (LiDAR ICP).
 
 Figures (written to ``--out``, default ``docs/img``), from the 0.02 m build:
 
@@ -141,6 +148,86 @@ def run(log, voxel: float, tmp: Path, figures: Path | None, render_config=None, 
     return m0
 
 
+def drive_rows(log, tmp: Path) -> None:
+    """The env on the real log at its defaults: reset and log replay against the logged frames, and its speed."""
+    import gymnasium as gym
+
+    import stag_sim  # noqa: F401  (registers the env)
+    from stag_sim.render.fidelity import _resize, psnr, ssim
+
+    scene_dir = tmp / "scene_02-env"
+    write_scene_cache(log, scene_dir)
+    t0 = time.perf_counter()
+    env = gym.make("StagDrive-v0", scene=str(scene_dir)).unwrapped
+    obs, info = env.reset(seed=0)
+    t_make = time.perf_counter() - t0
+    h, w = env.config.image_size
+    ts = (np.asarray(log.timestamps_us) - log.timestamps_us[0]) * 1e-6
+
+    def score(obs, f):
+        truth = {c: _resize(log.images[f, log.rig.index(c)], w, h) for c in env.camera_names}
+        return [psnr(obs[c], truth[c]) for c in env.camera_names], [ssim(obs[c], truth[c]) for c in env.camera_names]
+
+    print(f"\n== env on the real log, defaults: image_size {w}x{h} (auto), voxel {env.config.voxel_size} m; make + "
+          f"build + reset {t_make:.1f} s; ego origin z {info['ego_pose'][2, 3]:.2f} m (logged "
+          f"{log.ego_poses[0][2, 3]:.2f})")
+    print(f"   {'':<14} " + " ".join(f"{c:>9}" for c in env.camera_names) + f" {'mean':>7} {'SSIM':>6}")
+    p, s = score(obs, 0)
+    print(f"   {'reset (f 0)':<14} " + " ".join(f"{x:9.2f}" for x in p) + f" {np.mean(p):7.2f} {np.mean(s):6.3f}")
+    total, steps, t0 = 0.0, 0, time.perf_counter()
+    while True:
+        obs, r, term, trunc, info = env.step(info["expert_action"])
+        total, steps = total + r, steps + 1
+        f = int(np.argmin(np.abs(ts - info["time_s"])))
+        p, s = score(obs, f)
+        print(f"   {f'step {steps} (f {f})':<14} " + " ".join(f"{x:9.2f}" for x in p) + f" {np.mean(p):7.2f} "
+              f"{np.mean(s):6.3f}  reward {r:.3f}")
+        if term or trunc:
+            break
+    dt = (time.perf_counter() - t0) / steps
+    print(f"   episode: {steps} steps, reward {total:.3f}, ended {info['termination_reason']} "
+          f"({'terminated' if term else 'truncated'}); {1 / dt:.1f} steps/s (6 cameras, scoring excluded: "
+          f"see env_bench.py for the timing alone)")
+
+
+def frames_rows(realdata: Path) -> None:
+    """All frames vs the nearest frame alone (DGP scenes; a noisy town), and pose refinement on the noisy town."""
+    from stag_sim.geometry import make_transform, quat_to_matrix
+    from stag_sim.pose_refine import apply_corrections, refine_poses
+    from stag_sim.synth import generate_scene
+
+    def held(lg, build, target, size, cfg):
+        hold = [t for t in range(lg.num_frames) if t not in build]
+        return summarise([r for r in fidelity_views(lg, hold, image_size=size, config=cfg)[0] if r.frame == target])[0]
+
+    print("\n== fusion against frames: the held-out frame from all other frames vs the nearest frame alone")
+    cfg = Scene4DConfig(voxel_size=0.02, max_image_width=SIZE[1])
+    for name in ("scene_02", "scene_01"):
+        lg = ingest_dgp(realdata / "dgp_test_scene" / name)
+        a, n = held(lg, [0, 2], 1, SIZE, cfg), held(lg, [0], 1, SIZE, cfg)
+        print(f"   DGP {name} frame 1: all frames {a['psnr']:.2f} dB / {a['ssim']:.3f}, frame 0 alone "
+              f"{n['psnr']:.2f} / {n['ssim']:.3f} ({a['psnr'] - n['psnr']:+.2f} dB)")
+    town = generate_scene(seed=3, duration_s=1.2, width=320, height=180)
+    T, mid = town.num_frames, town.num_frames // 2
+    tcfg = Scene4DConfig(voxel_size=0.05, max_image_width=320, depth_source="lidar")
+    rng = np.random.default_rng(1)
+    C = []
+    for P in town.lidar.ego_poses:
+        half = np.radians(0.3) * rng.standard_normal(3) / 2
+        q = np.r_[1.0, half] / np.linalg.norm(np.r_[1.0, half])
+        C.append(P @ make_transform(quat_to_matrix(q), 0.05 * rng.standard_normal(3)) @ np.linalg.inv(P))
+    noisy = apply_corrections(town, np.array(C))
+    t0 = time.perf_counter()
+    refined, report = refine_poses(noisy)
+    t_ref = time.perf_counter() - t0
+    for label, lg in (("exact poses", town), ("5 cm / 0.3 deg noise", noisy), ("noise, refine_poses", refined)):
+        others = [t for t in range(T) if t != mid]
+        a, n = held(lg, others, mid, (180, 320), tcfg), held(lg, [mid - 1], mid, (180, 320), tcfg)
+        print(f"   town s3 ({T} frames, {label}) frame {mid}: all frames {a['psnr']:.2f} dB / {a['ssim']:.3f}, "
+              f"nearest alone {n['psnr']:.2f} / {n['ssim']:.3f} ({a['psnr'] - n['psnr']:+.2f} dB)")
+    print(f"   refine_poses on the noisy town ({t_ref:.1f} s): {report.summary()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--realdata", type=Path, default=default_realdata(),
@@ -176,9 +263,15 @@ def main() -> None:
         results = {}
         for voxel in (0.02, 0.05):
             results[f"{voxel:g}"] = run(log, voxel, Path(tmp), args.out if voxel == 0.02 else None)
-        # the trade-off: the other cameras' layers fill what a camera's own layer leaves
-        results["0.02 other fill"] = run(log, 0.02, Path(tmp), None, RenderConfig(other_layers_fill=True),
-                                         ", other_layers_fill=True")
+        # what colour per source adds: the fused cloud's z-buffer colours
+        results["0.02 z-buffer colour"] = run(log, 0.02, Path(tmp), None, RenderConfig(source_colour=False),
+                                              ", source_colour=False")
+        rows, _ = fidelity_views(log, hold_out_camera="CAMERA_01", image_size=SIZE,
+                                 config=Scene4DConfig(voxel_size=0.02, max_image_width=SIZE[1]))
+        m = summarise(rows)[0]
+        print(f"\n== held-out camera CAMERA_01 (every frame): PSNR {m['psnr']:.2f}, SSIM {m['ssim']:.3f}, coverage "
+              f"{m['coverage']:.3f} (nearest other camera, {rows[0].baseline}: {m['baseline_psnr']:.2f} / "
+              f"{m['baseline_ssim']:.3f})")
         other = args.realdata / "dgp_test_scene" / "scene_01"
         if other.is_dir():  # the 3-camera rig, the same settings, frame 1 held out
             log01 = ingest_dgp(other)
@@ -188,6 +281,8 @@ def main() -> None:
             results["scene_01 0.02"] = m
             print(f"\n== scene_01 ({len(log01.rig)} cameras), voxel 0.02 m: PSNR {m['psnr']:.2f}, SSIM {m['ssim']:.3f}, "
                   f"coverage {m['coverage']:.3f} (nearest frame {m['baseline_psnr']:.2f} / {m['baseline_ssim']:.3f})")
+        drive_rows(log, Path(tmp))
+        frames_rows(args.realdata)
     print("\n== summary (frame 1 held out, shift 0; scene_02 unless named)")
     print(f"   {'voxel [m]':>16} {'PSNR':>6} {'SSIM':>6} {'cover':>6} | {'base PSNR':>9} {'base SSIM':>9}")
     for name, m in results.items():
