@@ -137,8 +137,9 @@ MIN_COMPLETION_SAMPLES = 16
 
 
 class LogDepth:
-    """The log's depth maps (``SceneLog.depth``): a dense map resized to the working resolution by nearest
-    neighbour; a sparse one (:func:`is_sparse_depth`) completed by :func:`complete_depth` at the working resolution.
+    """The log's depth maps (``SceneLog.depth``; a distorted camera's undistorted into its pinhole first, nearest
+    neighbour): a dense map resized to the working resolution by nearest neighbour; a sparse one
+    (:func:`is_sparse_depth`) completed by :func:`complete_depth` at the working resolution.
 
     Attributes:
         completed: ``{(log name, t, c): (span density, valid share)}`` of the frames this source completed.
@@ -157,6 +158,11 @@ class LogDepth:
             raise SceneError(f"{log.name}: depth_source 'log' needs dense depth maps in the log, and it has none "
                              "(use depth_source='lidar' with LiDAR sweeps, or 'mvs' for a camera-only log)")
         d = np.asarray(log.depth[t, c], np.float32)
+        logged = log.rig.cameras[c].intrinsics
+        if logged.distorted:  # the map is in the distorted image: into the pinhole working camera's geometry first
+            from stag_sim.camera import undistort_image
+
+            d = undistort_image(d, logged, interpolation=cv2.INTER_NEAREST)[0]
         h, w = rgb.shape[:2]
         mask = camera.ego_mask
         full_mask = mask

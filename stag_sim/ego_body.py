@@ -27,7 +27,8 @@ MIN_NET_VOTES_DIV = 25
 
 @dataclass(frozen=True, eq=False)
 class EgoLayer:
-    """The ego body as one camera sees it, at the 4D scene's working resolution.
+    """The ego body as one camera sees it, at the 4D scene's working resolution: in the working pinhole image, or
+    for a camera with lens distortion in its own (distorted) image, where renderers composite it after the lens.
 
     Attributes:
         camera: the rig camera's name.

@@ -20,7 +20,7 @@ with the logged poses (``SceneLog.camera_ego_poses[t, c] @ T_ego_from_camera``):
    :class:`~stag_sim.depth.DepthEstimate` with its confidence (1 on matches, decaying away from them).
 
 Static-scene assumption: moving objects do not match between frames (their pixels mostly fail the checks and get
-filled). Images are taken as pinhole (undistorted). Measured figures: see ``tests/test_depth_inputs.py`` and the
+filled). A distorted camera's images are matched in its undistorted pinhole (same K). Measured figures: see ``tests/test_depth_inputs.py`` and the
 commit that added this module.
 """
 
@@ -105,6 +105,16 @@ def _grey(rgb: np.ndarray, w: int, h: int) -> np.ndarray:
     return g.astype(np.float32) / 255.0
 
 
+def _pinhole_image(log, t: int, c: int) -> np.ndarray:
+    """Image (t, c) in the undistorted pinhole camera with the same K (bilinear; as logged for a pinhole camera)."""
+    k = log.rig.cameras[c].intrinsics
+    if not k.distorted:
+        return log.images[t, c]
+    from stag_sim.camera import undistort_image
+
+    return undistort_image(log.images[t, c], k)[0]
+
+
 class MultiViewStereo:
     """The ``mvs`` depth source (see the module docstring). Matches of the images it has seen are cached (the
     consistency check of one image needs its neighbours' matches, and the build asks for those images next)."""
@@ -175,7 +185,7 @@ class MultiViewStereo:
         K = cam.intrinsics.scaled(w, h).K
         T_wr = self._pose(log, t, c)
         nbrs = tuple(self.neighbours(log, t, c))
-        ref = _grey(log.images[t, c], w, h)
+        ref = _grey(_pinhole_image(log, t, c), w, h)
         win = (cfg.window, cfg.window)
         box = lambda x: cv2.blur(x, win, borderType=cv2.BORDER_REFLECT)  # noqa: E731
         m_r = box(ref)
@@ -188,7 +198,7 @@ class MultiViewStereo:
             other = log.rig.cameras[o]
             ws, hs = self._size(other, width)
             Ks = other.intrinsics.scaled(ws, hs).K
-            src = _grey(log.images[s, o], ws, hs)
+            src = _grey(_pinhole_image(log, s, o), ws, hs)
             ones = np.ones_like(src)
             T_sr = invert_transform(self._pose(log, s, o)) @ T_wr
             R, tr = T_sr[:3, :3], T_sr[:3, 3]

@@ -74,21 +74,57 @@ def _sky_elevation_bins(T_world_from_cam: np.ndarray, uv: np.ndarray, intr: Came
 
 
 def working_camera(camera, max_width: int):
-    """``camera`` at the build's working resolution: at most ``max_width`` px wide, aspect kept."""
+    """``camera`` as the build works in it: an undistorted pinhole (:meth:`CameraIntrinsics.undistorted`, same K;
+    a distorted camera's ego mask undistorted by nearest neighbour) at most ``max_width`` px wide, aspect kept."""
     k = camera.intrinsics
+    if k.distorted:
+        import cv2
+
+        from stag_sim.camera import Camera, undistort_image
+
+        mask = camera.ego_mask
+        if mask is not None:
+            mask = undistort_image(mask.astype(np.uint8), k, interpolation=cv2.INTER_NEAREST)[0] > 0
+        camera = Camera(camera.name, k.undistorted(), camera.T_ego_from_camera, mask)
     if k.width <= max_width:
         return camera
     return camera.with_resolution(int(max_width), max(1, int(round(k.height * max_width / k.width))))
 
 
 def _working_image(log, t: int, c: int, cam) -> np.ndarray:
+    """Image (t, c) in the working camera ``cam`` (:func:`working_camera`): undistorted at the logged resolution
+    (bilinear), then area-resized (H, W, 3) uint8."""
     import cv2
 
     rgb = log.images[t, c]
+    logged = log.rig.cameras[c].intrinsics
+    if logged.distorted:
+        from stag_sim.camera import undistort_image
+
+        rgb = undistort_image(rgb, logged)[0]
     k = cam.intrinsics
     if rgb.shape[:2] != (k.height, k.width):
         rgb = cv2.resize(rgb, (k.width, k.height), interpolation=cv2.INTER_AREA)
     return rgb
+
+
+def _lens_blind(camera, cam) -> np.ndarray | None:
+    """(H, W) bool pixels of the working camera ``cam`` that the distorted rig ``camera`` does not see (outside
+    its image, or beyond its lens model's valid radius: 0 in :func:`_working_image`); None for a pinhole camera or
+    when it sees them all."""
+    k = camera.intrinsics
+    if not k.distorted:
+        return None
+    from stag_sim.camera import undistort_image
+
+    seen = undistort_image(np.full((k.height, k.width), 255, np.uint8), k)[0]
+    w = cam.intrinsics
+    if seen.shape != (w.height, w.width):
+        import cv2
+
+        seen = cv2.resize(seen, (w.width, w.height), interpolation=cv2.INTER_AREA)
+    blind = seen < 255
+    return blind if blind.any() else None
 
 
 def _resolve_depth_source(log: SceneLog, cfg: Scene4DConfig, depth_source):
@@ -98,7 +134,7 @@ def _resolve_depth_source(log: SceneLog, cfg: Scene4DConfig, depth_source):
         return depth_source
     name = cfg.depth_source
     if name == "auto":
-        name = "log" if log.depth is not None else "lidar"
+        name = "log" if log.depth is not None else "lidar" if log.lidar is not None else "mvs"
     return make_depth_source(name)
 
 
@@ -131,9 +167,42 @@ def _ego_rig(log: SceneLog, cfg: Scene4DConfig, frames: list[int], source):
                 cam = cam.with_ego_mask(mask_from_votes(votes))
         if cam.ego_mask is not None and cam.ego_mask.any() and camera.name not in cfg.exclude_cameras:
             use = [t for t in frames if log.images.has(t, c)][:8]
-            layers.append(ego_layer(cam.name, cam.ego_mask, [_working_image(log, t, c, cam) for t in use]))
+            if camera.intrinsics.distorted:  # kept in the camera's own image (see stag_sim.render.lens)
+                mask = _lens_mask(camera, cam, cfg.ego_mask != "none" and camera.ego_mask is not None)
+                layers.append(ego_layer(cam.name, mask, [_lens_image(log, t, c, mask.shape) for t in use]))
+            else:
+                layers.append(ego_layer(cam.name, cam.ego_mask, [_working_image(log, t, c, cam) for t in use]))
         cams.append(cam)
     return cams, tuple(layers)
+
+
+def _lens_image(log, t: int, c: int, shape) -> np.ndarray:
+    """Image (t, c) as logged (distorted), area-resized to ``shape`` (H, W)."""
+    import cv2
+
+    rgb = log.images[t, c]
+    return rgb if rgb.shape[:2] == tuple(shape) else cv2.resize(rgb, tuple(shape[::-1]), interpolation=cv2.INTER_AREA)
+
+
+def _lens_mask(camera, cam, from_rig: bool) -> np.ndarray:
+    """The ego mask (H, W) bool of the working camera ``cam`` in the distorted rig ``camera``'s own image at the
+    working size: the rig's mask resized (``from_rig``), or the detected pinhole mask distorted (nearest), its
+    pixels beyond the pinhole's frame taken from the nearest pixel inside it."""
+    import cv2
+
+    k = cam.intrinsics
+    if from_rig:
+        return cv2.resize(camera.ego_mask.astype(np.uint8), (k.width, k.height), interpolation=cv2.INTER_NEAREST) > 0
+    from scipy.ndimage import distance_transform_edt
+
+    from stag_sim.camera import distort_image
+
+    lens = camera.intrinsics.scaled(k.width, k.height)
+    mask = distort_image(cam.ego_mask.astype(np.uint8) + 1, k, lens, cv2.INTER_NEAREST)  # 0: no source
+    if (mask == 0).any() and (mask > 0).any():
+        iy, ix = distance_transform_edt(mask == 0, return_distances=False, return_indices=True)
+        mask = mask[iy, ix]
+    return mask == 2
 
 
 def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: bool = False,
@@ -184,6 +253,10 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
         raise SceneError(f"{log.name}: no frames left to build the 4D scene from (exclude_frames={list(cfg.exclude_frames)})")
     source = _resolve_depth_source(log, cfg, depth_source)
     cams, ego_layers = _ego_rig(log, cfg, frames, source)
+    for c, camera in enumerate(log.rig.cameras):  # what a distorted lens does not see never becomes a point
+        blind = _lens_blind(camera, cams[c])
+        if blind is not None:
+            cams[c] = cams[c].with_ego_mask(blind if cams[c].ego_mask is None else blind | cams[c].ego_mask)
     # static points: one voxel grid, or one per camera (camera layers: a camera's own colours render it)
     estimated = getattr(source, "key", "") != "log"  # real sensors (completed LiDAR, an estimator), not log depth
     layered = cfg.camera_layers == "on" or (cfg.camera_layers == "auto" and estimated)
@@ -311,7 +384,7 @@ def _check_reach(log: SceneLog, cams, samples: np.ndarray, jobs) -> None:
     used = sorted({c for _, c in jobs})
     blind = [cams[c].name for c in used if samples[:, c].sum() == 0]
     if blind:
-        raise SceneError(f"{log.name}: no LiDAR return reaches camera(s) {', '.join(blind)} in any frame used; "
+        raise SceneError(f"{log.name}: no depth sample (LiDAR return or stereo match) reaches camera(s) {', '.join(blind)} in any frame used; "
                          "check the calibration (T_ego_from_camera, T_ego_from_lidar) or leave the camera out")
 
 

@@ -41,8 +41,9 @@ class Scene4DConfig:
         exclude_cameras: camera names left out of the cloud (held-out novel-view evaluation).
         frame_stride: use every ``frame_stride``-th frame [-].
         pixel_stride: use every ``pixel_stride``-th pixel of each depth map in u and v [-].
-        depth_source: ``auto`` (``log`` when the log has dense depth maps, else ``lidar``), ``log``, ``lidar``, or
-            a name registered with :func:`stag_sim.depth.register_depth_source`.
+        depth_source: ``auto`` (``log`` when the log has dense depth maps, else ``lidar`` when it has LiDAR, else
+            ``mvs``), ``log``, ``lidar``, ``mvs`` (multi-view stereo from the images and poses, :mod:`stag_sim.mvs`),
+            or a name registered with :func:`stag_sim.depth.register_depth_source`.
         max_image_width: working resolution: wider images are downscaled to this width first [px].
         min_confidence: pixels of lower depth confidence do not become points [-].
         far_resolution_deg: texel size of the far-field environment map [deg]; 0 builds none.

@@ -104,10 +104,13 @@ def test_camera_only_log_validates_and_round_trips(tmp_path):
     assert back.depth is None and back.lidar is None and back.diff(log) == []
 
 
-def test_default_depth_source_names_what_a_camera_only_log_lacks():
+def test_default_depth_source_of_a_camera_only_log_is_mvs():
+    from stag_sim.scene4d_build import _resolve_depth_source
+
     log = tiny_scene_log(with_depth=False, with_lidar=False)
+    assert _resolve_depth_source(log, Scene4DConfig(), None).key.startswith("mvs(")
     with pytest.raises(SceneError, match=r"tiny-s0: has no LiDAR sweeps.*depth_source='mvs'") as e:
-        build_scene4d(log, Scene4DConfig(voxel_size=0.5))
+        build_scene4d(log, Scene4DConfig(voxel_size=0.5, depth_source="lidar"))
     assert "\n" not in str(e.value)
 
 

@@ -294,7 +294,7 @@ def test_camera_no_lidar_reaches(log02):
     rig = dataclasses.replace(log.rig, cameras=tuple(dataclasses.replace(c, T_ego_from_camera=T) if c is cam else c
                                                      for c in log.rig.cameras))
     bad = dataclasses.replace(log, rig=rig)
-    with pytest.raises(SceneError, match="no LiDAR return reaches camera") as e:
+    with pytest.raises(SceneError, match=r"no depth sample \(LiDAR return or stereo match\) reaches camera") as e:
         build_scene4d(bad, dataclasses.replace(CHEAP, max_image_width=160, voxel_size=0.2, exclude_frames=(1, 2)))
     assert "CAMERA_05" in str(e.value) and "CAMERA_01" not in str(e.value)
 

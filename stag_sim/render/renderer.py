@@ -181,7 +181,19 @@ class PointRenderer:
 
         Raises:
             RendererError: non-finite or non-rigid poses, mismatched intrinsics, unknown object ids.
+
+        Cameras with lens distortion are rendered as an undistorted pinhole (with margins where the lens sees
+        beyond the pinhole's frame), resampled into the lens, then get their ego body (:mod:`stag_sim.render.lens`).
         """
+        from stag_sim.render.lens import is_distorted, render_distorted
+
+        if is_distorted(intrinsics):
+            return render_distorted(self, camera_poses, intrinsics, object_poses, object_mask, cull, cameras)
+        return self._render(camera_poses, intrinsics, object_poses, object_mask, cull, cameras)
+
+    def _render(self, camera_poses, intrinsics, object_poses, object_mask, cull: bool, cameras,
+                ego: bool = True) -> RenderResult:
+        """:meth:`render` of pinhole cameras; ``ego``: composite the ego body (:meth:`_finish`)."""
         poses, K, w, h = self._check_cameras(camera_poses, intrinsics)
         obj_poses, obj_mask = self._check_objects(object_poses, object_mask, len(poses))
         n = len(poses)
@@ -207,7 +219,7 @@ class PointRenderer:
 
             apply_source_colour(self.scene, res.rgb, res.depth, res.valid, res.coverage, poses, K, obj_poses, obj_mask,
                                 self.__dict__.setdefault("_source_cache", {}), compiled=self.backend == "numba")
-        return self._finish(res, poses, K, cameras)
+        return self._finish(res, poses, K, cameras) if ego else res
 
     def _render_pass(self, cams: CameraBatch, obj_sets, layout: ZLayout, poses: np.ndarray, K: np.ndarray, cull: bool,
                      allowed: np.ndarray | None, fill: bool, env_idx: np.ndarray | None) -> RenderResult:
