@@ -22,6 +22,9 @@ from stag_sim.geometry import interpolate_poses, matrix_to_quat, pose_xy_yaw, ya
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
 
+DRIVABLE_SOURCES = ("auto", "map", "lidar", "none")  # WorldConfig.drivable_source
+LIDAR_GROUND = "lidar ground"  # World.drivable_source of a drivable area from the LiDAR (no map)
+
 
 @dataclass(frozen=True)
 class WorldConfig:
@@ -40,6 +43,10 @@ class WorldConfig:
             logged ego path.
         route_max_length: the route ends this far from its start [m] (None: where the path ends).
         events: scripted agent events (scenarios).
+        drivable_source: where the drivable area (the off-road check and DAC) comes from: ``"map"`` (the log's
+            map; none without one), ``"lidar"`` (the LiDAR ground connected to the driven corridor,
+            :func:`stag_sim.drivable.lidar_drivable_area`; an error without LiDAR), ``"auto"`` (the map where the
+            log has one, else the LiDAR ground where it has LiDAR, else none) or ``"none"`` (nothing is off-road).
     """
 
     dt: float = 0.1  # [s]
@@ -52,6 +59,7 @@ class WorldConfig:
     route_lanes: tuple[str, ...] = ()
     route_max_length: float | None = None  # [m]
     events: tuple[AgentEvent, ...] = ()
+    drivable_source: str = "auto"
 
     def validate(self) -> "WorldConfig":
         if not (np.isfinite(self.dt) and self.dt > 0):
@@ -64,6 +72,9 @@ class WorldConfig:
             raise ValidationError(f"WorldConfig.start_frame: must be >= 0, got {self.start_frame}")
         if self.route_max_length is not None and not (np.isfinite(self.route_max_length) and self.route_max_length > 1.0):
             raise ValidationError(f"WorldConfig.route_max_length: must be > 1 m or None, got {self.route_max_length}")
+        if self.drivable_source not in DRIVABLE_SOURCES:
+            raise ValidationError(f"WorldConfig.drivable_source: {self.drivable_source!r} is not one of "
+                                  f"{', '.join(DRIVABLE_SOURCES)}")
         for e in self.events:
             if not isinstance(e, AgentEvent):
                 raise ValidationError(f"WorldConfig.events: expected AgentEvent items, got {type(e).__name__}")
@@ -132,12 +143,13 @@ class World:
         t0_us: timestamp of the log's first frame [us].
         route: the ego's route; route_length: its length [m].
         sizes: (K, 3) object box sizes (length, width, height) [m].
-        drivable: the map's drivable area grown by ``config.offroad_tolerance`` (a prepared shapely geometry), or
-            None without a map.
+        drivable: :attr:`drivable_area` grown by ``config.offroad_tolerance`` (a prepared shapely geometry), or None.
         agents: where the other agents are and how they move (:class:`~stag_sim.agent_sources.AgentSource`).
         ego_quats: (T, 4) quaternions of the logged ego rotations (for fast interpolation).
         ground: lifts the planar ego state into the log's 3D frame (:class:`~stag_sim.ground.GroundModel`: logged
             height, roll and pitch near the logged path, the LiDAR ground away from it); None for a planar log.
+        drivable_area: the drivable area (shapely Polygon / MultiPolygon, world xy [m]) or None (nothing is
+            off-road); drivable_source: where it came from, ``"map"`` or ``"lidar ground"`` (None without one).
     """
 
     log: SceneLog
@@ -150,6 +162,8 @@ class World:
     agents: AgentSource
     ego_quats: np.ndarray
     ground: GroundModel | None = None
+    drivable_area: object = None
+    drivable_source: str | None = None
 
     @classmethod
     def build(cls, log: SceneLog, config: WorldConfig | None = None, agents: AgentSource | None = None) -> "World":
@@ -168,15 +182,17 @@ class World:
         if config.route_max_length is not None and route.length > config.route_max_length:
             keep = route.s[route.s < config.route_max_length]
             route = PolylinePath(route.interpolate(np.append(keep, config.route_max_length))[0])
+        ground = GroundModel.from_log(log)
+        area, source = _drivable_area(log, config, ground)
         drivable = None
-        if log.map is not None:
+        if area is not None:
             from shapely.prepared import prep
 
-            drivable = prep(log.map.drivable_area.buffer(config.offroad_tolerance))
+            drivable = prep(area.buffer(config.offroad_tolerance))
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),
-                   drivable, agents, matrix_to_quat(ego[:, :3, :3]), GroundModel.from_log(log))
+                   drivable, agents, matrix_to_quat(ego[:, :3, :3]), ground, area, source)
 
     def with_agents(self, agents: AgentSource) -> "World":
         """The same world with another agent source."""
@@ -249,6 +265,25 @@ def logged_mean_speed(log: SceneLog) -> float:
     xy = np.asarray(log.ego_poses)[:, :2, 3]
     duration = float(log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
     return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
+
+
+def _drivable_area(log: SceneLog, config: WorldConfig, ground: GroundModel | None) -> tuple[object, str | None]:
+    """The drivable area of ``log`` as ``config.drivable_source`` asks, and its source (``"map"`` /
+    ``"lidar ground"``); (None, None) for none."""
+    src = config.drivable_source
+    if src == "none" or (src == "map" and log.map is None):
+        return None, None
+    if log.map is not None and src in ("map", "auto"):
+        return log.map.drivable_area, "map"
+    if log.lidar is None:
+        if src == "lidar":
+            raise ValidationError(f"WorldConfig.drivable_source: 'lidar' needs LiDAR, scene {log.name!r} has none")
+        return None, None
+    from stag_sim.drivable import lidar_drivable_area
+
+    v = config.vehicle
+    area = lidar_drivable_area(log, v.length, v.width, v.centre_offset, grid=ground.grid if ground else None)
+    return (area, LIDAR_GROUND) if area is not None else (None, None)
 
 
 def _lane_route(log: SceneLog, lane_ids, start_xy) -> PolylinePath:

@@ -85,7 +85,11 @@ def test_leaving_the_road_gives_dac_zero_and_pdms_zero():
     assert dac.details["first_offroad_step"] == int(np.argmax(y + EGO_WIDTH / 2 > 4.0))
     assert dac.details["max_outside_distance"] == pytest.approx(6.0 + 1.0 - 4.0)
     assert M.pdms(trace).score == 0.0
-    assert M.pdms(episode(ego, drivable=None)).details["dac"] == 1.0  # no map: DAC 1 (documented)
+    # no drivable area (no map, no LiDAR ground): DAC is not scored, and PDMS is the product of the rest
+    unscored = M.pdms(episode(ego, drivable=None))
+    assert unscored.details["dac"] is None and set(unscored.details["unscored"]) == {"dac"}
+    parts = unscored.details
+    assert unscored.score == pytest.approx(parts["nc"] * (5 * parts["ep"] + 5 * parts["ttc"] + 2 * parts["comfort"]) / 12)
 
 
 def test_rear_ending_a_stopped_car_is_at_fault():

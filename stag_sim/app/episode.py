@@ -80,7 +80,8 @@ def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s
         speed[1:] = step
         speed[0] = step[0]
     log = world.log
-    drivable = log.map.drivable_area.buffer(world.config.offroad_tolerance) if log.map is not None else None
+    area = world.drivable_area
+    drivable = area.buffer(world.config.offroad_tolerance) if area is not None else None
     logged = np.stack([world.logged_ego_pose(min(ti, world.end_time_s))[:2, 3] for ti in t])
     return EpisodeTrace(
         ego=EgoTrace(t, ego[:, :2], ego[:, 2], ego[:, 3], v.front_length + v.rear_length, v.width, v.centre_offset),
@@ -89,22 +90,23 @@ def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s
         drivable_area=drivable, route=np.asarray(world.route.points, np.float64),
         route_progress=np.asarray(trace.route_s, np.float64), reference_progress=reference_progress(world, duration_s),
         logged_xy=logged, logged_valid=t <= world.end_time_s + 1e-9, route_completed=bool(route_completed),
+        drivable_source=world.drivable_source,
     )
 
 
 def trajectory_summary(world, trace: TraceRecorder, row) -> dict:
     """What the report's bird's-eye plot draws: the driven and the logged ego path, the route, the drivable area near
-    them, and where the episode ended and why (all world xy [m])."""
+    them (the map's, or the LiDAR ground's: :attr:`stag_sim.world.World.drivable_area`), and where the episode ended
+    and why (all world xy [m])."""
     ego = np.asarray(trace.ego, np.float64).reshape(-1, 4)
     t = np.asarray(trace.time_s, np.float64)
     logged = np.stack([world.logged_ego_pose(min(ti, world.end_time_s))[:2, 3] for ti in t]) if len(t) else np.zeros((0, 2))
     drivable = []
-    m = world.log.map
-    if m is not None and len(ego):
+    if world.drivable_area is not None and len(ego):
         from shapely.geometry import box
 
         lo, hi = np.minimum(ego[:, :2].min(0), logged.min(0)) - 25.0, np.maximum(ego[:, :2].max(0), logged.max(0)) + 25.0
-        area = m.drivable_area.intersection(box(lo[0], lo[1], hi[0], hi[1]))
+        area = world.drivable_area.intersection(box(lo[0], lo[1], hi[0], hi[1]))
         for g in getattr(area, "geoms", [area]):
             if hasattr(g, "exterior") and not g.is_empty:
                 drivable.append({"exterior": np.asarray(g.exterior.coords)[:, :2].round(2).tolist(),

@@ -48,11 +48,13 @@ class ResultRow(TypedDict, total=False):
     wall_s: float
 
 
-#: result columns of each scenario metric group (``metrics:`` in a scenario), from :func:`stag_sim.metrics.summarize`
+#: result columns of each scenario metric group (``metrics:`` in a scenario), from :func:`stag_sim.metrics.summarize`;
+#: a column the episode cannot be scored on is None, and ``unscored`` says which and why (absent when all are scored)
 METRIC_GROUPS = {
-    "pdms": ("pdms", "nc", "dac", "ep", "ttc", "comfort", "collisions", "at_fault_collisions", "offroad_steps", "progress"),
+    "pdms": ("pdms", "nc", "dac", "ep", "ttc", "comfort", "collisions", "at_fault_collisions", "offroad_steps", "progress",
+             "dac_source", "unscored"),
     "driving_score": ("driving_score", "route_completion", "infraction_penalty", "collisions_vehicle",
-                      "collisions_pedestrian", "collisions_static", "offroad_fraction"),
+                      "collisions_pedestrian", "collisions_static", "offroad_fraction", "unscored"),
     "log_divergence": ("ade", "fde", "max_displacement"),
 }
 

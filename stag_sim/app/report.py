@@ -3,7 +3,8 @@
 A sortable overview table (one row per scenario: status, success, route completion, PDMS, driving score, ADE, with
 units and sensible rounding), then per scenario its video (H.264, embedded), a bird's-eye plot of the driven
 trajectory against the log (collision / off-road marked where the episode ended), bars of its metrics, and the
-counts behind them. Images and videos are embedded as data URIs, so the file can be mailed or archived alone.
+counts behind them; a metric the episode cannot be scored on (no drivable area: no map, no LiDAR ground) reads
+"n/a", with the reason. Images and videos are embedded as data URIs, so the file can be mailed or archived alone.
 Plots are matplotlib (the ``rl`` / ``dev`` extras; without it the page says so and keeps the tables).
 """
 
@@ -32,7 +33,9 @@ DETAILS = (("pdms", "PDMS", "", "{:.3f}"), ("nc", "no at-fault collision (NC)", 
            ("collisions_pedestrian", "pedestrian collisions", "", "{:d}"), ("collisions_static", "static collisions", "", "{:d}"),
            ("offroad_fraction", "time off-road", "%", "{:.1f}"), ("ade", "ADE", "m", "{:.2f}"), ("fde", "FDE", "m", "{:.2f}"),
            ("max_displacement", "max displacement from the log", "m", "{:.2f}"), ("return", "return", "", "{:.3f}"),
-           ("wall_s", "wall time", "s", "{:.1f}"))
+           ("wall_s", "wall time", "s", "{:.1f}"), ("dac_source", "drivable area from", "", "{}"),
+           ("unscored", "not scored", "", "{}"))
+NOT_SCORED = "n/a"  # a metric the episode cannot be scored on (None in the row; its ``unscored`` says why)
 BARS = ("pdms", "nc", "dac", "ep", "ttc", "comfort", "driving_score", "route_completion")
 
 
@@ -193,8 +196,8 @@ def write_report(rows: list[dict], out: Path, agent_spec: str = "") -> Path:
             figs.append(f"<img alt='metric bars of {esc(name)}' src='{metric_bars(r)}'>")
         if figs:
             parts.append("<div class='figs'>" + "".join(figs) + "</div>")
-        detail = "".join(f"<tr><td>{esc(label)}</td><td>{fmt(k, r.get(k), spec)}{' ' + u if u and r.get(k) is not None else ''}</td></tr>"
-                         for k, label, u, spec in DETAILS if k in r)
+        detail = "".join(f"<tr><td>{esc(label)}</td><td>{esc(fmt(k, r[k], spec)) if r[k] is not None else NOT_SCORED}"
+                         f"{' ' + u if u and r[k] is not None else ''}</td></tr>" for k, label, u, spec in DETAILS if k in r)
         if detail:
             parts.append(f"<table class='details'>{detail}</table>")
         sections.append("<section>" + "".join(parts) + "</section>")

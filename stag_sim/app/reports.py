@@ -40,7 +40,7 @@ def mean_scores(rows: list[dict]) -> dict[str, float]:
 
 def format_table(rows: list[dict], cols=("scenario", "status", "success", "steps", "route_completion", "pdms",
                                          "driving_score", "ade")) -> str:
-    """A plain-text table of result rows (for the terminal)."""
+    """A plain-text table of result rows (for the terminal); a value that is None (not scored) reads n/a."""
     cells = [[str(_fmt(r.get(c, ""))) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
     line = "  ".join(c.ljust(w) for c, w in zip(cols, widths))
@@ -49,6 +49,7 @@ def format_table(rows: list[dict], cols=("scenario", "status", "success", "steps
 
 
 def _fmt(v):
+    """A cell: floats to 3 decimals, None (a metric the episode cannot be scored on) as n/a."""
     if isinstance(v, float):
         return f"{v:.3f}"
-    return "" if v is None else v
+    return "n/a" if v is None else v

@@ -27,13 +27,13 @@ def bev_image(world, state, agent_poses, agent_valid, trail, size: int = 448, vi
         # ego x (forward) -> image up, ego y (left) -> image left
         return np.stack([size / 2 - local[:, 1] * scale, size / 2 - local[:, 0] * scale], axis=1).round().astype(np.int32)
 
+    area = world.drivable_area  # the map's drivable area, or the LiDAR ground's
+    for poly in getattr(area, "geoms", [area]) if area is not None else []:
+        cv2.fillPoly(img, [px(poly.exterior.coords)], _COLORS["drivable"])
+        for hole in poly.interiors:
+            cv2.fillPoly(img, [px(hole.coords)], _COLORS["background"])
     m = world.log.map
     if m is not None:
-        geoms = getattr(m.drivable_area, "geoms", [m.drivable_area])
-        for poly in geoms:
-            cv2.fillPoly(img, [px(poly.exterior.coords)], _COLORS["drivable"])
-            for hole in poly.interiors:
-                cv2.fillPoly(img, [px(hole.coords)], _COLORS["background"])
         for lane in m.lanes:
             cv2.polylines(img, [px(lane.coords)], False, _COLORS["lane"], 1, cv2.LINE_AA)
     cv2.polylines(img, [px(world.route.points)], False, _COLORS["route"], 2, cv2.LINE_AA)

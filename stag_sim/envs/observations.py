@@ -101,11 +101,11 @@ class BevRasterizer:
         self.world, self.config = world, config.validate()
         res = config.resolution_m
         pts = [np.asarray(world.route.points)]
-        m = world.log.map
+        m, area = world.log.map, world.drivable_area  # the map's drivable area, or the LiDAR ground's
+        geoms = getattr(area, "geoms", [area]) if area is not None else []
+        pts += [np.asarray(g.exterior.coords)[:, :2] for g in geoms]
         if m is not None:
             pts += [np.asarray(lane.coords)[:, :2] for lane in m.lanes]
-            geoms = getattr(m.drivable_area, "geoms", [m.drivable_area])
-            pts += [np.asarray(g.exterior.coords)[:, :2] for g in geoms]
         allp = np.concatenate(pts)
         margin = config.size_px * res
         self.origin = allp.min(0) - margin  # world xy of pixel (0, 0)'s corner [m]
@@ -115,11 +115,11 @@ class BevRasterizer:
         def px(xy):
             return np.round((np.asarray(xy)[:, :2] - self.origin) / res).astype(np.int32)
 
+        for g in geoms:
+            cv2.fillPoly(self.static[0], [px(np.asarray(g.exterior.coords))], 255)
+            for hole in g.interiors:
+                cv2.fillPoly(self.static[0], [px(np.asarray(hole.coords))], 0)
         if m is not None:
-            for g in geoms:
-                cv2.fillPoly(self.static[0], [px(np.asarray(g.exterior.coords))], 255)
-                for hole in g.interiors:
-                    cv2.fillPoly(self.static[0], [px(np.asarray(hole.coords))], 0)
             for lane in m.lanes:
                 cv2.polylines(self.static[1], [px(np.asarray(lane.coords))], False, 255, 1)
         cv2.polylines(self.static[2], [px(world.route.points)], False, 255, max(1, int(round(1.0 / res))))

@@ -25,6 +25,10 @@ What this package cannot know and therefore simplifies (each repeated where it m
   "ego footprint off the drivable area" is. See :func:`no_at_fault_collisions` and :func:`time_to_collision`.
 * No traffic lights / stop signs / speed limits / driving direction: those nuPlan and CARLA terms are absent
   (NAVSIM's PDMS gives driving direction weight 0 anyway).
+* No drivable area (a map-less log without LiDAR, or ``drivable_source="none"``): DAC and the driving score's
+  off-road fraction are not scored (None, listed in ``unscored`` with the reason) and PDMS is computed from the
+  rest (:func:`~stag_sim.metrics.pdms.combine_scores`). A map-less log with LiDAR is scored on its LiDAR ground
+  (:mod:`stag_sim.drivable`; ``dac_source`` = ``"lidar ground"``).
 * Comfort derivatives are estimated from the recorded speed and yaw (see :func:`comfort`), not from an
   acceleration the simulator reports.
 
@@ -139,7 +143,7 @@ _SUMMARY_FIELDS = {
 }
 
 
-def summarize(results: dict[str, MetricResult]) -> dict[str, float | int]:
+def summarize(results: dict[str, MetricResult]) -> dict[str, float | int | str | None]:
     """Flatten :func:`compute_metrics` results to plain floats / ints (one CSV row / JSON object).
 
     Known metrics give fixed columns (``pdms, nc, collisions, at_fault_collisions, dac, offroad_steps, ep,
@@ -147,16 +151,30 @@ def summarize(results: dict[str, MetricResult]) -> dict[str, float | int]:
     collisions_pedestrian, collisions_static, offroad_fraction, ade, fde, max_displacement``); a metric
     registered elsewhere gives one column, its name, holding its score. ``pdms`` alone (without its sub-metrics
     in ``results``) also yields ``nc, dac, ep, ttc, comfort`` from its details.
+
+    A value the episode cannot be scored on is None (null in JSON, "n/a" in reports: ``dac`` and
+    ``offroad_fraction`` without a drivable area); then ``unscored`` lists them with the reason
+    (``"dac: no drivable area (...)"``, joined by ``"; "``). With ``pdms``, ``dac_source`` says where the drivable
+    area came from (``"map"``, ``"lidar ground"``, None).
     """
-    row: dict[str, float | int] = {}
+    row: dict = {}
+    unscored: dict[str, str] = {}
 
     def put(key, value):
-        row[key] = int(value) if isinstance(value, (bool, np.bool_, int, np.integer)) else float(value)
+        if value is None:
+            row[key] = None
+        else:
+            row[key] = int(value) if isinstance(value, (bool, np.bool_, int, np.integer)) else float(value)
 
     for name, result in results.items():
         for column, key in _SUMMARY_FIELDS.get(name, [(name, None)]):
             put(column, result.score if key is None else result.details[key])
+        unscored.update(result.details.get("unscored") or {})
     if "pdms" in results:
         for key in ("nc", "dac", "ep", "ttc", "comfort"):
-            row.setdefault(key, float(results["pdms"].details[key]))
+            if key not in row:
+                put(key, results["pdms"].details[key])
+        row["dac_source"] = results["pdms"].details["dac_source"]
+    if unscored:
+        row["unscored"] = "; ".join(f"{k}: {why}" for k, why in unscored.items())
     return row

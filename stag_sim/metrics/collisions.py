@@ -172,23 +172,32 @@ def no_at_fault_collisions(trace: EpisodeTrace) -> MetricResult:
     )
 
 
+NO_DRIVABLE_AREA = "no drivable area (no map, no LiDAR ground): the road's extent is unknown"
+
+
 @register_metric("drivable_area_compliance")
 def drivable_area_compliance(trace: EpisodeTrace) -> MetricResult:
-    """DAC: 1 if all four ego box corners are on the drivable area at every step, else 0.
+    """DAC: 1 if all four ego box corners are on the drivable area at every step, else 0; not scored (None) without
+    a drivable area.
 
     Source: NAVSIM ``_calculate_ego_area`` / ``_calculate_drivable_area_compliance`` (a step is non-drivable when
     at least one corner is outside every drivable polygon; no tolerance). nuPlan's own metric allows 0.3 m; we
     follow NAVSIM. Corner points on the boundary count as inside. Like NAVSIM, only corners are tested: a box
     whose corners are all on the road while an edge crosses a gap is not caught. Without a drivable area
-    (``drivable_area is None``) DAC is 1.
+    (``drivable_area is None``: a map-less log without LiDAR) the score is None and ``details["unscored"]``
+    (name -> why) says why; ``details["source"]`` names where the drivable area came from (``trace.drivable_source``: ``"map"``,
+    ``"lidar ground"``).
     """
     trace.validate()
     offroad, dist = _offroad_steps(trace)
     first = int(np.argmax(offroad)) if offroad.any() else None
+    scored = trace.drivable_area is not None
     return MetricResult(
-        0.0 if offroad.any() else 1.0,
+        (0.0 if offroad.any() else 1.0) if scored else None,
         {
-            "has_drivable_area": trace.drivable_area is not None,
+            "has_drivable_area": scored,
+            "source": trace.drivable_source if scored else None,
+            "unscored": {} if scored else {"dac": NO_DRIVABLE_AREA},
             "offroad_steps": int(offroad.sum()),
             "first_offroad_step": first,
             "max_outside_distance": float(dist.max()),

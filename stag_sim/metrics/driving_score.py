@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from stag_sim.metrics.collisions import _class_counts, _find_collisions, _offroad_steps
+from stag_sim.metrics.collisions import NO_DRIVABLE_AREA, _class_counts, _find_collisions, _offroad_steps
 from stag_sim.metrics.registry import MetricResult, register_metric
 from stag_sim.metrics.trace import EpisodeTrace
 
@@ -29,7 +29,9 @@ def driving_score(trace: EpisodeTrace) -> MetricResult:
       multiplied by ``1 - offroad_fraction``, so route travelled outside the lanes does not count. Our analogue:
       ``offroad_fraction`` = route progress gained at steps where the ego box is off the drivable area, divided by
       the route length. The leaderboard puts this factor in the penalty and leaves route completion as is; we do
-      the same (route completion is reported unreduced; the score is the same either way).
+      the same (route completion is reported unreduced; the score is the same either way). Without a drivable area
+      (no map, no LiDAR ground) ``offroad_fraction`` is None, the factor is left out of the penalty, and
+      ``details["unscored"]`` says so.
 
     Not modelled (no traffic lights, stop signs, scenarios): red light 0.7, stop 0.8, scenario timeout 0.7,
     yield to emergency vehicle 0.7, minimum speed; route deviation / blocked termination is up to the simulator.
@@ -43,9 +45,14 @@ def driving_score(trace: EpisodeTrace) -> MetricResult:
     for cls, n in counts.items():
         penalty *= CARLA_COLLISION_PENALTY[cls] ** n
     offroad, _ = _offroad_steps(trace)
-    gained = np.maximum(np.diff(trace.route_progress), 0.0)
-    offroad_fraction = float(np.clip(np.sum(gained[offroad[1:]]) / length, 0.0, 1.0))
-    penalty *= 1.0 - offroad_fraction
+    unscored = {}
+    if trace.drivable_area is None:
+        offroad_fraction = None
+        unscored["offroad_fraction"] = NO_DRIVABLE_AREA
+    else:
+        gained = np.maximum(np.diff(trace.route_progress), 0.0)
+        offroad_fraction = float(np.clip(np.sum(gained[offroad[1:]]) / length, 0.0, 1.0))
+        penalty *= 1.0 - offroad_fraction
     ids = trace.agents.ids
     return MetricResult(
         float(completion * penalty),
@@ -59,5 +66,6 @@ def driving_score(trace: EpisodeTrace) -> MetricResult:
             "collided_ids": [ids[c.agent] for c in collisions],
             "offroad_fraction": offroad_fraction,
             "offroad_steps": int(offroad.sum()),
+            "unscored": unscored,
         },
     )

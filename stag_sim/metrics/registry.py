@@ -15,11 +15,12 @@ class MetricResult:
     """One metric's value and the counts behind it.
 
     Attributes:
-        score: the metric value (sub-scores and PDMS in [0, 1]; log divergence in [m]).
+        score: the metric value (sub-scores and PDMS in [0, 1]; log divergence in [m]), or None where the episode
+            cannot be scored on it (e.g. DAC of a log without a drivable area; ``details["unscored"]`` says why).
         details: plain (JSON-friendly) values that explain the score: counts, ids, first violating step, ...
     """
 
-    score: float
+    score: float | None
     details: dict = field(default_factory=dict)
 
 

@@ -179,8 +179,8 @@ class EpisodeTrace:
     Attributes:
         ego: the ego (T steps).
         agents: other agents over the same T steps.
-        drivable_area: shapely Polygon / MultiPolygon [m], world frame, or None (no map: DAC is 1 and nothing is
-            off-road).
+        drivable_area: shapely Polygon / MultiPolygon [m], world frame, or None (no map and no LiDAR ground: DAC is
+            not scored and nothing is off-road).
         route: (N, 2) float route polyline [m], N >= 2, positive length.
         route_progress: (T,) float [m] arc length of the ego along ``route``, measured from the route's start.
         reference_progress: [m] best reachable progress over the episode (e.g. the logged expert's), >= 0;
@@ -188,6 +188,8 @@ class EpisodeTrace:
         logged_xy: (T, 2) float [m] logged ego rear-axle positions at the same times; may be NaN where not valid.
         logged_valid: (T,) bool, a logged pose exists at that step.
         route_completed: the episode reached the route's end.
+        drivable_source: where ``drivable_area`` came from (``"map"``, ``"lidar ground"``:
+            :func:`stag_sim.drivable.lidar_drivable_area`), or None where the caller did not say.
     """
 
     ego: EgoTrace
@@ -199,6 +201,7 @@ class EpisodeTrace:
     logged_xy: np.ndarray
     logged_valid: np.ndarray
     route_completed: bool = False
+    drivable_source: str | None = None
 
     @property
     def route_length(self) -> float:
@@ -231,5 +234,9 @@ class EpisodeTrace:
         if not isinstance(self.route_completed, (bool, np.bool_)):
             raise ValidationError(
                 f"EpisodeTrace.route_completed: expected bool, got {type(self.route_completed).__name__}"
+            )
+        if self.drivable_source is not None and not isinstance(self.drivable_source, str):
+            raise ValidationError(
+                f"EpisodeTrace.drivable_source: expected str or None, got {type(self.drivable_source).__name__}"
             )
         return self
