@@ -26,6 +26,10 @@ DRIVABLE_SOURCES = ("auto", "map", "lidar", "none")  # WorldConfig.drivable_sour
 LIDAR_GROUND = "lidar ground"  # World.drivable_source of a drivable area from the LiDAR (no map)
 
 
+#: The route of a log whose ego never moves: this far straight ahead of its logged pose [m].
+STANDSTILL_ROUTE_M = 10.0
+
+
 @dataclass(frozen=True)
 class WorldConfig:
     """Episode settings shared by every step.
@@ -40,7 +44,7 @@ class WorldConfig:
             (:attr:`World.completion_margin`: a 2.5 m real log is not complete after 0.5 m).
         offroad_tolerance: the ego footprint may leave the drivable area by this much [m].
         route_lanes: map lane ids whose centrelines, joined, are the route (from the ego's start on); empty: the
-            logged ego path.
+            logged ego path (:data:`STANDSTILL_ROUTE_M` straight ahead where the logged ego never moves).
         route_max_length: the route ends this far from its start [m] (None: where the path ends).
         events: scripted agent events (scenarios).
         drivable_source: where the drivable area (the off-road check and DAC) comes from: ``"map"`` (the log's
@@ -178,7 +182,13 @@ class World:
         if config.route_lanes:
             route = _lane_route(log, config.route_lanes, start_xy)
         else:
-            route = extended_path(ego[config.start_frame:, :2, 3], extension=0.0)
+            xy = ego[config.start_frame:, :2, 3]
+            if np.linalg.norm(xy - xy[0], axis=1).max() > 0.05:
+                route = extended_path(xy, extension=0.0)
+            else:  # the logged ego stands still: the route is the road straight ahead of it
+                heading = float(yaw_of(ego[config.start_frame]))
+                route = PolylinePath(np.array([xy[0], xy[0] + STANDSTILL_ROUTE_M * np.array([np.cos(heading),
+                                                                                              np.sin(heading)])]))
         if config.route_max_length is not None and route.length > config.route_max_length:
             keep = route.s[route.s < config.route_max_length]
             route = PolylinePath(route.interpolate(np.append(keep, config.route_max_length))[0])

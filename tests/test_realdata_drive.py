@@ -82,6 +82,16 @@ def test_reset_and_log_replay_reproduce_the_logged_frames_cheaply(dgp02):
         env.step(env.expert_action())
 
 
+
+@needs_realdata
+def test_a_log_whose_ego_stands_still_drives_straight_ahead(tmp_path_factory):
+    """DGP scene_01 (the ego never moves): the route is the road 10 m straight ahead, the episode runs to the log's
+    end, and the reset observation is the logged frame (measured 38.6 dB mean at 242 x 152, 0.1 m voxel)."""
+    log, d = _cache(tmp_path_factory, "scene_01")
+    reset, steps, env = _drive(log, d, image_size=(152, 242), voxel_size=0.1)
+    assert env.world.route_length == pytest.approx(10.0) and env.world.drivable_source == "lidar ground"
+    assert np.mean(reset) >= 33.0 and steps[-1][5] and not steps[-1][4], (reset, steps)
+
 @needs_realdata
 @pytest.mark.slow
 def test_env_defaults_on_a_real_log(dgp02):
