@@ -244,8 +244,7 @@ def mapless_rows(realdata: Path) -> None:
 
 def frames_rows(realdata: Path) -> None:
     """All frames vs the nearest frame alone (DGP scenes; a noisy town), and pose refinement on the noisy town."""
-    from stag_sim.geometry import make_transform, quat_to_matrix
-    from stag_sim.pose_refine import apply_corrections, refine_poses
+    from stag_sim.pose_refine import refine_poses, with_pose_noise
     from stag_sim.synth import generate_scene
 
     def held(lg, build, target, size, cfg):
@@ -262,13 +261,7 @@ def frames_rows(realdata: Path) -> None:
     town = generate_scene(seed=3, duration_s=1.2, width=320, height=180)
     T, mid = town.num_frames, town.num_frames // 2
     tcfg = Scene4DConfig(voxel_size=0.05, max_image_width=320, depth_source="lidar")
-    rng = np.random.default_rng(1)
-    C = []
-    for P in town.lidar.ego_poses:
-        half = np.radians(0.3) * rng.standard_normal(3) / 2
-        q = np.r_[1.0, half] / np.linalg.norm(np.r_[1.0, half])
-        C.append(P @ make_transform(quat_to_matrix(q), 0.05 * rng.standard_normal(3)) @ np.linalg.inv(P))
-    noisy = apply_corrections(town, np.array(C))
+    noisy = with_pose_noise(town, 0.05, 0.3)
     t0 = time.perf_counter()
     refined, report = refine_poses(noisy)
     t_ref = time.perf_counter() - t0

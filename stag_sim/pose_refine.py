@@ -205,3 +205,18 @@ def apply_corrections(log: SceneLog, corrections: np.ndarray) -> SceneLog:
     meta = {**log.metadata, "poses_refined": True}
     return dataclasses.replace(log, ego_poses=C_frame @ log.ego_poses, camera_ego_poses=C_cam @ log.camera_ego_poses,
                                objects=objects, lidar=lidar, metadata=meta)
+
+
+def with_pose_noise(log: SceneLog, sigma_m: float, sigma_deg: float, seed: int = 1) -> SceneLog:
+    """``log`` with a random rigid error per LiDAR sweep instant (each sweep's ego frame moved by N(0, ``sigma_m``)
+    [m] per axis and rotated by about N(0, ``sigma_deg``) [deg] per axis), applied to every pose of that instant as a
+    bad GPS/IMU pose would (:func:`apply_corrections`): the benchmark's and tests' noisy logs."""
+    from stag_sim.geometry import make_transform, quat_to_matrix
+
+    rng = np.random.default_rng(seed)
+    C = []
+    for T in log.lidar.ego_poses:
+        half = np.radians(sigma_deg) * rng.standard_normal(3) / 2
+        q = np.r_[1.0, half] / np.linalg.norm(np.r_[1.0, half])
+        C.append(T @ make_transform(quat_to_matrix(q), sigma_m * rng.standard_normal(3)) @ np.linalg.inv(T))
+    return apply_corrections(log, np.array(C))
