@@ -58,11 +58,14 @@ def track(ego: EgoState, waypoints_ego: np.ndarray, waypoint_dt: float, dt: floa
     return float(accel), pure_pursuit_steer(lookahead_point(pts, L, extend=True), vehicle.wheelbase), TrackerState(integral)
 
 
-def control_inputs(u_acc: float, u_steer: float, vehicle: VehicleParameters) -> tuple[float, float]:
+def control_inputs(u_acc, u_steer, vehicle: VehicleParameters):
     """(accel [m/s^2], steer [rad]) of a ``control`` action (u_acc, u_steer) in [-1, 1]: ``u_acc`` scales the
-    vehicle's ``max_accel`` when positive and ``max_decel`` otherwise, ``u_steer`` its ``max_steer``."""
-    accel = u_acc * (vehicle.max_accel if u_acc > 0 else vehicle.max_decel)
-    return float(accel), float(u_steer * vehicle.max_steer)
+    vehicle's ``max_accel`` when positive and ``max_decel`` otherwise, ``u_steer`` its ``max_steer``. Floats for
+    floats, (N,) arrays for (N,) arrays."""
+    u_acc, u_steer = np.asarray(u_acc, np.float64), np.asarray(u_steer, np.float64)
+    accel = u_acc * np.where(u_acc > 0, vehicle.max_accel, vehicle.max_decel)
+    steer = u_steer * vehicle.max_steer
+    return (float(accel), float(steer)) if accel.ndim == 0 else (accel, steer)
 
 
 def lookahead_point(pts: np.ndarray, distance: float, extend: bool = False) -> np.ndarray:

@@ -169,6 +169,8 @@ class EnvConfig:
         render: the point renderer's :class:`~stag_sim.render.renderer.RenderConfig`.
         refiner: the refiner's :class:`~stag_sim.refiner.renderer.RefinerConfig` (``path``, ``refine_every``,
             ``steps``, ``window``, ``device``, ``dtype``, ...), for ``renderer="refined"``.
+        expert_action: put ``info["expert_action"]`` (the log's action) in every reset and step info. It costs two
+            logged-pose interpolations, a quarter of a camera-free step: the RL recipes turn it off.
         voxel_size: static-cloud voxel edge for the 4D scene [m]. None (default): by scene kind, 0.2 m for a
             rendered scene (the synthetic town: ~1.3 M points, fast) and 0.05 m for a real log (real views turn
             blocky at 0.2 m); resolved when the env is made.
@@ -194,6 +196,7 @@ class EnvConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     refiner: RefinerConfig | None = None
     voxel_size: float | None = None  # [m] None: by scene kind (VOXEL_BY_KIND)
+    expert_action: bool = True
 
     def validate(self) -> "EnvConfig":
         if self.action_mode not in ACTION_MODES:

@@ -10,6 +10,7 @@ around it.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -193,12 +194,7 @@ class World:
             keep = route.s[route.s < config.route_max_length]
             route = PolylinePath(route.interpolate(np.append(keep, config.route_max_length))[0])
         ground = GroundModel.from_log(log)
-        area, source = _drivable_area(log, config, ground)
-        drivable = None
-        if area is not None:
-            from shapely.prepared import prep
-
-            drivable = prep(area.buffer(config.offroad_tolerance))
+        area, source, drivable = _drivable(log, config, ground)
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),
@@ -275,6 +271,27 @@ def logged_mean_speed(log: SceneLog) -> float:
     xy = np.asarray(log.ego_poses)[:, :2, 3]
     duration = float(log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
     return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
+
+
+#: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
+#: shares them (a random-start reset builds a world; growing and preparing the area is most of that)
+_DRIVABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _drivable(log: SceneLog, config: WorldConfig, ground: GroundModel | None) -> tuple[object, str | None, object]:
+    """The drivable area, its source and the prepared area grown by ``offroad_tolerance`` (None, None, None
+    without one); computed once per log and settings."""
+    key = (config.drivable_source, config.offroad_tolerance, config.vehicle)
+    per_log = _DRIVABLE.setdefault(log, {})
+    if key not in per_log:
+        area, source = _drivable_area(log, config, ground)
+        drivable = None
+        if area is not None:
+            from shapely.prepared import prep
+
+            drivable = prep(area.buffer(config.offroad_tolerance))
+        per_log[key] = (area, source, drivable)
+    return per_log[key]
 
 
 def _drivable_area(log: SceneLog, config: WorldConfig, ground: GroundModel | None) -> tuple[object, str | None]:

@@ -35,61 +35,71 @@ def state_size(num_route_points: int, num_agents: int) -> int:
 
 def agent_velocities(world, state, poses: np.ndarray, valid: np.ndarray) -> np.ndarray:
     """(K, 2) world-frame velocities [m/s] of the agents in ``state``: along their heading at their simulated speed
-    for agents the world's source drives, else from the logged poses one step later."""
+    for agents the world's source drives, else from the logged poses one step later
+    (:func:`stag_sim.envs.batch.velocities`)."""
+    from stag_sim.envs.batch import velocities
+
     dt = world.config.dt
     later, later_valid = world.logged_object_poses(state.time_s + dt)
-    vel = np.where((valid & later_valid)[:, None], (later[:, :2, 3] - poses[:, :2, 3]) / dt, 0.0)
     simulated = getattr(world.agents, "simulated", None)
-    if simulated is not None and simulated.any():
-        ks = np.flatnonzero(simulated & valid)
-        yaw = np.arctan2(poses[ks, 1, 0], poses[ks, 0, 0])
-        vel[ks] = state.agent_speed[ks, None] * np.stack([np.cos(yaw), np.sin(yaw)], 1)
-    return vel
+    yaw = np.arctan2(poses[:, 1, 0], poses[:, 0, 0])
+    return velocities(poses[None, :, :2, 3], valid[None], later[None, :, :2, 3], later_valid[None], dt,
+                      None if simulated is None else simulated[None], state.agent_speed[None], yaw[None])[0]
 
 
 def state_vector(world, state, poses: np.ndarray, valid: np.ndarray, velocities: np.ndarray, route_ahead: np.ndarray,
                  completion: float, time_fraction: float, num_agents: int) -> np.ndarray:
-    """The ``state`` observation (see the module docstring). ``route_ahead``: (N, 2) route points in the ego frame
-    [m]; ``poses`` / ``valid`` / ``velocities``: the agents (K, 4, 4) / (K,) / (K, 2) [m/s]
-    (:func:`agent_velocities`)."""
+    """The ``state`` observation of one env (see the module docstring; :func:`state_vectors` with N = 1).
+    ``route_ahead``: (P, 2) route points in the ego frame [m]; ``poses`` / ``valid`` / ``velocities``: the agents
+    (K, 4, 4) / (K,) / (K, 2) [m/s] (:func:`agent_velocities`)."""
     e = state.ego
-    v = world.config.vehicle
-    c, s = np.cos(e.yaw), np.sin(e.yaw)
     lateral, heading = route_error(world, state)
-    parts = [np.array([e.speed / SPEED_SCALE, e.accel / ACCEL_SCALE, e.yaw_rate / YAW_RATE_SCALE, e.steer / v.max_steer]),
-             np.asarray(route_ahead, np.float64).reshape(-1) / ROUTE_SCALE,
-             np.array([lateral / LATERAL_SCALE, heading / np.pi, completion, time_fraction])]
-    feats = np.zeros((num_agents, AGENT_FEATURES))
+    one = lambda v: np.array([v], np.float64)
+    return state_vectors(np.array([[e.speed, e.accel, e.yaw_rate, e.steer]]), one(e.x), one(e.y), one(e.yaw),
+                         np.asarray(route_ahead, np.float64)[None], one(lateral), one(heading), one(completion),
+                         one(time_fraction), poses[None, :, :2, 3], np.arctan2(poses[:, 1, 0], poses[:, 0, 0])[None],
+                         valid[None], velocities[None], np.asarray(world.sizes, float).reshape(1, -1, 3), num_agents,
+                         world.config.vehicle.max_steer)[0]
+
+
+def state_vectors(ego, x, y, yaw, route_ahead, lateral, heading, completion, time_fraction, agent_xy, agent_yaw,
+                  valid, velocities, sizes, num_agents: int, max_steer: float) -> np.ndarray:
+    """(N, D) float32 ``state`` observations (see the module docstring) of N egos: ``ego`` (N, 4) = (speed [m/s],
+    accel [m/s^2], yaw rate [rad/s], steer [rad]), pose (x, y, yaw) (N,) [m, rad], ``route_ahead`` (N, P, 2) route
+    points in the ego frame [m], ``lateral`` / ``heading`` (N,) route errors [m, rad], ``completion`` and
+    ``time_fraction`` (N,); the agents: ``agent_xy`` (N, K, 2) [m], ``agent_yaw`` (N, K) [rad], ``valid`` (N, K),
+    ``velocities`` (N, K, 2) [m/s], ``sizes`` (N, K, 3) [m]."""
+    N = len(x)
+    head = np.concatenate([ego / np.array([SPEED_SCALE, ACCEL_SCALE, YAW_RATE_SCALE, max_steer]),
+                           np.asarray(route_ahead, np.float64).reshape(N, -1) / ROUTE_SCALE,
+                           np.stack([lateral / LATERAL_SCALE, heading / np.pi, completion, time_fraction], 1)], 1)
+    feats = np.zeros((N, num_agents, AGENT_FEATURES))
     if num_agents and valid.any():
-        ks = np.flatnonzero(valid)
-        d = poses[ks, :2, 3] - np.array([e.x, e.y])
-        dist = np.hypot(d[:, 0], d[:, 1])
-        near = np.argsort(dist, kind="stable")[:num_agents]
-        near = near[dist[near] <= AGENT_RANGE]
-        ks, d = ks[near], d[near]
-        vel = velocities[ks] - e.speed * np.array([c, s])
-        R = np.array([[c, s], [-s, c]])  # world -> ego frame
-        yaw = np.arctan2(poses[ks, 1, 0], poses[ks, 0, 0]) - e.yaw
-        size = world.sizes[ks]
-        n = len(ks)
-        feats[:n, 0:2] = d @ R.T / AGENT_RANGE
-        feats[:n, 2:4] = vel @ R.T / SPEED_SCALE
-        feats[:n, 4], feats[:n, 5] = np.cos(yaw), np.sin(yaw)
-        feats[:n, 6], feats[:n, 7] = size[:, 0] / 10.0, size[:, 1] / 5.0
-        feats[:n, 8] = 1.0
-    parts.append(feats.reshape(-1))
-    return np.clip(np.concatenate(parts), -1.0, 1.0).astype(np.float32)
+        c, s = np.cos(yaw)[:, None], np.sin(yaw)[:, None]
+        dx, dy = agent_xy[..., 0] - x[:, None], agent_xy[..., 1] - y[:, None]
+        dist = np.where(valid, np.hypot(dx, dy), np.inf)
+        near = np.argsort(dist, axis=1, kind="stable")[:, :num_agents]
+        n = min(num_agents, dist.shape[1])
+        take = lambda a: np.take_along_axis(a, near, 1)
+        keep = take(dist) <= AGENT_RANGE  # nearest first: the kept ones are a prefix of each row
+        dx, dy, vx, vy = take(dx), take(dy), take(velocities[..., 0]), take(velocities[..., 1])
+        vx, vy = vx - ego[:, :1] * c, vy - ego[:, :1] * s
+        rel_yaw = take(agent_yaw) - yaw[:, None]
+        f = np.stack([(c * dx + s * dy) / AGENT_RANGE, (-s * dx + c * dy) / AGENT_RANGE,
+                      (c * vx + s * vy) / SPEED_SCALE, (-s * vx + c * vy) / SPEED_SCALE, np.cos(rel_yaw),
+                      np.sin(rel_yaw), take(sizes[..., 0]) / 10.0, take(sizes[..., 1]) / 5.0, np.ones_like(dx)], -1)
+        feats[:, :n] = np.where(keep[..., None], f, 0.0)
+    return np.clip(np.concatenate([head, feats.reshape(N, -1)], 1), -1.0, 1.0).astype(np.float32)
 
 
 def route_error(world, state) -> tuple[float, float]:
     """The ego's signed lateral offset from the route [m] (left positive) and heading error [rad] there."""
+    from stag_sim.envs.batch import route_errors
+
     e = state.ego
     xy, yaw = world.route.interpolate(np.array([state.route_s]))
-    d = np.array([e.x, e.y]) - xy[0]
-    r_yaw = float(np.atleast_1d(yaw)[0])
-    lateral = -np.sin(r_yaw) * d[0] + np.cos(r_yaw) * d[1]
-    heading = (e.yaw - r_yaw + np.pi) % (2 * np.pi) - np.pi
-    return float(lateral), float(heading)
+    lateral, heading = route_errors(xy, np.atleast_1d(yaw), np.array([e.x]), np.array([e.y]), np.array([e.yaw]))
+    return float(lateral[0]), float(heading[0])
 
 
 class BevRasterizer:

@@ -20,7 +20,7 @@ from stag_sim.env_config import EnvConfig
 from stag_sim.envs.rendering import RenderRequest, camera_names_kwarg
 from stag_sim.control import TrackerState, control_inputs, track
 from stag_sim.errors import ValidationError
-from stag_sim.geometry import invert_transform, transform_points
+from stag_sim.geometry import invert_transform
 from stag_sim.scene_log import SceneLog
 from stag_sim.world import World, expert, reset, step
 
@@ -79,7 +79,7 @@ class StagDriveEnv(gym.Env):
     (x0, y0, x1, y1, ...) route points ahead in the ego frame [m] (flat, as vector policies expect), and optionally ``depth_<CAM>`` (H, W) float32 [m].
 
     Info: ``termination_reason`` (collision / offroad / route_completed / truncated / None), ``expert_action``
-    (the log's action in this env's action space), ``progress`` [m], ``route_completion`` [0..1], ``collision``,
+    (the log's action in this env's action space; only with ``expert_action=True``, the default), ``progress`` [m], ``route_completion`` [0..1], ``collision``,
     ``offroad``, ``collided_with``, ``clipped_actions`` (running count), ``time_s``, ``ego_pose`` (4, 4), and on
     steps ``reward_terms`` (the reward's parts: progress, collision, offroad, clipped; they sum to the reward).
 
@@ -145,6 +145,7 @@ class StagDriveEnv(gym.Env):
             reach = veh.max_speed * self.config.waypoint_dt * self.config.num_waypoints  # [m]
             self.action_space = spaces.Box(-reach, reach, (self.config.num_waypoints, 2), np.float32)
         self.max_steps = self._max_steps()
+        self._deferred = None
         self._state = None
         self._ended: str | None = None  # why the episode ended (a step after it is refused until reset)
         self._tracker = TrackerState()
@@ -298,9 +299,11 @@ class StagDriveEnv(gym.Env):
         state = state or self._state
         count = self.config.num_route_points if count is None else int(count)
         spacing = self.config.route_spacing if spacing is None else float(spacing)
+        from stag_sim.envs.batch import to_ego_frame
+
         xy, _ = self.world.route.interpolate(state.route_s + spacing * np.arange(first, first + count))
-        pts = np.concatenate([xy, np.zeros((len(xy), 1))], axis=1)
-        return transform_points(invert_transform(state.ego.pose()), pts)[:, :2]
+        e = state.ego
+        return to_ego_frame(xy[None], np.array([e.x]), np.array([e.y]), np.array([e.yaw]))[0]
 
     # ---- actions -------------------------------------------------------------------------------------------------
     def _to_controls(self, action) -> tuple[float, float, int]:
@@ -367,6 +370,21 @@ class StagDriveEnv(gym.Env):
         return self._state
 
     @property
+    def _state(self):
+        if self._deferred is not None:  # a batched vector env holds this env's state as a row of its arrays
+            self._state_value, self._deferred = self._deferred(), None
+        return self._state_value
+
+    @_state.setter
+    def _state(self, value) -> None:
+        self._state_value, self._deferred = value, None
+
+    def defer_state(self, read) -> None:
+        """The current state becomes ``read()``, called when it is next needed (the batched vector env steps this
+        env's state as a row of its arrays and only builds the :class:`~stag_sim.world.SimState` on demand)."""
+        self._deferred = read
+
+    @property
     def renderer(self):
         """The renderer drawing the observations (shared by the sub-envs of a batched vector env)."""
         return self._renderer
@@ -426,45 +444,29 @@ class StagDriveEnv(gym.Env):
         return self._finish_step(prev, n_clipped)
 
     def _finish_step(self, prev, n_clipped: int) -> tuple[float, bool, bool, dict]:
-        """Reward, termination and info of the step from ``prev`` to the current state (shared with co-sim envs)."""
-        ev = self._state.events
-        reason = "collision" if ev["collision"] else "offroad" if ev["offroad"] else "route_completed" if ev["route_completed"] else None
-        terminated = reason is not None
-        truncated = not terminated and self._state.step >= self.max_steps
-        progress = self._state.route_s - prev.route_s
-        rc = self.config.reward
-        usable = self.world.usable_route_length
-        # paid on the route's usable length only, so an episode's progress reward never exceeds ``rc.progress``
-        paid = float(np.clip(self._state.route_s, 0.0, usable) - np.clip(prev.route_s, 0.0, usable))
-        idle = self._state.ego.speed < rc.idle_speed and not terminated and self._road_free(self._state)
-        terms = {
-            "progress": rc.progress * paid / usable,
-            "idle": -rc.idle / max(self.max_steps, 1) if idle else 0.0,
-            "collision": -rc.collision * ev["collision"],
-            "offroad": -rc.offroad * ev["offroad"],
-            "clipped": -rc.clipped * n_clipped,
-        }
-        info = self._info(self._state, reason or ("truncated" if truncated else None))
-        info["progress"] = float(progress)
-        info["reward_terms"] = {k: float(v) for k, v in terms.items()}
-        return float(sum(terms.values())), terminated, truncated, info
+        """Reward, termination and info of the step from ``prev`` to the current state (shared with co-sim envs;
+        the rules: :func:`stag_sim.envs.batch.outcome`)."""
+        from stag_sim.envs.batch import outcome, road_free
 
-    def _road_free(self, state) -> bool:
-        """No agent ahead in the ego's lane within ``reward.free_distance`` (an idling ego has no reason to wait)."""
-        poses, valid = self.world.agent_poses(state)
-        if not valid.any():
-            return True
-        e = state.ego
-        d = poses[valid, :2, 3] - np.array([e.x, e.y])
-        c, s = np.cos(e.yaw), np.sin(e.yaw)
-        ahead, side = d[:, 0] * c + d[:, 1] * s, -d[:, 0] * s + d[:, 1] * c
-        return not np.any((ahead > 0) & (ahead < self.config.reward.free_distance + 3.0) & (np.abs(side) < 2.0))
+        st, ev = self._state, self._state.events
+        poses, valid = self.world.agent_poses(st)
+        e = st.ego
+        one = lambda v: np.array([v], np.float64)
+        free = road_free(one(e.x), one(e.y), one(e.yaw), poses[None, :, :2, 3], valid[None],
+                         self.config.reward.free_distance)
+        reward, terms, term, trunc, reason = outcome(
+            self.config.reward, one(prev.route_s), one(st.route_s), one(self.world.usable_route_length), one(e.speed),
+            free, one(ev["collision"]), one(ev["offroad"]), one(ev["route_completed"]), one(n_clipped), one(st.step),
+            one(self.max_steps))
+        info = self._info(st, reason[0])
+        info["progress"] = float(st.route_s - prev.route_s)
+        info["reward_terms"] = {k: float(v[0]) for k, v in terms.items()}
+        return float(reward[0]), bool(term[0]), bool(trunc[0]), info
 
     def _info(self, state, reason) -> dict:
         ev = state.events
-        return {
+        info = {
             "termination_reason": reason,
-            "expert_action": self.expert_action(state),
             "progress": 0.0,
             "route_completion": self._route_completion(state),
             "collision": bool(ev.get("collision", False)),
@@ -475,6 +477,9 @@ class StagDriveEnv(gym.Env):
             "ego_pose": self.world.ego_pose(state.ego),
             "reward_terms": {"progress": 0.0, "idle": 0.0, "collision": 0.0, "offroad": 0.0, "clipped": 0.0},
         }
+        if self.config.expert_action:  # two logged-pose interpolations: a quarter of a camera-free step
+            info["expert_action"] = self.expert_action(state)
+        return info
 
     def _route_completion(self, state) -> float:
         """Fraction [0, 1] of the route driven; 1 once within the completion margin of its end."""
