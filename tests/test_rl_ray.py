@@ -65,6 +65,7 @@ def test_rollouts_equal_a_local_batched_env_with_the_same_seeds(venv, env_kwargs
         (o_r, r_r, d_r, i_r), (o_l, r_l, d_l, i_l) = remote.step_wait(), local.step_wait()
         for k in o_l:
             np.testing.assert_array_equal(o_r[k], o_l[k])
+            assert o_r[k].flags.writeable
         np.testing.assert_array_equal(r_r, r_l)
         np.testing.assert_array_equal(d_r, d_l)
         assert r_r.dtype == np.float32 and d_r.dtype == bool and len(i_r) == 4
@@ -74,6 +75,7 @@ def test_rollouts_equal_a_local_batched_env_with_the_same_seeds(venv, env_kwargs
                 assert a["TimeLimit.truncated"] == b["TimeLimit.truncated"]
                 for k in b["terminal_observation"]:
                     np.testing.assert_array_equal(a["terminal_observation"][k], b["terminal_observation"][k])
+                    assert a["terminal_observation"][k].flags.writeable  # a copy, not a view of Ray's store
         ended += int(d_l.sum())
     assert ended >= 4  # episodes of 25 steps: every env ended and was reset inside the rollout
     # a fresh seed reproduces the first episode; another seed does not

@@ -58,6 +58,12 @@ class _Worker:
         self.venv.close()
 
 
+def _own(obs):
+    """A writable copy of an observation ``ray.get`` returned (its arrays are read-only views of Ray's object
+    store, which they would keep pinned)."""
+    return {k: np.array(v) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs)
+
+
 def _concat_obs(parts: list):
     if isinstance(parts[0], dict):
         return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
@@ -147,8 +153,11 @@ class RayVecEnv(VecEnv):
     def step_wait(self):
         parts, self._pending = self._ray.get(self._pending), None
         obs, rewards, dones, infos = zip(*parts)
-        return (_concat_obs(list(obs)), np.concatenate(rewards), np.concatenate(dones),
-                [info for part in infos for info in part])
+        infos = [info for part in infos for info in part]
+        for info in infos:
+            if "terminal_observation" in info:
+                info["terminal_observation"] = _own(info["terminal_observation"])
+        return _concat_obs(list(obs)), np.concatenate(rewards), np.concatenate(dones), infos
 
     def _call(self, what: str, name: str, args: tuple, kwargs: dict, indices) -> list:
         """Forward ``what`` to the actors holding the envs ``indices`` (global), results in the order asked."""
