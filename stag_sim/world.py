@@ -124,9 +124,9 @@ class SimState:
 def _interp_poses(log: SceneLog, t_us: float) -> tuple[np.ndarray, np.ndarray]:
     """Object poses (K, 4, 4) and validity (K,) at time ``t_us`` [us] (:func:`~stag_sim.geometry.interpolate_poses`)."""
     ts = log.timestamps_us
-    i = int(np.clip(np.searchsorted(ts, t_us, side="right") - 1, 0, len(ts) - 1))
+    i = min(max(int(np.searchsorted(ts, t_us, side="right")) - 1, 0), len(ts) - 1)
     j = min(i + 1, len(ts) - 1)
-    w = 0.0 if j == i else float(np.clip((t_us - ts[i]) / (ts[j] - ts[i]), 0.0, 1.0))
+    w = 0.0 if j == i else min(max(float((t_us - ts[i]) / (ts[j] - ts[i])), 0.0), 1.0)
     P = np.asarray(log.objects.poses)
     V = np.asarray(log.objects.valid)
     Pi, Pj = P[i], P[j]
@@ -173,8 +173,18 @@ class World:
     @classmethod
     def build(cls, log: SceneLog, config: WorldConfig | None = None, agents: AgentSource | None = None) -> "World":
         """The world of an episode on ``log`` with ``config``; ``agents`` default to the log's agents with the
-        config's agent mode and events (:class:`~stag_sim.agent_sources.ScriptedAgents`)."""
+        config's agent mode and events (:class:`~stag_sim.agent_sources.ScriptedAgents`). Worlds are immutable:
+        one log and config give one world, built once per process (a random-start reset reuses it)."""
         config = (config or WorldConfig()).validate()
+        if agents is None:
+            per_log = _WORLDS.setdefault(log, {})
+            if config not in per_log:
+                per_log[config] = cls._build(log, config, None)
+            return per_log[config]
+        return cls._build(log, config, agents)
+
+    @classmethod
+    def _build(cls, log: SceneLog, config: WorldConfig, agents: AgentSource | None) -> "World":
         T = log.num_frames
         if config.start_frame >= T - 1:
             raise ValidationError(f"WorldConfig.start_frame: {config.start_frame} leaves no logged frame to drive toward (scene has {T})")
@@ -273,6 +283,8 @@ def logged_mean_speed(log: SceneLog) -> float:
     return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
 
 
+#: per log: WorldConfig -> World (World.build with the log's own agents)
+_WORLDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
 #: shares them (a random-start reset builds a world; growing and preparing the area is most of that)
 _DRIVABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

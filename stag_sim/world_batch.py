@@ -122,57 +122,68 @@ def _row_values(s: SimState, world: World, K: int) -> dict:
 
 # ---- packing: each world's arrays, once --------------------------------------------------------------------------
 _PACKS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+#: padding of each per-row array (arc lengths +inf: a padded segment is never reached)
+ROW_FILL = {"route_pts": 0.0, "route_dir": 0.0, "route_seg": 0.0, "route_s": np.inf, "route_heading": 0.0,
+            "route_nseg": 1, "usable": 1.0, "start_time_s": 0.0, "t0_us": 0.0, "sizes": 0.0, "removed": False,
+            "sim_mask": False, "sim_idx": 0, "brake_at": np.inf, "brake_decel": 0.0, "path_pts": 0.0, "path_dir": 0.0,
+            "path_seg": 0.0, "path_s": np.inf, "path_heading": 0.0, "path_nseg": 1}
+LOG_FILL = {"ts": np.inf, "T": 1, "xy": 0.0, "yaw": 0.0, "valid": False, "quat": 0.0}
 
 
 def _path_arrays(path: PolylinePath) -> dict:
     return {"pts": path.points, "dir": path._dir, "seg": path._seg_len, "s": path.s,
-            "heading": np.arctan2(path._dir[:, 1], path._dir[:, 0])}
+            "heading": np.arctan2(path._dir[:, 1], path._dir[:, 0]), "nseg": len(path._seg_len)}
 
 
 def _log_arrays(log) -> dict:
-    P = np.asarray(log.objects.poses, np.float64)
-    return {"ts": np.asarray(log.timestamps_us).astype(np.float64), "xy": P[..., :2, 3], "yaw": yaw_of(P),
-            "quat": matrix_to_quat(P[..., :3, :3]) if P.size else np.zeros(P.shape[:2] + (4,)),
-            "valid": np.asarray(log.objects.valid, bool)}
+    if log not in _LOGS:
+        P = np.asarray(log.objects.poses, np.float64).reshape(log.num_frames, -1, 4, 4)
+        _LOGS[log] = {"ts": np.asarray(log.timestamps_us).astype(np.float64), "T": log.num_frames,
+                      "xy": P[..., :2, 3], "yaw": yaw_of(P), "valid": np.asarray(log.objects.valid, bool).reshape(P.shape[:2]),
+                      "quat": matrix_to_quat(P[..., :3, :3]).reshape(P.shape[:2] + (4,))}
+    return _LOGS[log]
+
+
+def _stack_paths(paths: list[dict], key: str) -> np.ndarray:
+    if paths:
+        return _pad_stack([p[key] for p in paths], ROW_FILL["path_" + key])
+    return np.zeros((0, 1) + ((2,) if key in ("pts", "dir") else ()))
 
 
 def _pack(world: World) -> dict:
-    """The arrays of one world (cached per world object)."""
+    """One row's arrays of ``world`` (unpadded; cached per world object) and whether its agents are arrays."""
     if world in _PACKS:
         return _PACKS[world]
     agents = world.agents
     batched = isinstance(agents, ScriptedAgents) and not agents.inserted and not agents.cut_ins
     K = len(world.log.objects)
     sim = np.flatnonzero(agents.simulated) if batched else np.zeros(0, int)
-    p = {"batched": batched, "K": K, "route": _path_arrays(world.route), "log": _LOGS.get(world.log),
-         "sim": sim, "paths": [_path_arrays(agents.agent_paths[k]) for k in sim],
-         "brake_at": np.array([agents.brakes[k].at_s if k in agents.brakes else np.inf for k in sim]),
-         "brake_decel": np.array([agents.brakes[k].decel if k in agents.brakes else 0.0 for k in sim]),
-         "removed": agents.removed.copy() if batched else np.zeros(K, bool)}
-    _PACKS[world] = p
-    return p
-
-
-class _LogCache:
-    def __init__(self) -> None:
-        self._d: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-
-    def get(self, log) -> dict:
-        if log not in self._d:
-            self._d[log] = _log_arrays(log)
-        return self._d[log]
-
-
-_LOGS = _LogCache()
+    paths = [_path_arrays(agents.agent_paths[k]) for k in sim]
+    row = {"route_" + k: np.asarray(v) for k, v in _path_arrays(world.route).items()}
+    row.update(usable=np.asarray(world.usable_route_length), start_time_s=np.asarray(world.start_time_s),
+               t0_us=np.asarray(float(world.t0_us)), sizes=np.asarray(world.sizes, float).reshape(K, 3),
+               removed=agents.removed.copy() if batched else np.zeros(K, bool), sim_mask=np.ones(len(sim), bool),
+               sim_idx=sim, brake_at=np.array([agents.brakes[k].at_s if k in agents.brakes else np.inf for k in sim]),
+               brake_decel=np.array([agents.brakes[k].decel if k in agents.brakes else 0.0 for k in sim]),
+               path_nseg=np.array([p["nseg"] for p in paths], int))
+    row.update({"path_" + k: _stack_paths(paths, k) for k in ("pts", "dir", "seg", "s", "heading")})
+    _PACKS[world] = {"batched": batched, "row": row}
+    return _PACKS[world]
 
 
 def _pad_stack(arrays: list[np.ndarray], fill, shape=None) -> np.ndarray:
     """Stack arrays of one rank padded with ``fill`` to the largest (or ``shape``) of each axis."""
+    arrays = [np.asarray(a) for a in arrays]
     shape = shape or tuple(max(a.shape[d] for a in arrays) for d in range(arrays[0].ndim))
-    out = np.full((len(arrays),) + tuple(shape), fill, dtype=np.result_type(*arrays) if arrays else float)
+    out = np.full((len(arrays),) + tuple(shape), fill, dtype=np.result_type(*arrays))
     for i, a in enumerate(arrays):
         out[(i,) + tuple(slice(0, n) for n in a.shape)] = a
     return out
+
+
+def _fits(row: dict, arrays: dict) -> bool:
+    return all(row[k].shape[d] <= arrays[k].shape[d + 1] for k in ROW_FILL for d in range(row[k].ndim))
 
 
 @dataclass(frozen=True, eq=False)
@@ -181,18 +192,20 @@ class WorldBatch:
     vehicle and the IDM constants (checked).
 
     Attributes:
-        worlds: (N,) the rows' :class:`~stag_sim.world.World`; batched: (N,) bool, rows stepped as arrays.
-        K: agents per row (padded); sizes: (N, K, 3) [m]; removed: (N, K) bool.
-        route_*: (N, M[+1], ...) each row's route (points, directions, segment lengths, arc lengths, headings),
-            padded segments with zero length and infinite arc length.
-        usable: (N,) usable route length [m]; start_time_s, t0_us: (N,) episode start [s], log start [us].
-        log_*: (N, T, K, ...) each row's logged object tracks (timestamps padded with +inf).
-        sim_*: (N, S, ...) the simulated (IDM) agents: index, path arrays, brake time [s] and deceleration [m/s^2],
-            sim_mask (N, S) bool.
+        worlds: (N,) the rows' :class:`~stag_sim.world.World`; batched: (N,) bool, rows stepped as arrays;
+            logs: the distinct logs of the rows (the ``log_*`` tables' order).
+        arrays: ``K`` (agents per row, padded); per row: ``sizes`` (N, K, 3) [m], ``removed`` (N, K) bool,
+            ``route_*`` (N, M[+1], ...) the route (points, directions, segment lengths, arc lengths, headings,
+            segment count; padding has zero length and infinite arc length), ``usable`` (N,) [m], ``start_time_s``
+            (N,) [s], ``t0_us`` (N,) [us], ``log_row`` (N,) the row's log; per log: ``log_*`` (L, T, K, ...) the
+            logged object tracks (timestamps padded with +inf); per row, the simulated (IDM) agents: ``sim_mask``,
+            ``sim_idx`` (N, S), ``brake_at`` [s] / ``brake_decel`` [m/s^2] (N, S), ``path_*`` (N, S, P[+1], ...)
+            their paths; ``drivable``: (N,) each row's prepared drivable area or None.
     """
 
     worlds: tuple
     batched: np.ndarray
+    logs: tuple
     arrays: dict
 
     @classmethod
@@ -207,38 +220,17 @@ class WorldBatch:
                     raise ValidationError(f"WorldBatch: every world must share WorldConfig.{name}; "
                                           f"{getattr(w.config, name)!r} != {getattr(c0, name)!r}")
         packs = [_pack(w) for w in worlds]
-        K = max(max(p["K"] for p in packs), 1)
-        a: dict = {"K": K}
-        for key, fill in (("pts", 0.0), ("dir", 0.0), ("seg", 0.0), ("s", np.inf), ("heading", 0.0)):
-            a["route_" + key] = _pad_stack([p["route"][key] for p in packs], fill)
-        a["route_nseg"] = np.array([len(p["route"]["seg"]) for p in packs])
-        a["usable"] = np.array([w.usable_route_length for w in worlds])
-        a["start_time_s"] = np.array([w.start_time_s for w in worlds])
-        a["t0_us"] = np.array([float(w.t0_us) for w in worlds])
-        a["sizes"] = _pad_stack([np.asarray(w.sizes, float).reshape(-1, 3) for w in worlds], 0.0, (K, 3))
-        a["removed"] = _pad_stack([p["removed"] for p in packs], False, (K,))
-        logs = [p["log"] for p in packs]
-        T = max(len(lg["ts"]) for lg in logs)
-        a["log_ts"] = _pad_stack([lg["ts"] for lg in logs], np.inf, (T,))
-        a["log_T"] = np.array([len(lg["ts"]) for lg in logs])
-        for key, fill, tail in (("xy", 0.0, (2,)), ("yaw", 0.0, ()), ("valid", False, ()), ("quat", 0.0, (4,))):
-            a["log_" + key] = _pad_stack([lg[key] for lg in logs], fill, (T, K) + tail)
-        S = max(len(p["sim"]) for p in packs)
-        a["sim_mask"] = _pad_stack([np.ones(len(p["sim"]), bool) for p in packs], False, (S,))
-        a["sim_idx"] = _pad_stack([p["sim"] for p in packs], 0, (S,))
-        a["brake_at"] = _pad_stack([p["brake_at"] for p in packs], np.inf, (S,))
-        a["brake_decel"] = _pad_stack([p["brake_decel"] for p in packs], 0.0, (S,))
-        paths = [q for p in packs for q in p["paths"]]
-        P = max([len(q["seg"]) for q in paths], default=1)
-        for key, fill in (("pts", 0.0), ("dir", 0.0), ("seg", 0.0), ("s", np.inf), ("heading", 0.0)):
-            n = P + 1 if key in ("pts", "s") else P
-            tail = (2,) if key in ("pts", "dir") else ()
-            per = [_pad_stack([q[key] for q in p["paths"]], fill, (n,) + tail) if p["paths"]
-                   else np.full((0, n) + tail, fill) for p in packs]
-            a["path_" + key] = _pad_stack(per, fill, (S, n) + tail)
-        a["path_nseg"] = _pad_stack([np.array([len(q["seg"]) for q in p["paths"]], int) for p in packs], 1, (S,))
-        drivable = [w.drivable for w in worlds]
-        return cls(worlds, np.array([p["batched"] for p in packs]), {**a, "drivable": drivable})
+        a = {k: _pad_stack([p["row"][k] for p in packs], fill) for k, fill in ROW_FILL.items()}
+        logs = tuple({id(w.log): w.log for w in worlds}.values())
+        order = {id(lg): j for j, lg in enumerate(logs)}
+        K = a["sizes"].shape[1]
+        tables = [_log_arrays(lg) for lg in logs]
+        T = max(t["T"] for t in tables)
+        for k, fill in LOG_FILL.items():
+            a["log_" + k] = _pad_stack([t[k] for t in tables], fill, (T, K)[:np.ndim(tables[0][k])] +
+                                       np.shape(tables[0][k])[2:])
+        a.update(K=K, log_row=np.array([order[id(w.log)] for w in worlds]), drivable=[w.drivable for w in worlds])
+        return cls(worlds, np.array([p["batched"] for p in packs]), logs, a)
 
     @property
     def num_envs(self) -> int:
@@ -249,13 +241,29 @@ class WorldBatch:
         return self.worlds[0].config
 
     def with_worlds(self, rows, worlds: Sequence[World]) -> "WorldBatch":
-        """A batch with ``rows`` holding ``worlds`` instead (unchanged rows keep theirs)."""
+        """A batch with ``rows`` holding ``worlds`` instead (the others keep theirs). Rows that fit the padding of
+        a batch whose logs are known are copied in; otherwise the batch is built again."""
         new = list(self.worlds)
-        changed = False
         for r, w in zip(rows, worlds):
-            changed |= new[r] is not w
             new[r] = w
-        return WorldBatch.build(new) if changed else self
+        if all(a is b for a, b in zip(new, self.worlds)):
+            return self
+        known = {id(lg): j for j, lg in enumerate(self.logs)}
+        packs = [_pack(w) for w in worlds]
+        if not all(id(w.log) in known and _fits(p["row"], self.arrays) for w, p in zip(worlds, packs)):
+            return WorldBatch.build(new)
+        a = dict(self.arrays)
+        for k in list(ROW_FILL) + ["log_row"]:
+            a[k] = a[k].copy()
+        a["drivable"] = list(a["drivable"])
+        batched = self.batched.copy()
+        for r, w, p in zip(rows, worlds, packs):
+            for k, fill in ROW_FILL.items():
+                v = p["row"][k]
+                a[k][r] = fill
+                a[k][(r,) + tuple(slice(0, n) for n in v.shape)] = v
+            a["log_row"][r], a["drivable"][r], batched[r] = known[id(w.log)], w.drivable, p["batched"]
+        return WorldBatch(tuple(new), batched, self.logs, a)
 
 
 # ---- the step ----------------------------------------------------------------------------------------------------

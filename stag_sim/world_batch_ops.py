@@ -47,21 +47,21 @@ def logged_agents(wb: "WorldBatch", time_s: np.ndarray) -> tuple[np.ndarray, np.
     """Logged agent positions (N, K, 2) [m], headings (N, K) [rad] and validity (N, K) at ``time_s`` (N,) [s]
     (:meth:`stag_sim.world.World.logged_object_poses` of every row)."""
     A = wb.arrays
-    n = np.arange(wb.num_envs)
+    L = A["log_row"]
     t_us = A["t0_us"] + np.asarray(time_s) * 1e6
-    T = A["log_T"]
-    i = np.clip((A["log_ts"] <= t_us[:, None]).sum(1) - 1, 0, T - 1)
+    T = A["log_T"][L]
+    i = np.clip((A["log_ts"][L] <= t_us[:, None]).sum(1) - 1, 0, T - 1)
     j = np.minimum(i + 1, T - 1)
-    ts_i, ts_j = A["log_ts"][n, i], A["log_ts"][n, j]
+    ts_i, ts_j = A["log_ts"][L, i], A["log_ts"][L, j]
     with np.errstate(invalid="ignore", divide="ignore"):
         w = np.where(j == i, 0.0, np.clip((t_us - ts_i) / (ts_j - ts_i), 0.0, 1.0))
-    Vi, Vj = A["log_valid"][n, i], A["log_valid"][n, j]
+    Vi, Vj = A["log_valid"][L, i], A["log_valid"][L, j]
     both = Vi & Vj & (w > 0)[:, None]
-    xy_i, xy_j = A["log_xy"][n, i], A["log_xy"][n, j]
+    xy_i, xy_j = A["log_xy"][L, i], A["log_xy"][L, j]
     xy = np.where(both[..., None], (1.0 - w)[:, None, None] * xy_i + w[:, None, None] * xy_j, xy_i)
-    yaw = A["log_yaw"][n, i]
+    yaw = A["log_yaw"][L, i]
     if both.any():
-        q = quat_slerp(A["log_quat"][n, i], A["log_quat"][n, j], np.broadcast_to(w[:, None], both.shape))
+        q = quat_slerp(A["log_quat"][L, i], A["log_quat"][L, j], np.broadcast_to(w[:, None], both.shape))
         R = quat_to_matrix(q)
         yaw = np.where(both, np.arctan2(R[..., 1, 0], R[..., 0, 0]), yaw)
     valid = np.where((w < 0.5)[:, None], Vi, Vj) | (Vi & Vj)

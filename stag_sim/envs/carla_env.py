@@ -324,10 +324,6 @@ class CarlaCoSimEnv(StagDriveEnv):
             "assignment": {names(i): self.log.objects.instance_ids[k] for i, k in sorted(self._assigned.items())},
         }
 
-    def agent_poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """(K, 4, 4) scene-object poses (scene object order) and (K,) validity: where CARLA's actors are drawn."""
-        return self.world.agent_poses(self._state)
-
     def close(self) -> None:
         if self.bridge is not None and getattr(self, "_owns_bridge", False):
             self.bridge.close()

@@ -80,7 +80,8 @@ def state_vectors(ego, x, y, yaw, route_ahead, lateral, heading, completion, tim
         dist = np.where(valid, np.hypot(dx, dy), np.inf)
         near = np.argsort(dist, axis=1, kind="stable")[:, :num_agents]
         n = min(num_agents, dist.shape[1])
-        take = lambda a: np.take_along_axis(a, near, 1)
+        rows = np.arange(N)[:, None]
+        take = lambda a: a[rows, near]
         keep = take(dist) <= AGENT_RANGE  # nearest first: the kept ones are a prefix of each row
         dx, dy, vx, vy = take(dx), take(dy), take(velocities[..., 0]), take(velocities[..., 1])
         vx, vy = vx - ego[:, :1] * c, vy - ego[:, :1] * s

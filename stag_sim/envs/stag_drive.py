@@ -8,7 +8,6 @@ rigidly with the ego, and the renderer draws what they see from the scene's 4D p
 from __future__ import annotations
 
 import dataclasses
-import os
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from gymnasium import spaces
 
 from stag_sim.env_config import EnvConfig
 from stag_sim.envs.rendering import RenderRequest, camera_names_kwarg
+from stag_sim.envs.scenes import SceneList, load_scene
 from stag_sim.control import TrackerState, control_inputs, track
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import invert_transform
@@ -38,32 +38,6 @@ def _as_mapping(world) -> dict:
 
     default = type(world)()
     return {f.name: getattr(world, f.name) for f in dataclasses.fields(world) if getattr(world, f.name) != getattr(default, f.name)}
-
-
-def load_scene(scene) -> tuple[SceneLog, Path | None]:
-    """A SceneLog and its cache dir from ``scene``: None (the embedded synthetic town), ``"synthetic:SEED"`` (the
-    town of another seed, generated into the cache on first use), a scene cache path, or a SceneLog."""
-    from stag_sim.cache import load_scene_cache
-
-    if scene is None:
-        from stag_sim.paths import ensure_default_scene
-
-        path = ensure_default_scene(progress=True)
-        return load_scene_cache(path, verify=False), path
-    if isinstance(scene, SceneLog):
-        return scene, None
-    if isinstance(scene, str) and scene.startswith("synthetic:"):  # another seed of the synthetic town
-        from stag_sim.paths import ensure_default_scene
-
-        try:
-            seed = int(scene.split(":", 1)[1])
-        except ValueError:
-            raise ValidationError(f"scene: {scene!r}: expected synthetic:SEED with an integer seed") from None
-        path = ensure_default_scene(seed=seed, progress=True)
-        return load_scene_cache(path, verify=False), path
-    if isinstance(scene, (str, os.PathLike)):
-        return load_scene_cache(scene), Path(scene)
-    raise ValidationError(f"scene: expected None, a scene cache path or a SceneLog, got {type(scene).__name__}")
 
 
 class StagDriveEnv(gym.Env):
@@ -111,13 +85,13 @@ class StagDriveEnv(gym.Env):
             settings, self._default_options = env_settings(self.scenario, self.log, dt)
             world = {**settings.pop("world"), **_as_mapping(kwargs.pop("world", {}))}
             kwargs = {**settings, **kwargs, "world": world}
-        elif isinstance(scene, (list, tuple)):  # a list of scenes: every reset draws one from the env's seed
-            if not scene:
-                raise ValidationError("scene: an empty list (give scene caches, SceneLogs or 'synthetic:SEED')")
-            self._scenes = [load_scene(s) for s in scene]
-            self.log, self.scene_dir = self._scenes[0]
-        else:
-            self.log, self.scene_dir = load_scene(scene)
+        else:  # a camera-free env takes a synthetic town's layout-only log (no images: seconds to build)
+            sensors = "cameras" in EnvConfig.from_kwargs(**kwargs).observation_keys
+            if isinstance(scene, (list, tuple)):  # a list of scenes: every reset draws one (loaded on first draw)
+                self._scenes = SceneList(scene, sensors)
+                self.log, self.scene_dir = self._scenes[0]
+            else:
+                self.log, self.scene_dir = load_scene(scene, sensors)
         self.config = EnvConfig.from_kwargs(**kwargs).resolved(self.log)
         self.render_mode = render_mode
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
@@ -130,10 +104,6 @@ class StagDriveEnv(gym.Env):
         self.obs_keys = self.config.observation_keys
         # the observed cameras, rig order (none when the observation holds no images)
         self.camera_names = self.config.camera_names(self.rig) if "cameras" in self.obs_keys else ()
-        for other, _ in (self._scenes or [])[1:]:
-            if self.camera_names and self.config.camera_names(self._rig(other)) != self.camera_names:
-                raise ValidationError(f"scene: every scene of the list must have the observed cameras "
-                                      f"({', '.join(self.camera_names)}); {other.name!r} has {', '.join(other.rig.names)}")
         self.cam_index = [self.rig.index(c) for c in self.camera_names]
         self._renderer = renderer if renderer is not None else (self._make_renderer() if self.camera_names else None)
         self._renderers = {0: self._renderer}
@@ -145,7 +115,7 @@ class StagDriveEnv(gym.Env):
             reach = veh.max_speed * self.config.waypoint_dt * self.config.num_waypoints  # [m]
             self.action_space = spaces.Box(-reach, reach, (self.config.num_waypoints, 2), np.float32)
         self.max_steps = self._max_steps()
-        self._deferred = None
+        self._deferred, self._poses_of, self._poses = None, None, None
         self._state = None
         self._ended: str | None = None  # why the episode ended (a step after it is refused until reset)
         self._tracker = TrackerState()
@@ -163,6 +133,9 @@ class StagDriveEnv(gym.Env):
         """Switch to scene ``i`` of the scene list (its log, base world, rig and renderer, built once each)."""
         self._scene_index = i
         self.log, self.scene_dir = self._scenes[i]
+        if self.camera_names and self.config.camera_names(self._rig(self.log)) != self.camera_names:
+            raise ValidationError(f"scene: every scene of the list must have the observed cameras "
+                                  f"({', '.join(self.camera_names)}); {self.log.name!r} has {', '.join(self.log.rig.names)}")
         key = (i, self.config.world.start_frame)
         if key not in self._worlds:
             self._worlds[key] = World.build(self.log, self.config.world)
@@ -232,7 +205,7 @@ class StagDriveEnv(gym.Env):
         if not self.camera_names:
             return None
         state = state or self._state
-        poses, valid = self.world.agent_poses(state)
+        poses, valid = self.agent_poses(state)
         return RenderRequest(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid,
                              tuple(self.camera_names))
 
@@ -270,7 +243,7 @@ class StagDriveEnv(gym.Env):
         if "state" in keys or "bev" in keys:
             from stag_sim.envs import observations as O
 
-            poses, valid = self.world.agent_poses(state)
+            poses, valid = self.agent_poses(state)
             vel = O.agent_velocities(self.world, state, poses, valid)
             if "state" in keys:
                 obs["state"] = O.state_vector(self.world, state, poses, valid, vel, route.reshape(-1, 2),
@@ -379,6 +352,15 @@ class StagDriveEnv(gym.Env):
     def _state(self, value) -> None:
         self._state_value, self._deferred = value, None
 
+    def agent_poses(self, state=None):
+        """:meth:`World.agent_poses` of ``state`` (default: current): (K, 4, 4) poses (scene object order) and (K,)
+        validity, kept for the state last asked (a step reads them for the reward, the observation and the
+        renders)."""
+        state = state or self._state
+        if self._poses_of is not state:
+            self._poses_of, self._poses = state, self.world.agent_poses(state)
+        return self._poses
+
     def defer_state(self, read) -> None:
         """The current state becomes ``read()``, called when it is next needed (the batched vector env steps this
         env's state as a row of its arrays and only builds the :class:`~stag_sim.world.SimState` on demand)."""
@@ -449,7 +431,7 @@ class StagDriveEnv(gym.Env):
         from stag_sim.envs.batch import outcome, road_free
 
         st, ev = self._state, self._state.events
-        poses, valid = self.world.agent_poses(st)
+        poses, valid = self.agent_poses(st)
         e = st.ego
         one = lambda v: np.array([v], np.float64)
         free = road_free(one(e.x), one(e.y), one(e.yaw), poses[None, :, :2, 3], valid[None],
@@ -494,6 +476,6 @@ class StagDriveEnv(gym.Env):
         h, w = self.config.image_size
         images = [self._last_obs[c] if c in self._last_obs else np.zeros((h, w, 3), np.uint8) for c in self.rig.names]
         sheet = contact_sheet(images, self.rig.names, azimuths=self.rig.azimuths)
-        poses, valid = self.world.agent_poses(self._state)
+        poses, valid = self.agent_poses(self._state)
         bev = bev_image(self.world, self._state, poses, valid, self._trail, size=sheet.shape[0])
         return np.concatenate([sheet, bev], axis=1)

@@ -51,7 +51,9 @@ class StagDriveVectorEnv(VectorEnv):
             first = StagDriveEnv(scene=scene, render_mode=render_mode, **kwargs)
             make = lambda: StagDriveEnv(scene=scene, render_mode=render_mode, **kwargs)
         else:
-            log, scene_dir = load_scene(scene)
+            from stag_sim.env_config import EnvConfig
+
+            log, scene_dir = load_scene(scene, "cameras" in EnvConfig.from_kwargs(**kwargs).observation_keys)
             first = StagDriveEnv(scene=log, render_mode=render_mode, _scene_dir=scene_dir, **kwargs)
             make = lambda: StagDriveEnv(scene=log, render_mode=render_mode, renderer=first.renderer,
                                         _scene_dir=scene_dir, **kwargs)
@@ -204,17 +206,23 @@ class StagDriveVectorEnv(VectorEnv):
         states = [self._row_state(i) for i in rows]
         out: dict = {}
         if "cameras" in keys:
-            reqs = [env.render_request(s) for env, s in zip(envs, states)]
-            C = len(reqs[0].camera_poses)
-            res = self.renderer.render(np.concatenate([r.camera_poses for r in reqs]), [k for r in reqs for k in r.intrinsics],
-                                       np.concatenate([np.repeat(r.object_poses[None], C, axis=0) for r in reqs]),
-                                       np.concatenate([np.repeat(r.object_mask[None], C, axis=0) for r in reqs]),
-                                       **camera_names_kwarg(self.renderer, [c for r in reqs for c in r.cameras]))
-            rgb = res.rgb.reshape((len(rows), C) + res.rgb.shape[1:])
-            for j, name in enumerate(envs[0].camera_names):
-                out[name] = rgb[:, j]
+            C = len(envs[0].camera_names)
+            rgb, depth = [None] * len(rows), [None] * len(rows)
+            groups: dict = {}  # one renderer call per scene in use (one call in all for a single scene)
+            for j, env in enumerate(envs):
+                groups.setdefault(id(env.renderer), (env.renderer, []))[1].append(j)
+            for renderer, js in groups.values():
+                reqs = [envs[j].render_request(states[j]) for j in js]
+                res = renderer.render(np.concatenate([r.camera_poses for r in reqs]), [k for r in reqs for k in r.intrinsics],
+                                      np.concatenate([np.repeat(r.object_poses[None], C, axis=0) for r in reqs]),
+                                      np.concatenate([np.repeat(r.object_mask[None], C, axis=0) for r in reqs]),
+                                      **camera_names_kwarg(renderer, [c for r in reqs for c in r.cameras]))
+                for n, j in enumerate(js):
+                    rgb[j], depth[j] = res.rgb[n * C:(n + 1) * C], res.depth[n * C:(n + 1) * C]
+            for c, name in enumerate(envs[0].camera_names):
+                out[name] = np.stack([im[c] for im in rgb])
                 if self.config.depth:
-                    out[f"depth_{name}"] = res.depth.reshape((len(rows), C) + res.depth.shape[1:])[:, j].astype(np.float32)
+                    out[f"depth_{name}"] = np.stack([d[c] for d in depth]).astype(np.float32)
         if "bev" in keys:
             out["bev"] = np.stack([env._bev_rasterizer().draw(s, *self._agents_of(env, s)) for env, s in zip(envs, states)])
         return out
