@@ -6,8 +6,8 @@ One directory per scene::
       scene.json              format name + version, scene facts, rig, object ids, and for every array file
                               its dtype, shape, size and sha256
       timestamps_us.npy ...   small and medium arrays as .npy (memory-mapped on load)
-      images.bin              all encoded frames back to back (JPEG/PNG bytes, as captured or encoded once)
-      images_index.npy        (T, C, 2) int64 (offset, length) into images.bin
+      images.bin              all encoded frames back to back (JPEG/PNG bytes, as captured or encoded once);
+      images_index.npy        (T, C, 2) int64 (offset, length) into images.bin (both absent for a layout-only log)
       depth.bin / depth_index.npy      16-bit PNG depth maps, same layout (optional)
       lidar_points.npy / lidar_offsets.npy / ...                      (optional)
       map.json                drivable area and lane centrelines as WKB hex (exact float64)
@@ -48,7 +48,6 @@ _ARRAYS = {
     "ego_poses": np.float64,
     "camera_timestamps_us": np.int64,
     "camera_ego_poses": np.float64,
-    "images_index": np.int64,
     "objects_sizes": np.float64,
     "objects_poses": np.float64,
     "objects_valid": np.bool_,
@@ -150,7 +149,8 @@ def write_scene_cache(log: SceneLog, out_dir: str | os.PathLike, overwrite: bool
         put_array("ego_poses", log.ego_poses)
         put_array("camera_timestamps_us", log.camera_timestamps_us)
         put_array("camera_ego_poses", log.camera_ego_poses)
-        put_blob("images", log.images)
+        if log.images is not None:  # a layout-only log has none
+            put_blob("images", log.images)
         for i, cam in enumerate(log.rig.cameras):
             if cam.ego_mask is not None:
                 put_array(f"ego_mask_{i}", cam.ego_mask)
@@ -277,7 +277,7 @@ def load_scene_cache(scene_dir: str | os.PathLike, verify: bool = True, mmap: bo
         log = SceneLog(
             name=meta["name"], source=meta["source"],
             timestamps_us=np.asarray(arr("timestamps_us")), ego_poses=arr("ego_poses"), rig=rig,
-            images=blob("images"), camera_timestamps_us=np.asarray(arr("camera_timestamps_us")),
+            images=blob("images") if "images.bin" in files else None, camera_timestamps_us=np.asarray(arr("camera_timestamps_us")),
             camera_ego_poses=arr("camera_ego_poses"), objects=objects,
             depth=blob("depth") if "depth.bin" in files else None, lidar=lidar, map=scene_map,
             metadata=meta.get("metadata", {}),

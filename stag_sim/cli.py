@@ -66,6 +66,9 @@ def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> Non
 
     log = load_scene_cache(scene, verify=not no_verify)
     click.echo(scene_summary(log, scene))
+    if log.layout_only:
+        click.echo("contact sheet: none (the log has no camera images)")
+        return
     t = log.frame_at(time_s)
     images = [log.images[t, c] if log.images.has(t, c) else None for c in range(len(log.rig))]
     h, w = next(i for i in images if i is not None).shape[:2]

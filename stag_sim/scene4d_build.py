@@ -246,6 +246,7 @@ def build_scene4d(log: SceneLog, config: Scene4DConfig | None = None, progress: 
 
     from stag_sim.far_field import EnvMapAccumulator
 
+    log.require_images("build_scene4d")
     cfg = (config or Scene4DConfig()).validate()
     T, C, K = log.num_frames, len(log.rig), len(log.objects)
     frames = [t for t in range(0, T, cfg.frame_stride) if t not in set(cfg.exclude_frames)]

@@ -313,11 +313,15 @@ class SceneLog:
         timestamps_us: (T,) int64 frame times [us], strictly increasing.
         ego_poses: (T, 4, 4) float64 ``T_world_from_ego`` at the frame times.
         rig: the camera rig (1 to 12 cameras, the dataset's names and order; static calibration).
-        images: (T, C) :class:`FrameStore` of RGB images (``jpeg`` or ``png``).
+        images: (T, C) :class:`FrameStore` of RGB images (``jpeg`` or ``png``), or None for a log without camera
+            images: a *layout-only* log (ego poses, times, object tracks, map and the rig's calibration, which still
+            gives image shapes; e.g. ``generate_scene(sensors=False)``) drives a camera-free env; whatever needs
+            images (the 4D scene build, fidelity, the refiner, export) refuses it via :meth:`require_images`.
         camera_timestamps_us: (T, C) int64 capture time of each image [us].
         camera_ego_poses: (T, C, 4, 4) float64 ``T_world_from_ego`` at each image's capture time
             (cameras of one nuScenes frame fire at slightly different times).
-        depth: (T, C) :class:`FrameStore` of dense z-depth maps [m] (``depth-png16``; 0 = no value), or None.
+        depth: (T, C) :class:`FrameStore` of dense z-depth maps [m] (``depth-png16``; 0 = no value), or None
+            (always None without images: a depth map belongs to an image).
             Sparse maps (projected LiDAR: :func:`stag_sim.depth.is_sparse_depth`) are accepted with a warning and completed by the
             ``log`` depth source (:mod:`stag_sim.depth`); give LiDAR as ``lidar`` where the sweeps exist.
         lidar: :class:`LidarSweeps`, or None. A log with neither depth nor LiDAR (camera only: images, poses and
@@ -332,7 +336,7 @@ class SceneLog:
     timestamps_us: np.ndarray
     ego_poses: np.ndarray
     rig: CameraRig
-    images: FrameStore
+    images: FrameStore | None
     camera_timestamps_us: np.ndarray
     camera_ego_poses: np.ndarray
     objects: ObjectTracks
@@ -355,6 +359,17 @@ class SceneLog:
         t_us = self.timestamps_us[0] + int(round(time_s * 1e6))
         return int(np.argmin(np.abs(self.timestamps_us - t_us)))
 
+    @property
+    def layout_only(self) -> bool:
+        """True for a log without camera images (see ``images``)."""
+        return self.images is None
+
+    def require_images(self, what: str) -> None:
+        """Raise a one-line :class:`ValidationError` naming the scene and ``what`` when the log has no images."""
+        if self.images is None:
+            raise ValidationError(f"{what}: scene {self.name!r} is layout-only (no camera images: poses, object tracks, "
+                                  "map and rig only, e.g. generate_scene(sensors=False)); it needs a log with images")
+
     def camera_poses(self, t: int) -> np.ndarray:
         """(C, 4, 4) ``T_world_from_camera`` of frame ``t``'s images (each at its own capture pose)."""
         return self.camera_ego_poses[t] @ self.rig.T_ego_from_cameras
@@ -376,11 +391,14 @@ class SceneLog:
             raise ValidationError(f"SceneLog.ego_poses: expected ({T}, 4, 4), got {self.ego_poses.shape}")
         check_transform(self.ego_poses, "SceneLog.ego_poses")
         self.rig.validate()
-        self.images.validate("SceneLog.images")
-        if self.images.shape != (T, C):
-            raise ValidationError(f"SceneLog.images: expected ({T}, {C}) frames, got {self.images.shape}")
-        if self.images.codec not in ("jpeg", "png"):
-            raise ValidationError(f"SceneLog.images: codec must be jpeg or png, got {self.images.codec}")
+        if self.images is not None:
+            self.images.validate("SceneLog.images")
+            if self.images.shape != (T, C):
+                raise ValidationError(f"SceneLog.images: expected ({T}, {C}) frames, got {self.images.shape}")
+            if self.images.codec not in ("jpeg", "png"):
+                raise ValidationError(f"SceneLog.images: codec must be jpeg or png, got {self.images.codec}")
+        elif self.depth is not None:
+            raise ValidationError("SceneLog.depth: depth maps belong to images; a log without images has none")
         if self.camera_timestamps_us.shape != (T, C) or self.camera_timestamps_us.dtype != np.int64:
             raise ValidationError(f"SceneLog.camera_timestamps_us: expected ({T}, {C}) int64, got "
                                   f"{self.camera_timestamps_us.shape} {self.camera_timestamps_us.dtype}")
@@ -431,10 +449,10 @@ class SceneLog:
                 out.append(f)
         if self.rig.cameras != other.rig.cameras:
             out.append("rig")
-        if not self.images.equals(other.images):
-            out.append("images")
-        if (self.depth is None) != (other.depth is None) or (self.depth is not None and not self.depth.equals(other.depth)):
-            out.append("depth")
+        for f in ("images", "depth"):
+            a, b = getattr(self, f), getattr(other, f)
+            if (a is None) != (b is None) or (a is not None and not a.equals(b)):
+                out.append(f)
         if (self.lidar is None) != (other.lidar is None):
             out.append("lidar")
         elif self.lidar is not None:

@@ -40,7 +40,8 @@ def scene_summary(log: SceneLog, scene_dir: str | Path | None = None) -> str:
         i = c.intrinsics
         x, y, z = c.T_ego_from_camera[:3, 3]
         lines.append(f"  {c.name:<16} {i.width}x{i.height}  hfov {np.degrees(i.hfov):5.1f} deg  at ({x:+.2f}, {y:+.2f}, {z:+.2f}) m")
-    lines.append(f"images     {log.images.codec}, {_mib(log.images.nbytes)}")
+    lines.append(f"images     {log.images.codec}, {_mib(log.images.nbytes)}" if log.images is not None
+                 else "images     none (layout-only log: poses, tracks, map and rig)")
     lines.append(f"depth      {'dense maps (png16), ' + _mib(log.depth.nbytes) if log.depth is not None else 'none'}")
     if log.lidar is not None:
         n = np.diff(log.lidar.offsets)

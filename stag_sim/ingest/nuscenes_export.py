@@ -90,6 +90,7 @@ def export_nuscenes(log: SceneLog, dataroot: str | os.PathLike, version: str = "
     :class:`SceneError` when ``dataroot`` is occupied.
     """
     log.validate()
+    log.require_images("export_nuscenes")
     if log.lidar is None:
         raise ValidationError(f"export_nuscenes: scene {log.name!r} has no LiDAR sweeps; nuScenes keyframes need LIDAR_TOP")
     distorted = [c.name for c in log.rig if c.intrinsics.distorted]

@@ -300,6 +300,7 @@ class RefinedRenderer:
 
 def make_reference_provider(log, cam_index):
     """Reference frames for the env: for each observed camera, the logged image taken nearest to where it is now."""
+    log.require_images("the refined renderer's reference frames")
     T_ego_cam = log.rig.T_ego_from_cameras
     centres = np.stack([(log.camera_ego_poses[:, c] @ T_ego_cam[c])[:, :3, 3] for c in cam_index], axis=1)  # (T, C, 3)
 

@@ -140,6 +140,7 @@ def fidelity_views(log: SceneLog, hold_out_frames: Sequence[int] = (), hold_out_
 
     from stag_sim.render.renderer import PointRenderer
 
+    log.require_images("fidelity_views")
     frames = sorted({int(t) for t in hold_out_frames})
     bad = [t for t in frames if not 0 <= t < log.num_frames]
     if bad:
