@@ -17,24 +17,36 @@ def user_cache_dir() -> Path:
     return Path(base).expanduser() / "stag_sim"
 
 
-def default_scene_dir(seed: int = 0, duration_s: float = 20.0, width: int = 400, height: int = 224) -> Path:
-    """Cache path of the synthetic town scene generated with these settings."""
+#: Suffix of the cache directory of a layout-only town (``ensure_default_scene(..., sensors=False)``).
+LAYOUT_SUFFIX = "-layout"
+
+
+def default_scene_dir(seed: int = 0, duration_s: float = 20.0, width: int = 400, height: int = 224,
+                      sensors: bool = True) -> Path:
+    """Cache path of the synthetic town scene generated with these settings (``sensors=False``: the layout-only
+    log, in a directory of its own named with :data:`LAYOUT_SUFFIX`)."""
     from stag_sim.cache import FORMAT_VERSION
     from stag_sim.synth import GENERATOR_VERSION
 
     # the cache format version is part of the name, so a newer stag_sim regenerates instead of failing on an old cache
-    return (user_cache_dir() / "scenes"
-            / f"synth-town-s{seed}-d{duration_s:g}-{width}x{height}-g{GENERATOR_VERSION}-c{FORMAT_VERSION}")
+    name = f"synth-town-s{seed}-d{duration_s:g}-{width}x{height}-g{GENERATOR_VERSION}-c{FORMAT_VERSION}"
+    return user_cache_dir() / "scenes" / (name if sensors else name + LAYOUT_SUFFIX)
 
 
 def ensure_default_scene(seed: int = 0, duration_s: float = 20.0, width: int = 400, height: int = 224,
-                         progress: bool = True) -> Path:
-    """Return the cached synthetic town scene, generating it first if it is not there (atomic write)."""
+                         progress: bool = True, sensors: bool = True) -> Path:
+    """Return the cached synthetic town scene, generating it first if it is not there (atomic write).
+
+    ``sensors=False``: the layout-only town (no images, depth or LiDAR; see ``generate_scene``), for camera-free
+    envs: a few seconds and well under a megabyte instead of minutes and ~130 MB. It is always its own directory
+    (:func:`default_scene_dir` with ``sensors=False``), whether or not the full town is cached.
+    """
     from stag_sim.cache import write_scene_cache
     from stag_sim.synth import generate_scene
 
-    path = default_scene_dir(seed, duration_s, width, height)
+    path = default_scene_dir(seed, duration_s, width, height, sensors)
     if not (path / "scene.json").is_file():
-        log = generate_scene(seed=seed, duration_s=duration_s, width=width, height=height, progress=progress)
+        log = generate_scene(seed=seed, duration_s=duration_s, width=width, height=height, progress=progress,
+                             sensors=sensors)
         write_scene_cache(log, path, overwrite=True)
     return path

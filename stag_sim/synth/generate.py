@@ -11,6 +11,9 @@ Stored data: RGB as JPEG (quality :data:`JPEG_QUALITY`), depth as 16-bit PNG (z-
 nothing beyond :data:`~stag_sim.synth.oracle.RENDER_RANGE` = 200 m, so no value is clamped; 0 = sky), LiDAR points
 float32 in the sensor frame. All sensors of a frame share its timestamp and ego pose (no rolling shutter, no LiDAR
 sweep motion).
+
+``sensors=False`` skips the oracle altogether: a layout-only log (times, ego poses, tracks, map, rig) of the same
+town, for camera-free envs, in about the time :func:`~stag_sim.synth.town.build_town` takes.
 """
 
 from __future__ import annotations
@@ -55,8 +58,12 @@ def _render_frame(t: int):
 
 
 def generate_scene(seed: int = 0, duration_s: float = 20.0, width: int = 400, height: int = 224, rate_hz: float = 10.0,
-                   progress: bool = False, workers: int | None = None) -> SceneLog:
+                   progress: bool = False, workers: int | None = None, sensors: bool = True) -> SceneLog:
     """Drive the ego through the synthetic town of ``seed`` and log six cameras, depth, LiDAR, tracks and map.
+
+    With ``sensors=False`` nothing is rendered: the log is *layout-only* (``images``, ``depth`` and ``lidar`` None;
+    metadata ``sensors: False``), for camera-free envs. Its times, ego poses, object tracks, map and rig are those
+    of the full log of the same arguments, exactly.
 
     Args:
         seed: town and traffic seed (same seed, same bytes; different seeds, different towns).
@@ -65,6 +72,7 @@ def generate_scene(seed: int = 0, duration_s: float = 20.0, width: int = 400, he
         rate_hz: frame rate [Hz].
         progress: show a tqdm progress bar.
         workers: render processes (default ``min(2, os.cpu_count())``); the output does not depend on it.
+        sensors: render the cameras (RGB + depth) and the LiDAR; False for a layout-only log (about a second).
 
     Returns:
         A validated :class:`~stag_sim.scene_log.SceneLog` named ``synth-town-s<seed>`` with source ``synthetic``.
@@ -83,6 +91,35 @@ def generate_scene(seed: int = 0, duration_s: float = 20.0, width: int = 400, he
     step_us = int(round(1e6 / rate_hz))
     town = build_town(seed)
     rig = nuscenes_like_rig(width, height)
+    rows = _render_frames(seed, width, height, step_us, num_frames, workers, progress) if sensors else None
+    ts = EPOCH_US + np.arange(num_frames, dtype=np.int64) * step_us
+    times = np.arange(num_frames) * step_us * 1e-6
+    ego = np.stack([town.ego_pose(t) for t in times])
+    C = len(rig)
+    objects = ObjectTracks(
+        instance_ids=town.instance_ids, categories=town.categories, sizes=np.array(town.sizes),
+        poses=np.stack([town.object_poses(t) for t in times]), valid=np.ones((num_frames, town.num_objects), bool),
+    )
+    metadata = {"seed": int(seed), "rate_hz": float(rate_hz), "generator": GENERATOR_NAME,
+                "generator_version": GENERATOR_VERSION, "width": int(width), "height": int(height),
+                "duration_s": float(duration_s)}
+    sensor_data = dict(images=None, depth=None, lidar=None)
+    if rows is not None:
+        sensor_data.update(images=FrameStore.from_encoded([r[0] for r in rows], "jpeg"),
+                           depth=FrameStore.from_encoded([r[1] for r in rows], "depth-png16"),
+                           lidar=LidarSweeps.from_list([r[2] for r in rows], ts, ego, LIDAR_T_EGO_FROM_SENSOR))
+    else:
+        metadata["sensors"] = False
+    return SceneLog(
+        name=f"synth-town-s{seed}", source="synthetic", timestamps_us=ts, ego_poses=ego, rig=rig,
+        camera_timestamps_us=np.repeat(ts[:, None], C, axis=1), camera_ego_poses=np.repeat(ego[:, None], C, axis=1),
+        objects=objects, map=town.scene_map, metadata=metadata, **sensor_data,
+    ).validate()
+
+
+def _render_frames(seed: int, width: int, height: int, step_us: int, num_frames: int, workers: int,
+                   progress: bool) -> list:
+    """:func:`_render_frame` of every frame, in frame order, over ``workers`` processes."""
     frames = range(num_frames)
     _init_worker(seed, width, height, step_us)
     if workers == 1 or num_frames == 1:
@@ -104,23 +141,4 @@ def generate_scene(seed: int = 0, duration_s: float = 20.0, width: int = 400, he
         if pool is not None:
             pool.close()
             pool.join()
-
-    ts = EPOCH_US + np.arange(num_frames, dtype=np.int64) * step_us
-    times = np.arange(num_frames) * step_us * 1e-6
-    ego = np.stack([town.ego_pose(t) for t in times])
-    C = len(rig)
-    objects = ObjectTracks(
-        instance_ids=town.instance_ids, categories=town.categories, sizes=np.array(town.sizes),
-        poses=np.stack([town.object_poses(t) for t in times]), valid=np.ones((num_frames, town.num_objects), bool),
-    )
-    return SceneLog(
-        name=f"synth-town-s{seed}", source="synthetic", timestamps_us=ts, ego_poses=ego, rig=rig,
-        images=FrameStore.from_encoded([r[0] for r in rows], "jpeg"),
-        camera_timestamps_us=np.repeat(ts[:, None], C, axis=1), camera_ego_poses=np.repeat(ego[:, None], C, axis=1),
-        objects=objects, depth=FrameStore.from_encoded([r[1] for r in rows], "depth-png16"),
-        lidar=LidarSweeps.from_list([r[2] for r in rows], ts, ego, LIDAR_T_EGO_FROM_SENSOR),
-        map=town.scene_map,
-        metadata={"seed": int(seed), "rate_hz": float(rate_hz), "generator": GENERATOR_NAME,
-                  "generator_version": GENERATOR_VERSION, "width": int(width), "height": int(height),
-                  "duration_s": float(duration_s)},
-    ).validate()
+    return rows
