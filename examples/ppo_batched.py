@@ -28,7 +28,7 @@ def main() -> None:
     venv = rl.sb3_vec_env(args.envs, **env_kwargs)
     venv.seed(args.seed)
     model = PPO("MultiInputPolicy", venv, seed=args.seed, verbose=0)
-    curve = rl.learning_curve(model, args.steps, args.eval_every, env_kwargs)
+    curve = rl.learning_curve(model, args.steps, args.eval_every, env_kwargs, **rl.HELD_OUT)
     args.out.mkdir(parents=True, exist_ok=True)
     model.save(args.out / "model.zip")
     (args.out / "curve.json").write_text(json.dumps(curve, indent=1))

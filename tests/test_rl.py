@@ -159,3 +159,52 @@ def test_same_step_autoreset_returns_the_final_and_the_reset_observation(log):
     with pytest.raises(ValidationError, match="autoreset_mode"):
         gym.make_vec("StagDrive-v0", num_envs=2, vectorization_mode="vector_entry_point", scene=log, cameras=(),
                      autoreset_mode="later")
+
+
+def test_expert_action_is_only_computed_when_asked(log):
+    with_expert = free(log)
+    without = free(log, expert_action=False)
+    _, info = with_expert.reset(seed=0)
+    _, bare = without.reset(seed=0)
+    assert info["expert_action"].shape == (2,) and "expert_action" not in bare
+    _, _, _, _, info = with_expert.step(np.zeros(2, np.float32))
+    _, _, _, _, bare = without.step(np.zeros(2, np.float32))
+    assert "expert_action" in info and "expert_action" not in bare
+    assert set(info) - set(bare) == {"expert_action"}
+    from stag_sim.app import rl
+
+    assert rl.RL_ENV["expert_action"] is False and rl.CAMERA_ENV["expert_action"] is True
+
+
+def test_scene_lists_load_each_scene_on_first_draw_and_share_it(tmp_path, log):
+    from stag_sim.cache import write_scene_cache
+    from stag_sim.envs.scenes import SceneList
+
+    other = tiny_scene_log(num_frames=40, width=32, height=18, seed=2)
+    write_scene_cache(other, tmp_path / "other")
+    scenes = SceneList([log, str(tmp_path / "other")], sensors=False)
+    assert list(scenes._loaded) == [0]  # the cache on disk is not read until drawn
+    a, b = SceneList([log, str(tmp_path / "other")]), scenes
+    assert a[1][0] is b[1][0]  # one load per process, shared by every env
+    assert a[1][0].name == other.name
+
+
+def test_evaluate_runs_every_seed_in_every_town(log):
+    from stag_sim.app import rl
+
+    other = tiny_scene_log(num_frames=60, width=32, height=18, seed=1)
+    r = rl.evaluate(lambda obs: np.array([0.3, 0.0], np.float32), {"max_steps": 10}, seeds=(5, 6), towns=[log, other])
+    assert r.episodes == 4 and len(r.per_episode) == 4 and 0.0 < r.route_completion <= 1.0
+
+
+def test_camera_free_synthetic_town_is_built_without_images(tmp_path, monkeypatch):
+    """A camera-free env on a new synthetic town builds its layout-only log (ego, tracks, map; no images)."""
+    from stag_sim.paths import CACHE_ENV
+
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path))
+    env = gym.make("StagDrive-v0", scene="synthetic:7", cameras=(), max_steps=5)
+    base = env.unwrapped
+    assert base.log.images is None and base.log.num_frames == 200 and base.log.map is not None
+    env.reset(seed=0)
+    _, r, *_ = env.step(np.array([0.5, 0.0], np.float32))
+    assert np.isfinite(r) and sum(p.stat().st_size for p in tmp_path.rglob("*") if p.is_file()) < 5e6

@@ -14,11 +14,19 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-#: The camera-free training env: no cameras, the ``state`` observation, random starts drawn from the env's seed, no
-#: ``expert_action`` in the infos (nobody reads it in RL; it costs a quarter of a step).
-RL_ENV = {"cameras": (), "start": {"random": True}, "expert_action": False}
+#: The towns RL trains on: one drawn per reset (layout-only synthetic towns, built into the cache on first draw,
+#: ~3 s each). A policy trained on one town learns that town; these many teach it the road and the traffic.
+TRAIN_TOWNS = tuple(f"synthetic:{seed}" for seed in range(100, 116))
+#: Towns no recipe trains on: where generalisation is measured (:func:`evaluate` with ``towns``).
+HELD_OUT_TOWNS = tuple(f"synthetic:{seed}" for seed in range(4242, 4252))
+#: The camera-free training env: the training towns, no cameras, the ``state`` observation, random starts drawn
+#: from the env's seed, no ``expert_action`` in the infos (nobody reads it in RL; it costs a quarter of a step).
+RL_ENV = {"scene": TRAIN_TOWNS, "cameras": (), "start": {"random": True}, "expert_action": False}
 #: Env seeds of the held-out evaluation episodes (training draws its episodes from other seeds).
 HELD_OUT_SEEDS = tuple(range(1000, 1010))
+#: The recipes' held-out evaluation: three random starts in each of the ten held-out towns (30 episodes), as
+#: keyword arguments of :func:`evaluate` and :func:`learning_curve`.
+HELD_OUT = {"seeds": HELD_OUT_SEEDS[:3], "towns": HELD_OUT_TOWNS}
 
 
 def make_env(**overrides):
@@ -51,13 +59,24 @@ class EvalResult:
 
 
 def evaluate(act: Callable[[dict], np.ndarray], env_kwargs: dict | None = None,
-             seeds: Sequence[int] = HELD_OUT_SEEDS) -> EvalResult:
+             seeds: Sequence[int] = HELD_OUT_SEEDS, towns: Sequence | None = None) -> EvalResult:
     """Run ``act(obs) -> action`` for one episode per seed of ``seeds`` in the env of ``env_kwargs`` (default
-    :data:`RL_ENV`) and score it: route completion, collision / off-road, PDMS (:mod:`stag_sim.metrics`)."""
+    :data:`RL_ENV`) and score it: route completion, collision / off-road, PDMS (:mod:`stag_sim.metrics`). With
+    ``towns`` (e.g. :data:`HELD_OUT_TOWNS`), every seed runs in every town (the env's ``scene`` set to each)."""
+    rows = []
+    for town in towns if towns is not None else [None]:
+        kwargs = {**(env_kwargs or {}), **({} if town is None else {"scene": town})}
+        rows += _episodes(act, make_env(**kwargs), seeds)
+    rc, col, off, pdms = (np.array(v) for v in zip(*rows))
+    return EvalResult(float(rc.mean()), int(col.sum()), int(off.sum()), float(pdms.mean()), len(rows),
+                      [(float(a), bool(b), float(c)) for a, b, _, c in rows])
+
+
+def _episodes(act, env, seeds) -> list[tuple[float, bool, bool, float]]:
+    """(route completion, collided, off-road, PDMS) of one episode per seed in ``env`` (closed after)."""
     from stag_sim.app.episode import TraceRecorder, episode_trace
     from stag_sim.metrics import compute_metrics, summarize
 
-    env = make_env(**(env_kwargs or {}))
     base = env.unwrapped
     rows = []
     for seed in seeds:
@@ -75,9 +94,7 @@ def evaluate(act: Callable[[dict], np.ndarray], env_kwargs: dict | None = None,
         rows.append((float(info["route_completion"]), bool(info["collision"]), bool(info["offroad"]),
                      float(summary["pdms"])))
     env.close()
-    rc, col, off, pdms = (np.array(v) for v in zip(*rows))
-    return EvalResult(float(rc.mean()), int(col.sum()), int(off.sum()), float(pdms.mean()), len(rows),
-                      [(float(a), bool(b), float(c)) for a, b, _, c in rows])
+    return rows
 
 
 def random_policy(env_kwargs: dict | None = None, seed: int = 0) -> Callable[[dict], np.ndarray]:
@@ -95,18 +112,21 @@ def sb3_policy(model) -> Callable[[dict], np.ndarray]:
 
 
 def learning_curve(model, total_steps: int, eval_every: int, env_kwargs: dict | None = None,
-                   seeds: Sequence[int] = HELD_OUT_SEEDS, log: Callable[[str], None] = print) -> list[dict]:
-    """Train ``model`` (SB3) for ``total_steps`` env steps, evaluating on ``seeds`` every ``eval_every`` steps
-    (and before training). Returns ``[{"steps", "route_completion", "collisions", "offroad", "pdms", "wall_s"}]``."""
+                   seeds: Sequence[int] = HELD_OUT_SEEDS, log: Callable[[str], None] = print,
+                   towns: Sequence | None = None) -> list[dict]:
+    """Train ``model`` (SB3) for ``total_steps`` env steps, evaluating on ``seeds`` (in each of ``towns``, if
+    given) every ``eval_every`` steps (and before training). Returns ``[{"steps", "route_completion",
+    "collisions", "collision_free", "offroad", "pdms", "episodes", "wall_s"}]``."""
     import time
 
     t0 = time.perf_counter()
     points = []
 
     def record(steps: int) -> None:
-        r = evaluate(sb3_policy(model), env_kwargs, seeds)
+        r = evaluate(sb3_policy(model), env_kwargs, seeds, towns)
         points.append({"steps": steps, "route_completion": r.route_completion, "collisions": r.collisions,
-                       "offroad": r.offroad, "pdms": r.pdms, "wall_s": round(time.perf_counter() - t0, 1)})
+                       "collision_free": 1.0 - r.collisions / r.episodes, "offroad": r.offroad, "pdms": r.pdms,
+                       "episodes": r.episodes, "wall_s": round(time.perf_counter() - t0, 1)})
         log(f"{steps:>8d} steps: route completion {r.route_completion:.3f}, collisions {r.collisions}/{r.episodes}, "
             f"off-road {r.offroad}, PDMS {r.pdms:.3f} ({points[-1]['wall_s']:.0f} s)")
 
@@ -134,7 +154,7 @@ def plot_curves(curves: dict[str, list[dict]], path, title: str = "") -> None:
             ax.plot(steps, [p[key] for p in pts], marker="o", label=name)
     from matplotlib.ticker import FuncFormatter
 
-    for ax, label in zip(axes, ("route completion (held-out seeds)", "PDMS (held-out seeds)")):
+    for ax, label in zip(axes, ("route completion (held-out)", "PDMS (held-out)")):
         ax.set_xlabel("env steps")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x / 1000:.0f}k"))
         ax.set_ylabel(label)
@@ -206,9 +226,10 @@ def sb3_vec_env(num_envs: int, **env_kwargs):
     return NativeVecEnv()
 
 
-#: The camera policy's env: the front camera (small), the ego's own state, random starts; no privileged keys.
-CAMERA_ENV = {"cameras": ("CAM_FRONT",), "observations": ("cameras", "ego"), "image_size": (64, 112),
-              "start": {"random": True}}
+#: The camera policy's env: the embedded town (rendered), the front camera (small), the ego's own state, random
+#: starts, the log expert in the info (the DAgger teacher); no privileged keys.
+CAMERA_ENV = {"scene": None, "cameras": ("CAM_FRONT",), "observations": ("cameras", "ego"), "image_size": (64, 112),
+              "start": {"random": True}, "expert_action": True}
 
 
 class CameraPolicy:
