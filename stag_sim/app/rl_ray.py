@@ -73,17 +73,18 @@ def _concat_obs(parts: list):
 def ensure_ray(address: str | None = None, num_cpus: int | None = None) -> bool:
     """Start or join Ray unless it is initialised already; returns whether this call started it.
 
-    ``address`` (else the ``RAY_ADDRESS`` environment variable): join that cluster (``"auto"``, ``"HOST:6379"``,
-    ``"ray://HOST:10001"``). Without either, a local Ray instance with ``num_cpus`` CPUs (default: this machine's).
+    ``address`` (else the ``RAY_ADDRESS`` environment variable): join that cluster (``"auto"``: the one ``ray start``
+    began on this machine; ``"HOST:6379"``; ``"ray://HOST:10001"``). Without either, a private local Ray instance
+    with ``num_cpus`` CPUs (default: this machine's), even where ``ray start`` runs one here.
     """
     ray = _import_ray()
     if ray.is_initialized():
         return False
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if address:
+    if address and address != "local":
         ray.init(address=address, log_to_driver=False)
     else:
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)
     return True
 
 
