@@ -15,7 +15,7 @@ from stag_sim.testing import tiny_scene_log  # noqa: E402
 
 @pytest.fixture(scope="module")
 def cluster():
-    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # private, even beside ray start
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)  # even beside ray start
     yield
     ray.shutdown()
 
