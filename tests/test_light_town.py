@@ -10,7 +10,8 @@ from click.testing import CliRunner
 from stag_sim.cache import load_scene_cache, write_scene_cache
 from stag_sim.errors import ValidationError
 from stag_sim.paths import LAYOUT_SUFFIX, default_scene_dir, ensure_default_scene
-from stag_sim.synth import generate
+from stag_sim.synth import build_town, generate
+from stag_sim.synth.ground import GROUND_MARGIN, GROUND_RES
 
 W, H = 48, 32  # [px] tiny images: only the full log's render costs anything
 DURATION = 1.0  # [s]
@@ -52,8 +53,17 @@ def test_layout_only_generation_renders_nothing(monkeypatch):
         raise AssertionError("a layout-only scene must not build the ray-casting oracle")
 
     monkeypatch.setattr(generate, "TownOracle", no_oracle)
-    log = generate.generate_scene(seed=SEED, duration_s=20.0, sensors=False)  # the default 20 s drive
+    log = generate.generate_scene(seed=SEED + 1, duration_s=20.0, sensors=False)  # the default 20 s drive
     assert log.num_frames == 200 and log.layout_only
+    assert "ground_mips" not in vars(build_town(SEED + 1))  # the ground textures are rasterised for renders only
+
+
+def test_ground_textures_are_rasterised_once_on_first_use(full):
+    town = build_town(SEED)  # rendered by the full log's oracle
+    mips = town.ground_mips
+    assert town.ground_mips is mips and not mips[0].flags.writeable
+    assert mips[0].shape[:2] == (int(np.ceil(2 * (town.half_extent[1] + GROUND_MARGIN) / GROUND_RES)),
+                                 int(np.ceil(2 * (town.half_extent[0] + GROUND_MARGIN) / GROUND_RES)))
 
 
 def test_a_log_without_images_may_not_carry_depth(full, layout):

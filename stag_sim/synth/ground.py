@@ -55,16 +55,29 @@ def _raster_geoms(geoms, shape, origin, res, thickness_m: float | None = None) -
     return mask
 
 
-def ground_albedo(rng, W, H, road_lines) -> tuple[tuple[np.ndarray, ...], tuple[float, float]]:
-    """Ground albedo mip chain (grass, sidewalk tiles, kerb, asphalt, markings) and its origin [m]."""
+def ground_origin(W: float, H: float) -> tuple[float, float]:
+    """(x0, y0) [m] of texel edge 0 of the ground albedo map of a town of half-extents (W, H)."""
+    return (-W - GROUND_MARGIN, -H - GROUND_MARGIN)
+
+
+def ground_noise(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(grain, stain) noise tiles of the ground albedo: the town's draws from ``rng`` for its ground, in order."""
+    grain = periodic_noise(rng, NOISE_TILE, 2.5)  # ~12 cm grain at 5 cm/texel, 12.8 m period
+    stain = periodic_noise(rng, 2 * NOISE_TILE, 40.0)  # ~2 m stains, 25.6 m period
+    return grain, stain
+
+
+def ground_albedo(W, H, road_lines, grain, stain) -> tuple[np.ndarray, ...]:
+    """Ground albedo mip chain (grass, sidewalk tiles, kerb, asphalt, markings) from :func:`ground_origin` on, with
+    the :func:`ground_noise` tiles ``grain`` and ``stain`` (a pure function of its arguments: no random draws)."""
     import cv2
     from shapely.geometry import LineString, box
     from shapely.ops import substring, unary_union
 
-    x0, y0 = -W - GROUND_MARGIN, -H - GROUND_MARGIN
+    x0, y0 = origin = ground_origin(W, H)
     nx = int(np.ceil(2 * (W + GROUND_MARGIN) / GROUND_RES))
     ny = int(np.ceil(2 * (H + GROUND_MARGIN) / GROUND_RES))
-    shape, origin = (ny, nx), (x0, y0)
+    shape = (ny, nx)
     road = unary_union([ln.buffer(ROAD_HALF_WIDTH, cap_style="flat") for ln in road_lines])
     kerb = unary_union([ln.buffer(ROAD_HALF_WIDTH + KERB_WIDTH, cap_style="flat") for ln in road_lines])
     walk = unary_union([ln.buffer(ROAD_HALF_WIDTH + SIDEWALK_WIDTH) for ln in road_lines])
@@ -86,8 +99,6 @@ def ground_albedo(rng, W, H, road_lines) -> tuple[tuple[np.ndarray, ...], tuple[
     m_mark = _raster_geoms(solid + dashes, shape, origin, GROUND_RES, MARKING_WIDTH)
     m_mark = np.maximum(m_mark, _raster_geoms(stops, shape, origin, GROUND_RES, STOP_LINE_WIDTH))
 
-    grain = periodic_noise(rng, NOISE_TILE, 2.5)  # ~12 cm grain at 5 cm/texel, 12.8 m period
-    stain = periodic_noise(rng, 2 * NOISE_TILE, 40.0)  # ~2 m stains, 25.6 m period
     grass_c = np.array([86, 118, 58], np.float32)
     walk_c = np.array([168, 164, 156], np.float32)
     kerb_c = np.array([196, 194, 188], np.float32)
@@ -121,4 +132,4 @@ def ground_albedo(rng, W, H, road_lines) -> tuple[tuple[np.ndarray, ...], tuple[
         prev = mips[-1]
         size = (max(prev.shape[1] // GROUND_MIP_FACTOR, 1), max(prev.shape[0] // GROUND_MIP_FACTOR, 1))
         mips.append(cv2.resize(prev, size, interpolation=cv2.INTER_AREA))
-    return tuple(mips), origin
+    return tuple(mips)

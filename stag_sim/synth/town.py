@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from stag_sim.geometry import pose_xy_yaw
-from stag_sim.synth.ground import NOISE_TILE, ground_albedo, periodic_noise
+from stag_sim.synth.ground import NOISE_TILE, ground_albedo, ground_noise, ground_origin, periodic_noise
 from stag_sim.synth.props import place_props
 from stag_sim.synth.roads import LANE_WIDTH, LoopPath, build_scene_map, lane_graph, loop_from_lanes
 from stag_sim.synth.traffic import place_traffic
@@ -43,8 +43,10 @@ class Town:
         object_colors: (K, 3) float32 paint albedo.
         object_loop: (K,) int loop index, -1 for parked; object_s0 [m], object_speed [m/s]: (K,) float64.
         parked_poses: (K, 4, 4) float64 ``T_world_from_object`` of parked cars (identity for moving ones).
-        ground_mips: albedo maps (rows along world y, columns along world x) of the ground, uint8 RGB,
-            level l at ``GROUND_RES * GROUND_MIP_FACTOR**l`` [m/texel]; ground_origin: (x0, y0) [m] of texel edge 0.
+        ground_mips: (a property) albedo maps (rows along world y, columns along world x) of the ground, uint8 RGB,
+            level l at ``GROUND_RES * GROUND_MIP_FACTOR**l`` [m/texel], rasterised on first use (~2-3 s, ~45 MB:
+            only rendering needs them, a layout-only scene never does) from ``road_lines`` and ``ground_noise``
+            (the grain and stain tiles); ground_origin: (x0, y0) [m] of texel edge 0.
         noise_tile: (NOISE_TILE, NOISE_TILE) float32 zero-mean periodic noise for box-face textures.
     """
 
@@ -69,9 +71,15 @@ class Town:
     object_s0: np.ndarray
     object_speed: np.ndarray
     parked_poses: np.ndarray
-    ground_mips: tuple[np.ndarray, ...]
     ground_origin: tuple[float, float]
     noise_tile: np.ndarray
+    road_lines: tuple
+    ground_noise: tuple[np.ndarray, np.ndarray]
+
+    @functools.cached_property
+    def ground_mips(self) -> tuple[np.ndarray, ...]:
+        W, H = self.half_extent
+        return tuple(_readonly(m) for m in ground_albedo(W, H, self.road_lines, *self.ground_noise))
 
     @property
     def num_objects(self) -> int:
@@ -132,7 +140,7 @@ def build_town(seed: int = 0) -> Town:
     # start on the bottom straight, EGO_START_BEFORE_CURVE before the south-east curve, heading east
     ego_s0 = loops[0].project((W - R - EGO_START_BEFORE_CURVE, -H - LANE_WIDTH / 2))
 
-    ground_mips, ground_origin = ground_albedo(rng, W, H, road_lines)
+    grain, stain = ground_noise(rng)  # the ground albedo's draws, in order; the rasterisation waits for a render
     noise_tile = periodic_noise(rng, NOISE_TILE, 3.0)
     jcentres = [np.array([W, 0.0]), np.array([-W, 0.0])]
     (bc, bR, bh, bk, bcol, bpar), parked = place_props(rng, W, H, R, road_lines, jcentres)
@@ -155,6 +163,6 @@ def build_town(seed: int = 0) -> Town:
         object_s0=_readonly(np.array([m[1] for m in moving] + [0.0] * len(parked), np.float64)),
         object_speed=_readonly(np.array([m[2] for m in moving] + [0.0] * len(parked), np.float64)),
         parked_poses=_readonly(parked_poses),
-        ground_mips=tuple(_readonly(m) for m in ground_mips), ground_origin=ground_origin,
-        noise_tile=_readonly(noise_tile),
+        ground_origin=ground_origin(W, H), noise_tile=_readonly(noise_tile), road_lines=tuple(road_lines),
+        ground_noise=(_readonly(grain), _readonly(stain)),
     )
