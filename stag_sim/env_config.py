@@ -112,6 +112,53 @@ class StartConfig:
         return self
 
 
+@dataclass(frozen=True)
+class TrafficConfig:
+    """Traffic events drawn at every random-start reset on top of the scene's own traffic (RL diversity; nothing
+    is drawn with the defaults): a lead vehicle that brakes hard, and a vehicle that cuts in
+    (:func:`stag_sim.envs.traffic_events.draw_events`). Values are drawn on coarse grids (0.5 s, 1 m/s^2, 5 m) so
+    the worlds they make are few and built once.
+
+    Attributes:
+        brake_prob: chance that the nearest moving vehicle ahead in the ego's lane (within ``brake_range_m``)
+            brakes hard during the episode.
+        brake_range_m: (near, far) distance ahead of the ego at the start [m].
+        brake_after_s: (earliest, latest) start of the braking after the episode start [s].
+        brake_decel: (lowest, highest) deceleration [m/s^2].
+        cut_in_prob: chance that a parked vehicle of the scene is put in the lane beside the ego route, ahead,
+            and cuts into the ego's lane.
+        cut_in_ahead_m: (near, far) where it starts, ahead of the ego along the route [m].
+        cut_in_after_s: (earliest, latest) when it starts moving over [s]; it takes 2 s.
+        cut_in_speed_fraction: (low, high) its speed, as fractions of the ego's logged speed there.
+    """
+
+    brake_prob: float = 0.0
+    brake_range_m: tuple[float, float] = (5.0, 40.0)
+    brake_after_s: tuple[float, float] = (0.5, 6.0)
+    brake_decel: tuple[float, float] = (3.0, 8.0)
+    cut_in_prob: float = 0.0
+    cut_in_ahead_m: tuple[float, float] = (10.0, 25.0)
+    cut_in_after_s: tuple[float, float] = (0.5, 4.0)
+    cut_in_speed_fraction: tuple[float, float] = (0.4, 0.9)
+
+    def validate(self) -> "TrafficConfig":
+        for name in ("brake_prob", "cut_in_prob"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValidationError(f"traffic.{name}: must be a probability in [0, 1], got {getattr(self, name)!r}")
+        for name in ("brake_range_m", "brake_after_s", "brake_decel", "cut_in_ahead_m", "cut_in_after_s",
+                     "cut_in_speed_fraction"):
+            lo, hi = getattr(self, name)
+            if not (np.isfinite(lo) and np.isfinite(hi) and 0.0 <= lo <= hi):
+                raise ValidationError(f"traffic.{name}: expected 0 <= low <= high, got {getattr(self, name)!r}")
+        if self.brake_decel[0] <= 0:
+            raise ValidationError(f"traffic.brake_decel: must be > 0 m/s^2, got {self.brake_decel!r}")
+        return self
+
+    @property
+    def active(self) -> bool:
+        return self.brake_prob > 0 or self.cut_in_prob > 0
+
+
 #: ``image_size="auto"``: the rig's size divided by the smallest whole number that makes it at most this wide [px].
 AUTO_MAX_WIDTH = 512
 #: ``voxel_size=None``: the static-cloud voxel [m] by scene kind. A rendered scene (the synthetic town, test
@@ -164,6 +211,7 @@ class EnvConfig:
         num_waypoints, waypoint_dt: trajectory action shape and timing (default 8 x 0.5 s = 4 s, as NAVSIM).
         reward: the reward's parts and weights (:class:`RewardConfig`).
         start: where episodes start (:class:`StartConfig`).
+        traffic: traffic events drawn at every random-start reset (:class:`TrafficConfig`; none by default).
         renderer: ``point`` (the z-buffered point renderer) or ``refined`` (point render, then the diffusion
             refiner; needs ``refiner`` and the ``diffusion`` extra).
         render: the point renderer's :class:`~stag_sim.render.renderer.RenderConfig`.
@@ -192,6 +240,7 @@ class EnvConfig:
     waypoint_dt: float = 0.5  # [s]
     reward: RewardConfig = field(default_factory=RewardConfig)
     start: StartConfig = field(default_factory=StartConfig)
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
     renderer: str = "point"
     render: RenderConfig = field(default_factory=RenderConfig)
     refiner: RefinerConfig | None = None

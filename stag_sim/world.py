@@ -11,6 +11,7 @@ around it.
 from __future__ import annotations
 
 import weakref
+from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -177,9 +178,12 @@ class World:
         one log and config give one world, built once per process (a random-start reset reuses it)."""
         config = (config or WorldConfig()).validate()
         if agents is None:
-            per_log = _WORLDS.setdefault(log, {})
+            per_log = _WORLDS.setdefault(log, OrderedDict())
             if config not in per_log:
                 per_log[config] = cls._build(log, config, None)
+                if len(per_log) > MAX_WORLDS_PER_LOG:
+                    per_log.popitem(last=False)
+            per_log.move_to_end(config)
             return per_log[config]
         return cls._build(log, config, agents)
 
@@ -283,8 +287,9 @@ def logged_mean_speed(log: SceneLog) -> float:
     return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
 
 
-#: per log: WorldConfig -> World (World.build with the log's own agents)
+#: per log: WorldConfig -> World (World.build with the log's own agents), the most recently used kept
 _WORLDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+MAX_WORLDS_PER_LOG = 256
 #: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
 #: shares them (a random-start reset builds a world; growing and preparing the area is most of that)
 _DRIVABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

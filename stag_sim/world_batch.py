@@ -126,7 +126,7 @@ _LOGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: padding of each per-row array (arc lengths +inf: a padded segment is never reached)
 ROW_FILL = {"route_pts": 0.0, "route_dir": 0.0, "route_seg": 0.0, "route_s": np.inf, "route_heading": 0.0,
             "route_nseg": 1, "usable": 1.0, "start_time_s": 0.0, "t0_us": 0.0, "sizes": 0.0, "removed": False,
-            "sim_mask": False, "sim_idx": 0, "brake_at": np.inf, "brake_decel": 0.0, "path_pts": 0.0, "path_dir": 0.0,
+            "simulated": False, "sim_mask": False, "sim_idx": 0, "brake_at": np.inf, "brake_decel": 0.0, "path_pts": 0.0, "path_dir": 0.0,
             "path_seg": 0.0, "path_s": np.inf, "path_heading": 0.0, "path_nseg": 1}
 LOG_FILL = {"ts": np.inf, "T": 1, "xy": 0.0, "yaw": 0.0, "valid": False, "quat": 0.0}
 
@@ -164,6 +164,7 @@ def _pack(world: World) -> dict:
     row.update(usable=np.asarray(world.usable_route_length), start_time_s=np.asarray(world.start_time_s),
                t0_us=np.asarray(float(world.t0_us)), sizes=np.asarray(world.sizes, float).reshape(K, 3),
                removed=agents.removed.copy() if batched else np.zeros(K, bool), sim_mask=np.ones(len(sim), bool),
+               simulated=np.array(getattr(agents, "simulated", np.zeros(K, bool)), bool).reshape(K),
                sim_idx=sim, brake_at=np.array([agents.brakes[k].at_s if k in agents.brakes else np.inf for k in sim]),
                brake_decel=np.array([agents.brakes[k].decel if k in agents.brakes else 0.0 for k in sim]),
                path_nseg=np.array([p["nseg"] for p in paths], int))
@@ -197,7 +198,8 @@ class WorldBatch:
         arrays: ``K`` (agents per row, padded); per row: ``sizes`` (N, K, 3) [m], ``removed`` (N, K) bool,
             ``route_*`` (N, M[+1], ...) the route (points, directions, segment lengths, arc lengths, headings,
             segment count; padding has zero length and infinite arc length), ``usable`` (N,) [m], ``start_time_s``
-            (N,) [s], ``t0_us`` (N,) [us], ``log_row`` (N,) the row's log; per log: ``log_*`` (L, T, K, ...) the
+            (N,) [s], ``t0_us`` (N,) [us], ``log_row`` (N,) the row's log, ``simulated`` (N, K) bool the agents
+            the row's source moves along paths (every row, arrays or not); per log: ``log_*`` (L, T, K, ...) the
             logged object tracks (timestamps padded with +inf); per row, the simulated (IDM) agents: ``sim_mask``,
             ``sim_idx`` (N, S), ``brake_at`` [s] / ``brake_decel`` [m/s^2] (N, S), ``path_*`` (N, S, P[+1], ...)
             their paths; ``drivable``: (N,) each row's prepared drivable area or None.

@@ -130,8 +130,7 @@ def _leaders(wb: "WorldBatch", state: "BatchState") -> tuple[np.ndarray, np.ndar
     K = A["K"]
     idx = A["sim_idx"]
     s0 = np.take_along_axis(state.agent_s, idx, 1)
-    simulated = np.zeros((N, K), bool)
-    simulated[np.nonzero(A["sim_mask"])[0], idx[A["sim_mask"]]] = True
+    simulated = A["simulated"]
     obs_xy = np.concatenate([state.agent_xy, ego_centres(wb, state.x, state.y, state.yaw)[:, None]], 1)  # (N, O, 2)
     obs_len = np.concatenate([A["sizes"][..., 0], np.full((N, 1), v.length)], 1)
     obs_speed = np.concatenate([np.where(simulated, state.agent_speed, 0.0), state.speed[:, None]], 1)

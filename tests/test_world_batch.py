@@ -127,6 +127,7 @@ def test_batch_rejects_worlds_with_different_steps(logs):
 
 
 @pytest.mark.parametrize("kw", [{"world": {"agents": "idm"}}, {"observations": ("state", "ego", "route")},
+                                {"traffic": {"brake_prob": 0.8, "cut_in_prob": 0.5, "brake_range_m": (2.0, 60.0)}},
                                 {"action_mode": "trajectory", "observations": ("state",)}])
 def test_vector_env_matches_single_envs_over_episodes(logs, kw):
     """The batched vector env against N single envs (SyncVectorEnv, same seeds): observations, rewards,
@@ -168,3 +169,24 @@ def test_vector_env_over_a_scene_list_with_different_agent_counts(logs):
         for i, env in enumerate(vec.unwrapped.envs):  # a sub-env's state is its row, read back on demand
             assert env.state.ego.x == pytest.approx(vec.unwrapped.batch_state.x[i])
     assert names == {logs[0].name, logs[2].name}
+
+
+def test_traffic_events_are_drawn_per_reset_from_the_seed(logs):
+    kw = {"scene": logs[0], "cameras": (), "start": {"random": True},
+          "traffic": {"brake_prob": 0.8, "cut_in_prob": 0.5, "brake_range_m": (2.0, 60.0)}}
+    env = gym.make("StagDrive-v0", **kw)
+    drawn = []
+    for seed in range(12):
+        env.reset(seed=seed)
+        drawn.append(tuple((e.type, e.agent, e.at_s) for e in env.unwrapped.world.config.events))
+    kinds = {t for d in drawn for t, *_ in d}
+    assert {"hard_brake", "insert", "cut_in"} <= kinds and () in drawn  # both kinds, and episodes without
+    again = gym.make("StagDrive-v0", **kw)
+    for seed in range(12):
+        again.reset(seed=seed)
+        assert tuple((e.type, e.agent, e.at_s) for e in again.unwrapped.world.config.events) == drawn[seed]
+    plain = gym.make("StagDrive-v0", **{**kw, "traffic": {}})
+    plain.reset(seed=3)
+    assert plain.unwrapped.world.config.events == ()
+    with pytest.raises(Exception, match="traffic.brake_prob"):
+        gym.make("StagDrive-v0", **{**kw, "traffic": {"brake_prob": 2.0}})

@@ -21,7 +21,6 @@ from stag_sim.envs.scenes import SceneList, load_scene
 from stag_sim.control import TrackerState, control_inputs, track
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import invert_transform
-from stag_sim.scene_log import SceneLog
 from stag_sim.world import World, expert, reset, step
 
 EGO_STATE_FIELDS = ("speed", "accel", "yaw_rate", "steer")  # [m/s, m/s^2, rad/s, rad]
@@ -408,7 +407,14 @@ class StagDriveEnv(gym.Env):
         logged = float(np.linalg.norm(self.log.ego_poses[f + 1][:2, 3] - self.log.ego_poses[f][:2, 3])
                        / ((self.log.timestamps_us[f + 1] - self.log.timestamps_us[f]) * 1e-6))
         offset = (0.0, float(rng.uniform(-sc.lateral_m, sc.lateral_m)), float(rng.uniform(-sc.heading_rad, sc.heading_rad)))
-        return offset, logged * float(rng.uniform(*sc.speed_fraction))
+        speed = logged * float(rng.uniform(*sc.speed_fraction))
+        if self.config.traffic.active:  # a lead car that brakes, a car that cuts in (RL diversity)
+            from stag_sim.envs.traffic_events import draw_events
+
+            events = draw_events(self.world, rng, self.config.traffic, logged)
+            if events:
+                self.world = World.build(self.log, replace(self.world.config, events=self.world.config.events + events))
+        return offset, speed
 
     def _frame_dt(self) -> float:
         """Mean logged frame interval [s]."""

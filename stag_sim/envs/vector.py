@@ -189,11 +189,8 @@ class StagDriveVectorEnv(VectorEnv):
         here_xy, here_yaw = wbatch.route_points(wb, bs.route_s[:, None])
         lateral, heading = B.route_errors(here_xy[:, 0], here_yaw[:, 0], bs.x, bs.y, bs.yaw)
         later_xy, _, later_valid = wbatch.logged_agents(wb, bs.time_s + dt)
-        simulated = np.zeros(bs.agent_valid.shape, bool)
-        mask = wb.arrays["sim_mask"]
-        simulated[np.nonzero(mask)[0], wb.arrays["sim_idx"][mask]] = True
-        vel = B.velocities(bs.agent_xy, bs.agent_valid, later_xy, later_valid, dt, simulated, bs.agent_speed,
-                           bs.agent_yaw)
+        vel = B.velocities(bs.agent_xy, bs.agent_valid, later_xy, later_valid, dt, wb.arrays["simulated"],
+                           bs.agent_speed, bs.agent_yaw)
         completion = np.clip(bs.route_s / wb.arrays["usable"], 0.0, 1.0)
         ego = np.stack([bs.speed, bs.accel, bs.yaw_rate, bs.steer], 1)
         return state_vectors(ego, bs.x, bs.y, bs.yaw, route, lateral, heading, completion,
