@@ -13,12 +13,14 @@ hold, exact arc integration — a constant steering angle traces a circle of rad
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 
 import numpy as np
 
 from stag_sim.errors import ValidationError
-from stag_sim.geometry import check_finite, check_positive, pose_xy_yaw, yaw_of
+from stag_sim.geometry import check_finite, check_positive, yaw_of
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,14 @@ class EgoState:
         return self
 
     def pose(self, z: float = 0.0) -> np.ndarray:
-        """(4, 4) ``T_world_from_ego`` (planar: roll and pitch 0)."""
-        return pose_xy_yaw(self.x, self.y, self.yaw, z)
+        """(4, 4) ``T_world_from_ego`` (planar: roll and pitch 0); the same numbers as
+        :func:`~stag_sim.geometry.pose_xy_yaw` (rotation from the normalised half-angle quaternion), without its
+        array machinery (a step builds several)."""
+        qw, qz = math.cos(self.yaw / 2.0), math.sin(self.yaw / 2.0)
+        n = math.sqrt(qw * qw + qz * qz)
+        qw, qz = qw / n, qz / n
+        c, s = 1.0 - 2.0 * (qz * qz), 2.0 * (qz * qw)
+        return np.array([[c, -s, 0.0, self.x], [s, c, 0.0, self.y], [0.0, 0.0, 1.0, z], [0.0, 0.0, 0.0, 1.0]])
 
     @classmethod
     def from_pose(cls, T_world_from_ego, speed: float = 0.0) -> "EgoState":

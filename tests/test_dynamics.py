@@ -80,3 +80,13 @@ def test_bad_input():
         EgoState(np.nan, 0, 0, 1.0).validate()
     with pytest.raises(ValidationError, match="expected"):
         inverse_bicycle(np.eye(4)[None], DT, P)
+
+
+def test_ego_pose_is_pose_xy_yaw_to_the_bit():
+    """EgoState.pose builds the planar pose without the array machinery: the same numbers as pose_xy_yaw."""
+    from stag_sim.dynamics import EgoState
+    from stag_sim.geometry import pose_xy_yaw
+
+    rng = np.random.default_rng(0)
+    for x, y, yaw, z in rng.uniform([-500, -500, -7, -2], [500, 500, 7, 2], (2000, 4)):
+        assert np.array_equal(EgoState(x, y, yaw, 1.0).pose(z), pose_xy_yaw(x, y, yaw, z))

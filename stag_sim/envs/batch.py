@@ -49,7 +49,7 @@ def outcome(rc, prev_route_s, route_s, usable, speed, free, collision, offroad, 
     collision, offroad, completed = (np.asarray(v, bool) for v in (collision, offroad, completed))
     terminated = collision | offroad | completed
     truncated = ~terminated & (np.asarray(step) >= max_steps)
-    paid = np.clip(route_s, 0.0, usable) - np.clip(prev_route_s, 0.0, usable)
+    paid = np.minimum(np.maximum(route_s, 0.0), usable) - np.minimum(np.maximum(prev_route_s, 0.0), usable)
     idle = (np.asarray(speed) < rc.idle_speed) & ~terminated & free
     terms = {
         "progress": rc.progress * paid / usable,
@@ -59,9 +59,10 @@ def outcome(rc, prev_route_s, route_s, usable, speed, free, collision, offroad, 
         "clipped": -rc.clipped * np.asarray(n_clipped),
     }
     reward = terms["progress"] + terms["idle"] + terms["collision"] + terms["offroad"] + terms["clipped"]
-    reason = np.where(collision, "collision", np.where(offroad, "offroad", np.where(completed, "route_completed",
-                                                                                    None))).astype(object)
-    reason[truncated] = "truncated"
+    reason = np.full(len(terminated), None, object)  # the first that applies: collision, offroad, completed
+    for name, flag in (("truncated", truncated), ("route_completed", completed), ("offroad", offroad),
+                       ("collision", collision)):
+        reason[flag] = name
     return reward, terms, terminated, truncated, reason
 
 

@@ -90,7 +90,7 @@ def state_vectors(ego, x, y, yaw, route_ahead, lateral, heading, completion, tim
                       (c * vx + s * vy) / SPEED_SCALE, (-s * vx + c * vy) / SPEED_SCALE, np.cos(rel_yaw),
                       np.sin(rel_yaw), take(sizes[..., 0]) / 10.0, take(sizes[..., 1]) / 5.0, np.ones_like(dx)], -1)
         feats[:, :n] = np.where(keep[..., None], f, 0.0)
-    return np.clip(np.concatenate([head, feats.reshape(N, -1)], 1), -1.0, 1.0).astype(np.float32)
+    return np.minimum(np.maximum(np.concatenate([head, feats.reshape(N, -1)], 1), -1.0), 1.0).astype(np.float32)
 
 
 def route_error(world, state) -> tuple[float, float]:
