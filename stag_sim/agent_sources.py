@@ -24,7 +24,7 @@ import numpy as np
 
 from stag_sim.errors import ScenarioError, ValidationError
 from stag_sim.geometry import pose_xy_yaw, yaw_of
-from stag_sim.traffic import Obstacle, PolylinePath, find_leaders, idm_step
+from stag_sim.traffic import Obstacle, PolylinePath, idm_step
 
 if TYPE_CHECKING:
     from stag_sim.scene_log import SceneLog
@@ -191,18 +191,19 @@ class ScriptedAgents:
         poses, valid = world.logged_object_poses(state.time_s)
         ks = np.flatnonzero(self.simulated)
         if len(ks):
-            xyz, yaws = np.empty((len(ks), 3)), np.empty(len(ks))
+            from stag_sim.world_batch import row_arrays
+            from stag_sim.world_batch_ops import path_points
+
+            xy, yaws = path_points(row_arrays(world), np.asarray(state.agent_s)[ks][None])  # all paths at once
+            xy, yaws = xy[0], yaws[0]
+            z = poses[ks, 2, 3]
             for i, k in enumerate(ks):
-                xy, yaw = self.agent_paths[k].interpolate(state.agent_s[k])
                 if k in self.inserted:
                     lat, rate = self.lateral_offset(world, k, state.time_s)
-                    xy = xy + lat * np.array([-np.sin(yaw), np.cos(yaw)])
-                    yaw = yaw + np.arctan2(rate, max(state.agent_speed[k], 1.0))
-                    z = world.sizes[k, 2] / 2.0  # box centre above the (flat) ground [m]
-                else:
-                    z = poses[k][2, 3]
-                xyz[i], yaws[i] = (xy[0], xy[1], z), yaw
-            poses[ks] = pose_xy_yaw(xyz[:, 0], xyz[:, 1], yaws, xyz[:, 2])  # one call for all: pose building is the cost
+                    xy[i] = xy[i] + lat * np.array([-np.sin(yaws[i]), np.cos(yaws[i])])
+                    yaws[i] = yaws[i] + np.arctan2(rate, max(state.agent_speed[k], 1.0))
+                    z[i] = world.sizes[k, 2] / 2.0  # box centre above the (flat) ground [m]
+            poses[ks] = pose_xy_yaw(xy[:, 0], xy[:, 1], yaws, z)  # one call for all: pose building is the cost
             valid[ks] = True
         valid[self.removed] = False
         return poses, valid
@@ -217,8 +218,7 @@ class ScriptedAgents:
         ego_obs = Obstacle((state.ego.x + v.centre_offset * np.cos(state.ego.yaw), state.ego.y + v.centre_offset * np.sin(state.ego.yaw)),
                            v.length, state.ego.speed, state.ego.yaw)
         agent_s, agent_speed = state.agent_s.copy(), state.agent_speed.copy()
-        others = [(k, Obstacle((poses[k, 0, 3], poses[k, 1, 3]), world.sizes[k, 0],
-                               state.agent_speed[k] if self.simulated[k] else 0.0, yaw_of(poses[k]))) for k in np.flatnonzero(valid)]
+        gaps, leads = self._leaders(world, state, poses, valid, ego_obs)
         t_rel = state.time_s - world.start_time_s
         for k in np.flatnonzero(self.simulated):
             s0, v0 = state.agent_s[k], state.agent_speed[k]
@@ -232,13 +232,28 @@ class ScriptedAgents:
             elif behavior == "constant":
                 agent_s[k] = s0 + v0 * cfg.dt
             else:
-                obstacles = [o for j, o in others if j != k] + [ego_obs]
                 params = cfg.idm
                 if k in self.inserted and self.inserted[k].speed > 0:
                     params = replace(params, target_speed=self.inserted[k].speed)
-                gap, lead_speed = find_leaders(self.agent_paths[k], s0, world.sizes[k, 0], obstacles)
-                agent_s[k], agent_speed[k], _ = idm_step(s0, v0, gap, lead_speed, cfg.dt, params)
+                agent_s[k], agent_speed[k], _ = idm_step(s0, v0, gaps[k], leads[k], cfg.dt, params)
         return agent_s, agent_speed
+
+    def _leaders(self, world, state, poses, valid, ego: Obstacle) -> tuple[dict, dict]:
+        """Gap [m] and leader speed [m/s] of every simulated agent (index -> value): the nearest of the other
+        agents and the ego ahead on its path (:func:`stag_sim.world_batch_ops.leaders`, all agents at once; the
+        rule of :func:`~stag_sim.traffic.find_leaders`)."""
+        from stag_sim.world_batch import row_arrays
+        from stag_sim.world_batch_ops import leaders
+
+        A = row_arrays(world)
+        ks = A["sim_idx"][0]
+        obs_xy = np.concatenate([poses[:, :2, 3], [ego.xy]])[None]
+        obs_len = np.append(world.sizes[:, 0], ego.length)[None]
+        obs_speed = np.append(np.where(self.simulated, state.agent_speed, 0.0), ego.speed)[None]
+        obs_yaw = np.append(yaw_of(poses), ego.yaw)[None]
+        gap, lead = leaders(A, np.asarray(state.agent_s)[ks][None], obs_xy, obs_len, obs_speed, obs_yaw,
+                            np.append(valid, True)[None])
+        return dict(zip(ks.tolist(), gap[0].tolist())), dict(zip(ks.tolist(), lead[0].tolist()))
 
 
 @dataclass(frozen=True, eq=False)

@@ -156,21 +156,28 @@ def _pack(world: World) -> dict:
     if world in _PACKS:
         return _PACKS[world]
     agents = world.agents
-    batched = isinstance(agents, ScriptedAgents) and not agents.inserted and not agents.cut_ins
+    scripted = isinstance(agents, ScriptedAgents)
+    batched = scripted and not agents.inserted and not agents.cut_ins
     K = len(world.log.objects)
-    sim = np.flatnonzero(agents.simulated) if batched else np.zeros(0, int)
+    sim = np.flatnonzero(agents.simulated) if scripted else np.zeros(0, int)
     paths = [_path_arrays(agents.agent_paths[k]) for k in sim]
     row = {"route_" + k: np.asarray(v) for k, v in _path_arrays(world.route).items()}
     row.update(usable=np.asarray(world.usable_route_length), start_time_s=np.asarray(world.start_time_s),
                t0_us=np.asarray(float(world.t0_us)), sizes=np.asarray(world.sizes, float).reshape(K, 3),
-               removed=agents.removed.copy() if batched else np.zeros(K, bool), sim_mask=np.ones(len(sim), bool),
+               removed=agents.removed.copy() if scripted else np.zeros(K, bool), sim_mask=np.ones(len(sim), bool),
                simulated=np.array(getattr(agents, "simulated", np.zeros(K, bool)), bool).reshape(K),
                sim_idx=sim, brake_at=np.array([agents.brakes[k].at_s if k in agents.brakes else np.inf for k in sim]),
                brake_decel=np.array([agents.brakes[k].decel if k in agents.brakes else 0.0 for k in sim]),
                path_nseg=np.array([p["nseg"] for p in paths], int))
     row.update({"path_" + k: _stack_paths(paths, k) for k in ("pts", "dir", "seg", "s", "heading")})
-    _PACKS[world] = {"batched": batched, "row": row}
+    _PACKS[world] = {"batched": batched, "row": row, "single": {k: v[None] for k, v in row.items()}}
     return _PACKS[world]
+
+
+def row_arrays(world: World) -> dict:
+    """``world``'s row of a batch (arrays with a leading axis of 1; cached): what
+    :func:`stag_sim.world_batch_ops.leaders` reads, for :meth:`ScriptedAgents.advance` of a single world."""
+    return _pack(world)["single"]
 
 
 def _pad_stack(arrays: list[np.ndarray], fill, shape=None) -> np.ndarray:

@@ -68,11 +68,10 @@ def logged_agents(wb: "WorldBatch", time_s: np.ndarray) -> tuple[np.ndarray, np.
     return xy, yaw, valid
 
 
-def _path_at(wb: "WorldBatch", s: np.ndarray, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _path_at(A: dict, s: np.ndarray, prefix: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Points (..., Q, 2), headings (..., Q) and segment indices on the rows' paths at arc lengths ``s`` (..., Q):
     ``route_`` (N, Q) queries, or ``path_`` (N, S, Q) on the simulated agents' paths; extrapolated at the ends
     (:meth:`~stag_sim.traffic.PolylinePath.interpolate`)."""
-    A = wb.arrays
     arc, nseg = A[prefix + "s"], A[prefix + "nseg"]
     i = np.clip((arc[..., None, :] <= s[..., None]).sum(-1) - 1, 0, nseg[..., None] - 1)
     s0 = np.take_along_axis(arc, i, -1)
@@ -83,9 +82,16 @@ def _path_at(wb: "WorldBatch", s: np.ndarray, prefix: str) -> tuple[np.ndarray, 
         return pts + d * (s - s0)[..., None], heading, i
 
 
+def path_points(A: dict, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points (N, S, 2) [m] and headings (N, S) [rad] of the simulated agents at arc lengths ``s`` (N, S) [m]
+    along their paths (``A``: a batch's arrays)."""
+    xy, heading, _ = _path_at(A, s[..., None], "path_")
+    return xy[..., 0, :], heading[..., 0]
+
+
 def route_points(wb: "WorldBatch", s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Route points (N, Q, 2) [m] and headings (N, Q) [rad] at arc lengths ``s`` (N, Q) [m]."""
-    xy, heading, _ = _path_at(wb, s, "route_")
+    xy, heading, _ = _path_at(wb.arrays, s, "route_")
     return xy, heading
 
 
@@ -111,8 +117,8 @@ def agents(wb: "WorldBatch", time_s: np.ndarray, agent_s: np.ndarray) -> tuple[n
     if A["sim_mask"].any():
         rows, cols = np.nonzero(A["sim_mask"])
         k = A["sim_idx"][rows, cols]
-        pxy, ph, _ = _path_at(wb, np.take_along_axis(agent_s, A["sim_idx"], 1)[..., None], "path_")
-        xy[rows, k], yaw[rows, k], valid[rows, k] = pxy[rows, cols, 0], ph[rows, cols, 0], True
+        pxy, ph = path_points(A, np.take_along_axis(agent_s, A["sim_idx"], 1))
+        xy[rows, k], yaw[rows, k], valid[rows, k] = pxy[rows, cols], ph[rows, cols], True
     return xy, yaw, valid & ~A["removed"]
 
 
@@ -123,44 +129,35 @@ def ego_centres(wb: "WorldBatch", x, y, yaw) -> np.ndarray:
 
 
 def _leaders(wb: "WorldBatch", state: "BatchState") -> tuple[np.ndarray, np.ndarray]:
-    """(N, S) gap [m] and speed [m/s] of each simulated agent's leader in ``state``
-    (:func:`stag_sim.traffic.find_leaders`: other agents and the ego, projected on the agent's path)."""
+    """(N, S) gap [m] and speed [m/s] of each simulated agent's leader in ``state`` (:func:`leaders` with the
+    other agents and the ego as obstacles)."""
     A, v = wb.arrays, wb.config.vehicle
-    N, S = A["sim_mask"].shape
-    K = A["K"]
-    idx = A["sim_idx"]
-    s0 = np.take_along_axis(state.agent_s, idx, 1)
-    simulated = A["simulated"]
-    obs_xy = np.concatenate([state.agent_xy, ego_centres(wb, state.x, state.y, state.yaw)[:, None]], 1)  # (N, O, 2)
+    N = len(state.x)
+    obs_xy = np.concatenate([state.agent_xy, ego_centres(wb, state.x, state.y, state.yaw)[:, None]], 1)
     obs_len = np.concatenate([A["sizes"][..., 0], np.full((N, 1), v.length)], 1)
-    obs_speed = np.concatenate([np.where(simulated, state.agent_speed, 0.0), state.speed[:, None]], 1)
+    obs_speed = np.concatenate([np.where(A["simulated"], state.agent_speed, 0.0), state.speed[:, None]], 1)
     obs_yaw = np.concatenate([state.agent_yaw, state.yaw[:, None]], 1)
-    obs_ok = np.concatenate([state.agent_valid, np.ones((N, 1), bool)], 1)[:, None] & \
-        (np.arange(K + 1)[None, None] != idx[..., None]) & A["sim_mask"][..., None]  # (N, S, O)
-    here, _, _ = _path_at(wb, s0[..., None], "path_")
-    close = np.hypot(obs_xy[:, None, :, 0] - here[..., 0], obs_xy[:, None, :, 1] - here[..., 1]) <= \
-        LEADER_HORIZON + LEADER_LATERAL
-    arc, nseg = A["path_s"], A["path_nseg"]
-    # the stretch of path from just behind the agent to its horizon (PolylinePath.project's s_range)
-    lo = np.clip((arc <= (s0 - LEADER_LATERAL - 1.0)[..., None]).sum(-1) - 1, 0, nseg - 1)
-    hi = np.clip((arc < (s0 + LEADER_HORIZON + LEADER_LATERAL + 1.0)[..., None]).sum(-1), lo + 1, nseg)
-    W = int((hi - lo).max())
-    m = np.minimum(lo[..., None] + np.arange(W), A["path_seg"].shape[-1] - 1)  # (N, S, W)
-    seg_ok = (lo[..., None] + np.arange(W)) < hi[..., None]
-    g = lambda a: np.take_along_axis(a, m[..., None] if a.ndim == 4 else m, 2)
-    pts, dirs, seg, s_at = g(A["path_pts"][:, :, :-1]), g(A["path_dir"]), g(A["path_seg"]), g(arc[:, :, :-1])
-    s_obs, lat = _project(pts[:, :, None], dirs[:, :, None], seg[:, :, None], s_at[:, :, None], obs_xy[:, None],
-                          seg_ok[:, :, None])
-    ahead = s_obs - s0[..., None]
-    _, heading, _ = _path_at(wb, s_obs, "path_")
-    along = obs_speed[:, None] * np.cos(obs_yaw[:, None] - heading)
-    own_len = np.take_along_axis(A["sizes"][..., 0], idx, 1)
-    gaps = ahead - own_len[..., None] / 2.0 - obs_len[:, None] / 2.0
-    ok = obs_ok & close & (np.abs(lat) < LEADER_LATERAL) & (ahead > 0.0) & (ahead < LEADER_HORIZON)
-    gm = np.where(ok, gaps, np.inf)
-    j = np.argmin(gm, -1)[..., None]
-    gap = np.take_along_axis(gm, j, -1)[..., 0]
-    lead = np.where(np.isfinite(gap), np.maximum(np.take_along_axis(along, j, -1)[..., 0], 0.0), 0.0)
+    obs_ok = np.concatenate([state.agent_valid, np.ones((N, 1), bool)], 1)
+    return leaders(A, np.take_along_axis(state.agent_s, A["sim_idx"], 1), obs_xy, obs_len, obs_speed, obs_yaw, obs_ok)
+
+
+def leaders(A: dict, s0, obs_xy, obs_len, obs_speed, obs_yaw, obs_ok) -> tuple[np.ndarray, np.ndarray]:
+    """(N, S) bumper-to-bumper gap [m] and speed along the path [m/s] of the nearest obstacle ahead of each
+    simulated agent on its own path (:func:`stag_sim.traffic.find_leaders`, for all agents of all rows at once;
+    ``(inf, 0)`` on a free road). ``A``: a batch's arrays (``path_*``, ``sim_idx``, ``sim_mask``, ``sizes``);
+    ``s0`` (N, S) the agents' arc lengths [m]; obstacles (N, O): the K agents then the ego, centres ``obs_xy``
+    (N, O, 2) [m], lengths [m], speeds [m/s], headings [rad], ``obs_ok`` present. An agent is never its own
+    obstacle. Compiled loops (:mod:`stag_sim.traffic_kernel`): they skip far obstacles before projecting them."""
+    from stag_sim.traffic_kernel import leaders_kernel
+
+    idx = A["sim_idx"]
+    f64 = lambda x: np.ascontiguousarray(x, np.float64)
+    gap, lead = np.empty(idx.shape), np.empty(idx.shape)
+    leaders_kernel(np.ascontiguousarray(A["sim_mask"]), np.ascontiguousarray(idx, np.int64), f64(s0),
+                   f64(np.take_along_axis(A["sizes"][..., 0], idx, 1)), f64(A["path_pts"]), f64(A["path_dir"]),
+                   f64(A["path_seg"]), f64(A["path_s"]), f64(A["path_heading"]),
+                   np.ascontiguousarray(A["path_nseg"], np.int64), f64(obs_xy), f64(obs_len), f64(obs_speed),
+                   f64(obs_yaw), np.ascontiguousarray(obs_ok, np.bool_), LEADER_LATERAL, LEADER_HORIZON, gap, lead)
     return gap, lead
 
 

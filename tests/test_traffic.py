@@ -85,3 +85,31 @@ def test_project_within_a_stretch_of_a_looping_path():
     assert np.isclose(s_all[0], 19.0) and np.isclose(lat_all[0], 0.4)
     s, lat = path.project([[2.0, 0.6]], s_range=(0.0, 10.0))
     assert np.isclose(s[0], 2.0) and np.isclose(lat[0], 0.6)
+
+
+def test_the_array_leader_search_is_find_leaders():
+    """stag_sim.world_batch_ops.leaders (every simulated agent of every row at once: what the worlds step with)
+    gives find_leaders' gap and leader speed, on random obstacles along a curved path."""
+    from stag_sim.world_batch_ops import leaders
+
+    rng = np.random.default_rng(0)
+    t = np.linspace(0.0, 3.0, 60)
+    path = PolylinePath(np.stack([40 * np.sin(t), 40 * (1 - np.cos(t))], 1))
+    A = {"sim_idx": np.array([[0]]), "sim_mask": np.array([[True]]), "sizes": np.array([[[4.5, 1.9, 1.5]]]),
+         "path_pts": path.points[None, None], "path_dir": path._dir[None, None], "path_seg": path._seg_len[None, None],
+         "path_s": path.s[None, None], "path_heading": np.arctan2(path._dir[:, 1], path._dir[:, 0])[None, None],
+         "path_nseg": np.array([[len(path._seg_len)]])}
+    for trial in range(200):
+        s_self = rng.uniform(0.0, 60.0)
+        n = int(rng.integers(1, 8))
+        s_obs = rng.uniform(0.0, path.length, n)
+        xy, yaw = path.interpolate(s_obs)
+        xy = xy + rng.normal(0.0, 1.5, (n, 2))
+        obs = [Obstacle(tuple(p), float(L), float(v), float(h)) for p, L, v, h in
+               zip(xy, rng.uniform(3, 6, n), rng.uniform(0, 10, n), yaw + rng.normal(0, 0.3, n))]
+        want = find_leaders(path, s_self, 4.5, obs)
+        # the agent itself is obstacle 0 (never its own leader); the others follow
+        got = leaders(A, np.array([[s_self]]), np.concatenate([[[0.0, 0.0]], xy])[None],
+                      np.array([[4.5] + [o.length for o in obs]]), np.array([[0.0] + [o.speed for o in obs]]),
+                      np.array([[0.0] + [o.yaw for o in obs]]), np.ones((1, n + 1), bool))
+        assert (got[0][0, 0], got[1][0, 0]) == pytest.approx(want, abs=1e-9), trial
