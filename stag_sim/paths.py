@@ -38,15 +38,37 @@ def ensure_default_scene(seed: int = 0, duration_s: float = 20.0, width: int = 4
     """Return the cached synthetic town scene, generating it first if it is not there (atomic write).
 
     ``sensors=False``: the layout-only town (no images, depth or LiDAR; see ``generate_scene``), for camera-free
-    envs: a few seconds and well under a megabyte instead of minutes and ~130 MB. It is always its own directory
+    envs: under a second and ~1 MB instead of minutes and ~130 MB. It is always its own directory
     (:func:`default_scene_dir` with ``sensors=False``), whether or not the full town is cached.
+
+    Processes that generate the same town at once (the workers of a vector env on a new seed) are safe: the first
+    to finish publishes it, the others use theirs (the same bytes), and a published cache is never replaced.
     """
-    from stag_sim.cache import write_scene_cache
     from stag_sim.synth import generate_scene
 
     path = default_scene_dir(seed, duration_s, width, height, sensors)
     if not (path / "scene.json").is_file():
         log = generate_scene(seed=seed, duration_s=duration_s, width=width, height=height, progress=progress,
                              sensors=sensors)
-        write_scene_cache(log, path, overwrite=True)
+        _publish_once(log, path)
     return path
+
+
+def _publish_once(log, path: Path) -> None:
+    """Write ``log``'s scene cache at ``path`` unless another process publishes one first: the cache is written
+    aside, then renamed into place, which fails (and ours is dropped) where a complete cache already is."""
+    import shutil
+    import tempfile
+
+    from stag_sim.cache import write_scene_cache
+    from stag_sim.errors import SceneError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.new-", dir=path.parent))
+    try:
+        os.rename(write_scene_cache(log, staging / "scene"), path)  # replaces an empty directory, never a full one
+    except OSError as e:
+        if not (path / "scene.json").is_file():
+            raise SceneError(f"{path}: could not publish the generated scene there ({e.strerror}); remove it") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

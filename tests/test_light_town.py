@@ -2,14 +2,15 @@
 rendering a pixel, its scene cache, its own cache directory, and the clear refusal of whatever needs images."""
 
 import dataclasses
+import shutil
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from stag_sim.cache import load_scene_cache, write_scene_cache
-from stag_sim.errors import ValidationError
-from stag_sim.paths import LAYOUT_SUFFIX, default_scene_dir, ensure_default_scene
+from stag_sim.errors import SceneError, ValidationError
+from stag_sim.paths import LAYOUT_SUFFIX, _publish_once, default_scene_dir, ensure_default_scene
 from stag_sim.synth import build_town, generate
 from stag_sim.synth.ground import GROUND_MARGIN, GROUND_RES
 
@@ -93,6 +94,36 @@ def test_ensure_default_scene_caches_the_layout_only_town_in_its_own_directory(m
 
     monkeypatch.setattr("stag_sim.synth.generate_scene", no_generation)
     assert ensure_default_scene(seed=SEED, duration_s=DURATION, width=W, height=H, sensors=False) == path
+
+
+def test_concurrent_generation_keeps_the_first_published_cache(monkeypatch, tmp_path, layout):
+    import stag_sim.synth
+
+    monkeypatch.setenv("STAG_SIM_CACHE", str(tmp_path))
+    path = default_scene_dir(SEED, DURATION, W, H, sensors=False)
+    path.mkdir(parents=True)  # an empty directory (a crashed mkdir) is replaced
+    assert ensure_default_scene(SEED, DURATION, W, H, progress=False, sensors=False) == path
+    assert load_scene_cache(path).diff(layout) == []
+
+    real, inodes = stag_sim.synth.generate_scene, {}
+
+    def racing(**kwargs):  # another process publishes the same town while this one generates it
+        log = real(**kwargs)
+        write_scene_cache(log, path)
+        inodes.update({p.name: p.stat().st_ino for p in path.iterdir()})
+        return log
+
+    shutil.rmtree(path)
+    monkeypatch.setattr(stag_sim.synth, "generate_scene", racing)
+    assert ensure_default_scene(SEED, DURATION, W, H, progress=False, sensors=False) == path
+    assert {p.name: p.stat().st_ino for p in path.iterdir()} == inodes  # the first cache stays, untouched
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # and ours left no staging directory behind
+    junk = path.parent / "junk"  # a directory that is not a scene cache is left alone
+    junk.mkdir()
+    (junk / "notes.txt").write_text("mine")
+    with pytest.raises(SceneError, match="could not publish"):
+        _publish_once(layout, junk)
+    assert [p.name for p in junk.iterdir()] == ["notes.txt"]
 
 
 def _one_line_refusal(excinfo, what: str, name: str) -> None:
