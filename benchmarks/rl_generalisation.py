@@ -19,14 +19,17 @@ from pathlib import Path
 
 from stag_sim.app import rl
 
-TRAFFIC = {"log": {}, "idm": {"world": {"agents": "idm"}}}
+TRAFFIC = {"log": {}, "idm": {"world": {"agents": "idm"}},
+           "events": {"traffic": {"brake_prob": 0.5, "cut_in_prob": 0.3}}}  # log replay + drawn brakes / cut-ins
 
 
-def run(name: str, steps: int, eval_every: int, seeds: int, traffic: str, out: Path, seed: int = 0) -> dict:
+def run(name: str, steps: int, eval_every: int, seeds: int, traffic: str, out: Path, seed: int = 0,
+        collision: float | None = None) -> dict:
     from stable_baselines3 import PPO
 
     towns = {"one": ("synthetic:0",), "many": rl.TRAIN_TOWNS}[name]
-    kw = {"scene": list(towns), **TRAFFIC[traffic]}
+    reward = {} if collision is None else {"reward": {"collision": collision}}
+    kw = {"scene": list(towns), **TRAFFIC[traffic], **reward}
     model = PPO("MultiInputPolicy", rl.make_env(**kw), seed=seed, verbose=0)
     t0 = time.perf_counter()
     points = []
@@ -40,7 +43,7 @@ def run(name: str, steps: int, eval_every: int, seeds: int, traffic: str, out: P
             p[key] = {"route_completion": r.route_completion, "collision_free": 1.0 - r.collisions / r.episodes,
                       "offroad": r.offroad, "pdms": r.pdms, "episodes": r.episodes}
         points.append(p)
-        print(f"[{name}/{traffic}] {done:>7d} steps: held-out towns rc {held.route_completion:.3f}, collision-free "
+        print(f"[{name}/{traffic}/{collision}] {done:>7d} steps: held-out towns rc {held.route_completion:.3f}, collision-free "
               f"{p['held_out']['collision_free']:.0%} ({held.episodes} ep), PDMS {held.pdms:.3f} | training towns rc "
               f"{own.route_completion:.3f}, collision-free {p['train']['collision_free']:.0%} ({p['wall_s']:.0f} s)",
               flush=True)
@@ -49,11 +52,12 @@ def run(name: str, steps: int, eval_every: int, seeds: int, traffic: str, out: P
         chunk = min(eval_every, steps - done)
         model.learn(chunk, reset_num_timesteps=False)
         done += chunk
-    result = {"name": name, "traffic": traffic, "towns": list(towns), "held_out_towns": list(rl.HELD_OUT_TOWNS),
-              "seeds_per_town": seeds, "curve": points}
+    tag = f"{name}_{traffic}" + ("" if collision is None else f"_col{collision:g}")
+    result = {"name": name, "traffic": traffic, "collision_penalty": collision, "towns": list(towns),
+              "held_out_towns": list(rl.HELD_OUT_TOWNS), "seeds_per_town": seeds, "curve": points}
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"gen_{name}_{traffic}.json").write_text(json.dumps(result, indent=1))
-    model.save(out / f"ppo_{name}_{traffic}.zip")
+    (out / f"gen_{tag}.json").write_text(json.dumps(result, indent=1))
+    model.save(out / f"ppo_{tag}.zip")
     return result
 
 
@@ -67,7 +71,8 @@ def plot(out: Path, path: Path) -> None:
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for r in runs:
         steps = [p["steps"] for p in r["curve"]]
-        label = f"{len(r['towns'])} town{'s' if len(r['towns']) > 1 else ''}, {r['traffic']} traffic"
+        label = f"{len(r['towns'])} town{'s' if len(r['towns']) > 1 else ''}, {r['traffic']} traffic" + \
+            (f", collision -{r['collision_penalty']:g}" if r.get("collision_penalty") is not None else "")
         for ax, key in zip(axes, ("route_completion", "collision_free")):
             line, = ax.plot(steps, [p["held_out"][key] for p in r["curve"]], marker="o", label=f"{label}: held-out towns")
             ax.plot(steps, [p["train"][key] for p in r["curve"]], ls="--", color=line.get_color(),
@@ -90,6 +95,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--train", choices=("one", "many"), help="train on one town or on rl.TRAIN_TOWNS")
     ap.add_argument("--traffic", choices=tuple(TRAFFIC), default="log", help="log replay or IDM traffic")
+    ap.add_argument("--collision", type=float, default=None, help="the reward's collision penalty (default: the env's)")
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--eval-every", type=int, default=50_000)
     ap.add_argument("--seeds", type=int, default=5, help="random starts per held-out town")
@@ -98,7 +104,7 @@ def main() -> None:
     ap.add_argument("--plot-path", type=Path, default=Path("docs/img/rl_generalisation.png"))
     args = ap.parse_args()
     if args.train:
-        run(args.train, args.steps, args.eval_every, args.seeds, args.traffic, args.out)
+        run(args.train, args.steps, args.eval_every, args.seeds, args.traffic, args.out, collision=args.collision)
     if args.plot:
         plot(args.out, args.plot_path)
 
