@@ -155,9 +155,9 @@ def _pack(world: World) -> dict:
     """One row's arrays of ``world`` (unpadded; cached per world object) and whether its agents are arrays."""
     if world in _PACKS:
         return _PACKS[world]
-    agents = world.agents
-    scripted = isinstance(agents, ScriptedAgents)
-    batched = scripted and not agents.inserted and not agents.cut_ins
+    batched = isinstance(world.agents, ScriptedAgents) and not world.agents.inserted and not world.agents.cut_ins
+    agents = world.agents if isinstance(world.agents, ScriptedAgents) else getattr(world.agents, "scripted", None)
+    scripted = agents is not None  # an external simulator's source keeps the scenario's scripted agents too
     K = len(world.log.objects)
     sim = np.flatnonzero(agents.simulated) if scripted else np.zeros(0, int)
     paths = [_path_arrays(agents.agent_paths[k]) for k in sim]
