@@ -24,13 +24,16 @@ TRAFFIC = {"log": {}, "idm": {"world": {"agents": "idm"}},
 
 
 def run(name: str, steps: int, eval_every: int, seeds: int, traffic: str, out: Path, seed: int = 0,
-        collision: float | None = None) -> dict:
+        collision: float | None = None, envs: int = 1) -> dict:
     from stable_baselines3 import PPO
 
     towns = {"one": ("synthetic:0",), "many": rl.TRAIN_TOWNS}[name]
     reward = {} if collision is None else {"reward": {"collision": collision}}
     kw = {"scene": list(towns), **TRAFFIC[traffic], **reward}
-    model = PPO("MultiInputPolicy", rl.make_env(**kw), seed=seed, verbose=0)
+    venv = rl.make_env(**kw) if envs == 1 else rl.sb3_vec_env(envs, **kw)  # the native batched env
+    if envs > 1:
+        venv.seed(seed)
+    model = PPO("MultiInputPolicy", venv, seed=seed, verbose=0)
     t0 = time.perf_counter()
     points = []
     done = 0
@@ -52,8 +55,9 @@ def run(name: str, steps: int, eval_every: int, seeds: int, traffic: str, out: P
         chunk = min(eval_every, steps - done)
         model.learn(chunk, reset_num_timesteps=False)
         done += chunk
-    tag = f"{name}_{traffic}" + ("" if collision is None else f"_col{collision:g}")
-    result = {"name": name, "traffic": traffic, "collision_penalty": collision, "towns": list(towns),
+    tag = f"{name}_{traffic}" + ("" if collision is None else f"_col{collision:g}") + ("" if envs == 1 else f"_x{envs}")
+    tag += "" if steps == 200_000 else f"_{steps // 1000}k"
+    result = {"name": name, "traffic": traffic, "collision_penalty": collision, "envs": envs, "towns": list(towns),
               "held_out_towns": list(rl.HELD_OUT_TOWNS), "seeds_per_town": seeds, "curve": points}
     out.mkdir(parents=True, exist_ok=True)
     (out / f"gen_{tag}.json").write_text(json.dumps(result, indent=1))
@@ -72,7 +76,8 @@ def plot(out: Path, path: Path) -> None:
     for r in runs:
         steps = [p["steps"] for p in r["curve"]]
         label = f"{len(r['towns'])} town{'s' if len(r['towns']) > 1 else ''}, {r['traffic']} traffic" + \
-            (f", collision -{r['collision_penalty']:g}" if r.get("collision_penalty") is not None else "")
+            (f", collision -{r['collision_penalty']:g}" if r.get("collision_penalty") is not None else "") + \
+            (f", {r['envs']} envs" if r.get("envs", 1) > 1 else "") + f", {r['curve'][-1]['steps'] // 1000}k steps"
         for ax, key in zip(axes, ("route_completion", "collision_free")):
             line, = ax.plot(steps, [p["held_out"][key] for p in r["curve"]], marker="o", label=f"{label}: held-out towns")
             ax.plot(steps, [p["train"][key] for p in r["curve"]], ls="--", color=line.get_color(),
@@ -96,6 +101,7 @@ def main() -> None:
     ap.add_argument("--train", choices=("one", "many"), help="train on one town or on rl.TRAIN_TOWNS")
     ap.add_argument("--traffic", choices=tuple(TRAFFIC), default="log", help="log replay or IDM traffic")
     ap.add_argument("--collision", type=float, default=None, help="the reward's collision penalty (default: the env's)")
+    ap.add_argument("--envs", type=int, default=1, help="train on the native batched vector env with this many envs")
     ap.add_argument("--steps", type=int, default=200_000)
     ap.add_argument("--eval-every", type=int, default=50_000)
     ap.add_argument("--seeds", type=int, default=5, help="random starts per held-out town")
@@ -104,7 +110,7 @@ def main() -> None:
     ap.add_argument("--plot-path", type=Path, default=Path("docs/img/rl_generalisation.png"))
     args = ap.parse_args()
     if args.train:
-        run(args.train, args.steps, args.eval_every, args.seeds, args.traffic, args.out, collision=args.collision)
+        run(args.train, args.steps, args.eval_every, args.seeds, args.traffic, args.out, collision=args.collision, envs=args.envs)
     if args.plot:
         plot(args.out, args.plot_path)
 
