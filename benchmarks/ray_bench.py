@@ -49,7 +49,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=5.0, help="length of one timed run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--scene", choices=("town", "tiny"), default="town",
-                    help="town: the default synthetic town; tiny: stag_sim.testing.tiny_scene_log(80 frames)")
+                    help="town: rl.RL_ENV's training towns; tiny: stag_sim.testing.tiny_scene_log(80 frames)")
     ap.add_argument("--env", choices=("state", "camera"), default="state",
                     help="state: camera-free rl.RL_ENV; camera: rl.CAMERA_ENV (one small rendered camera)")
     ap.add_argument("--address", default=None, help="Ray cluster to join; default: $RAY_ADDRESS, else local")
