@@ -8,28 +8,17 @@ for the raster. See docs/rl_ray.md.
     RAY_ADDRESS=HEAD:6379 python examples/ppo_ray.py --workers 16 --envs-per-worker 8     # a cluster (or --address)
 """
 
-import argparse
-import json
-from pathlib import Path
-
 from stag_sim.app import rl
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = rl.recipe_parser(__doc__, "runs/ppo_ray")
     ap.add_argument("--workers", type=int, default=2, help="Ray actors, one batched vector env each")
     ap.add_argument("--envs-per-worker", type=int, default=8, help="sub-envs of each actor's batched vector env")
     ap.add_argument("--cpus-per-worker", type=float, default=1.0, help="CPUs Ray reserves for each actor")
     ap.add_argument("--address", default=None,
                     help="Ray cluster to join (HOST:6379, ray://HOST:10001, auto); default: $RAY_ADDRESS, else local")
-    ap.add_argument("--obs", choices=("state", "bev"), default="state")
-    ap.add_argument("--steps", type=int, default=200_000)
-    ap.add_argument("--eval-every", type=int, default=40_000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--out", type=Path, default=Path("runs/ppo_ray"))
     args = ap.parse_args()
-
-    from stable_baselines3 import PPO
 
     from stag_sim.app.rl_ray import ray_vec_env
 
@@ -38,13 +27,9 @@ def main() -> None:
                        num_cpus_per_worker=args.cpus_per_worker, **env_kwargs)
     try:
         venv.seed(args.seed)
-        model = PPO("MultiInputPolicy", venv, seed=args.seed, verbose=0)
-        curve = rl.learning_curve(model, args.steps, args.eval_every, env_kwargs, **rl.HELD_OUT)
+        _, curve = rl.train_recipe(venv, args, env_kwargs)
     finally:
         venv.close()
-    args.out.mkdir(parents=True, exist_ok=True)
-    model.save(args.out / "model.zip")
-    (args.out / "curve.json").write_text(json.dumps(curve, indent=1))
     print(f"final: {curve[-1]}; wrote {args.out}")
 
 

@@ -1,10 +1,11 @@
 """The Ray vector env (stag_sim.app.rl_ray): 2 actors x 2 envs step exactly like one local batched env of 4 with
 the same seeds, PPO trains on it, close() gives the actors' CPUs back; a tiny scene built in code travels to the
-actors by pickling."""
+actors by pickling. Slow (Ray starts a local cluster: ~15 s on 2 cores); CI runs it with the ``ray`` extra."""
 
 import numpy as np
 import pytest
 
+pytestmark = pytest.mark.slow
 ray = pytest.importorskip("ray")
 pytest.importorskip("stable_baselines3")
 

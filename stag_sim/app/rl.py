@@ -140,6 +140,36 @@ def learning_curve(model, total_steps: int, eval_every: int, env_kwargs: dict | 
     return points
 
 
+def recipe_parser(doc: str, out: str, eval_every: int = 40_000):
+    """The PPO recipes' command line: ``--obs`` (state / bev), ``--steps``, ``--eval-every``, ``--seed``, ``--out``
+    (an ``argparse.ArgumentParser`` the recipe adds its own options to)."""
+    import argparse
+    from pathlib import Path
+
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--obs", choices=("state", "bev"), default="state", help="observation key (default state)")
+    ap.add_argument("--steps", type=int, default=200_000, help="env steps to train (default 200000)")
+    ap.add_argument("--eval-every", type=int, default=eval_every, help="held-out evaluation interval [steps]")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=Path(out), help="where the model and curve go")
+    return ap
+
+
+def train_recipe(venv, args, env_kwargs: dict):
+    """SB3 PPO with default hyperparameters on ``venv`` for ``args.steps``, its learning curve on :data:`HELD_OUT`,
+    saved as ``args.out``/model.zip and curve.json. Returns (model, curve)."""
+    import json
+
+    from stable_baselines3 import PPO
+
+    model = PPO("MultiInputPolicy", venv, seed=args.seed, verbose=0)  # default hyperparameters
+    curve = learning_curve(model, args.steps, args.eval_every, env_kwargs, **HELD_OUT)
+    args.out.mkdir(parents=True, exist_ok=True)
+    model.save(args.out / "model.zip")
+    (args.out / "curve.json").write_text(json.dumps(curve, indent=1))
+    return model, curve
+
+
 def plot_curves(curves: dict[str, list[dict]], path, title: str = "") -> None:
     """Route completion and PDMS against env steps, one line per curve, written to ``path`` (PNG)."""
     import matplotlib
