@@ -119,8 +119,8 @@ def bicycle_step(state: EgoState, accel: float, steer: float, dt: float, params:
 
     Inputs are clipped to the vehicle's limits. Exact for constant inputs (arc integration).
     """
-    a = float(np.clip(accel, -params.max_decel, params.max_accel))
-    delta = float(np.clip(steer, -params.max_steer, params.max_steer))
+    a = min(max(float(accel), -params.max_decel), params.max_accel)
+    delta = min(max(float(steer), -params.max_steer), params.max_steer)
     v0 = state.speed
     v1 = v0 + a * dt
     if v1 < 0.0:  # stops within the step: travel until v = 0
