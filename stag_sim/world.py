@@ -178,13 +178,13 @@ class World:
         one log and config give one world, built once per process (a random-start reset reuses it)."""
         config = (config or WorldConfig()).validate()
         if agents is None:
-            per_log = _WORLDS.setdefault(log, OrderedDict())
-            if config not in per_log:
-                per_log[config] = cls._build(log, config, None)
-                if len(per_log) > MAX_WORLDS_PER_LOG:
-                    per_log.popitem(last=False)
-            per_log.move_to_end(config)
-            return per_log[config]
+            key = (id(log), config)
+            if key not in _WORLDS or _WORLDS[key].log is not log:
+                _WORLDS[key] = cls._build(log, config, None)
+                while len(_WORLDS) > MAX_WORLDS:
+                    _WORLDS.popitem(last=False)
+            _WORLDS.move_to_end(key)
+            return _WORLDS[key]
         return cls._build(log, config, agents)
 
     @classmethod
@@ -287,9 +287,10 @@ def logged_mean_speed(log: SceneLog) -> float:
     return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
 
 
-#: per log: WorldConfig -> World (World.build with the log's own agents), the most recently used kept
-_WORLDS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
-MAX_WORLDS_PER_LOG = 256
+#: (log, WorldConfig) -> World (World.build with the log's own agents): the MAX_WORLDS most recently used, over
+#: every log of the process (an RL run draws start frames and traffic over many towns)
+_WORLDS: OrderedDict = OrderedDict()
+MAX_WORLDS = 1024
 #: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
 #: shares them (a random-start reset builds a world; growing and preparing the area is most of that)
 _DRIVABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
