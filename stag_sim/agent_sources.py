@@ -16,6 +16,7 @@ holds one, and :func:`stag_sim.world.step` asks it to advance the agents. Two so
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping, Protocol
@@ -112,6 +113,25 @@ def extended_path(xy: np.ndarray, extension: float) -> PolylinePath:
     return PolylinePath(xy)
 
 
+#: per log: the agents' logged paths and moving flags (every world of a log shares them)
+_PATHS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _logged_paths(log) -> tuple[tuple, np.ndarray]:
+    """(K,) each agent's logged path extended :data:`PATH_EXTENSION` past its end (None for one that is not a
+    moving vehicle) and (K,) moving flags; computed once per log (a random-start reset builds a world)."""
+    if log not in _PATHS:
+        P, V = np.asarray(log.objects.poses), np.asarray(log.objects.valid)
+        paths, moving = [], np.zeros(len(log.objects), bool)
+        for k in range(len(log.objects)):
+            xy = P[V[:, k], k, :2, 3]
+            travelled = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) if len(xy) > 1 else 0.0
+            moving[k] = travelled > MOVING_THRESHOLD and log.objects.categories[k].startswith("vehicle")
+            paths.append(extended_path(xy, PATH_EXTENSION) if moving[k] else None)
+        _PATHS[log] = (tuple(paths), moving)
+    return _PATHS[log]
+
+
 @dataclass(frozen=True, eq=False)
 class ScriptedAgents:
     """The log's agents, replayed or driven by IDM, with the scenario's events (see the module docstring).
@@ -140,13 +160,8 @@ class ScriptedAgents:
         K = len(log.objects)
         P = np.asarray(log.objects.poses)
         V = np.asarray(log.objects.valid)
-        paths: list[PolylinePath | None] = []
-        moving = np.zeros(K, bool)
-        for k in range(K):
-            xy = P[V[:, k], k, :2, 3]
-            travelled = float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum()) if len(xy) > 1 else 0.0
-            moving[k] = travelled > MOVING_THRESHOLD and log.objects.categories[k].startswith("vehicle")
-            paths.append(extended_path(xy, PATH_EXTENSION) if moving[k] else None)
+        logged_paths, moving = _logged_paths(log)
+        paths, moving = list(logged_paths), moving.copy()
         simulated = moving.copy() if config.agents == "idm" else np.zeros(K, bool)
         removed = np.zeros(K, bool)
         route_path = extended_path(route.points, PATH_EXTENSION)  # inserted agents drive past its end

@@ -207,7 +207,9 @@ class World:
         if config.route_max_length is not None and route.length > config.route_max_length:
             keep = route.s[route.s < config.route_max_length]
             route = PolylinePath(route.interpolate(np.append(keep, config.route_max_length))[0])
-        ground = GroundModel.from_log(log)
+        if log not in _GROUND:
+            _GROUND[log] = (GroundModel.from_log(log),)
+        ground = _GROUND[log][0]
         area, source, drivable = _drivable(log, config, ground)
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
@@ -290,7 +292,9 @@ def logged_mean_speed(log: SceneLog) -> float:
 #: (log, WorldConfig) -> World (World.build with the log's own agents): the MAX_WORLDS most recently used, over
 #: every log of the process (an RL run draws start frames and traffic over many towns)
 _WORLDS: OrderedDict = OrderedDict()
-MAX_WORLDS = 1024
+MAX_WORLDS = 8192  # a world of a log is small: its route (agent paths, ground and drivable area are per log)
+#: per log: its GroundModel (or None), shared by every world of the log
+_GROUND: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
 #: shares them (a random-start reset builds a world; growing and preparing the area is most of that)
 _DRIVABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

@@ -190,10 +190,6 @@ def _pad_stack(arrays: list[np.ndarray], fill, shape=None) -> np.ndarray:
     return out
 
 
-def _fits(row: dict, arrays: dict) -> bool:
-    return all(row[k].shape[d] <= arrays[k].shape[d + 1] for k in ROW_FILL for d in range(row[k].ndim))
-
-
 @dataclass(frozen=True, eq=False)
 class WorldBatch:
     """The fixed facts of N episodes as padded arrays (build with :meth:`build`). Every row shares ``dt``, the
@@ -222,12 +218,7 @@ class WorldBatch:
         worlds = tuple(worlds)
         if not worlds:
             raise ValidationError("WorldBatch: needs at least one world")
-        c0 = worlds[0].config
-        for w in worlds[1:]:
-            for name in ("dt", "vehicle", "idm"):
-                if getattr(w.config, name) != getattr(c0, name):
-                    raise ValidationError(f"WorldBatch: every world must share WorldConfig.{name}; "
-                                          f"{getattr(w.config, name)!r} != {getattr(c0, name)!r}")
+        _check_shared(worlds)
         packs = [_pack(w) for w in worlds]
         a = {k: _pad_stack([p["row"][k] for p in packs], fill) for k, fill in ROW_FILL.items()}
         logs = tuple({id(w.log): w.log for w in worlds}.values())
@@ -250,29 +241,62 @@ class WorldBatch:
         return self.worlds[0].config
 
     def with_worlds(self, rows, worlds: Sequence[World]) -> "WorldBatch":
-        """A batch with ``rows`` holding ``worlds`` instead (the others keep theirs). Rows that fit the padding of
-        a batch whose logs are known are copied in; otherwise the batch is built again."""
+        """A batch with ``rows`` holding ``worlds`` instead (the others keep theirs): their arrays are copied in,
+        the padding grows where a new world needs more room, and a new log joins the table (nothing is rebuilt:
+        an RL run over many towns meets each town once)."""
         new = list(self.worlds)
         for r, w in zip(rows, worlds):
             new[r] = w
-        if all(a is b for a, b in zip(new, self.worlds)):
+        if all(x is y for x, y in zip(new, self.worlds)):
             return self
-        known = {id(lg): j for j, lg in enumerate(self.logs)}
+        _check_shared(new)
         packs = [_pack(w) for w in worlds]
-        if not all(id(w.log) in known and _fits(p["row"], self.arrays) for w, p in zip(worlds, packs)):
-            return WorldBatch.build(new)
-        a = dict(self.arrays)
-        for k in list(ROW_FILL) + ["log_row"]:
-            a[k] = a[k].copy()
-        a["drivable"] = list(a["drivable"])
+        N, a = len(new), dict(self.arrays)
+        for k, fill in ROW_FILL.items():
+            shape = tuple(max([a[k].shape[d + 1]] + [p["row"][k].shape[d] for p in packs]) for d in range(a[k].ndim - 1))
+            grown = _grow(a[k], (N,) + shape, fill)
+            a[k] = grown.copy() if grown is a[k] else grown  # rows are written below
+        logs = list(self.logs)
+        for w in worlds:
+            if all(lg is not w.log for lg in logs):
+                logs.append(w.log)
+        K = a["sizes"].shape[1]
+        tables = [_log_arrays(lg) for lg in logs[len(self.logs):]]
+        T = max([a["log_ts"].shape[1]] + [t["T"] for t in tables])
+        for k, fill in LOG_FILL.items():  # the log table: shared until a new log or more room is needed
+            tail = (T, K)[:a["log_" + k].ndim - 1] + a["log_" + k].shape[3:]
+            grown = _grow(a["log_" + k], (len(self.logs),) + tail, fill)
+            a["log_" + k] = np.concatenate([grown, _pad_stack([t[k] for t in tables], fill, tail)]) if tables else grown
+        a["log_row"], a["drivable"], a["K"] = a["log_row"].copy(), list(a["drivable"]), K
         batched = self.batched.copy()
+        order = {id(lg): j for j, lg in enumerate(logs)}
         for r, w, p in zip(rows, worlds, packs):
             for k, fill in ROW_FILL.items():
                 v = p["row"][k]
                 a[k][r] = fill
                 a[k][(r,) + tuple(slice(0, n) for n in v.shape)] = v
-            a["log_row"][r], a["drivable"][r], batched[r] = known[id(w.log)], w.drivable, p["batched"]
-        return WorldBatch(tuple(new), batched, self.logs, a)
+            a["log_row"][r], a["drivable"][r], batched[r] = order[id(w.log)], w.drivable, p["batched"]
+        return WorldBatch(tuple(new), batched, tuple(logs), a)
+
+
+def _grow(arr: np.ndarray, shape: tuple, fill) -> np.ndarray:
+    """``arr`` padded with ``fill`` to ``shape`` (each axis at least as long): a new array, or ``arr`` itself
+    when it has that shape already (callers that write into the result copy it first)."""
+    if arr.shape == tuple(shape):
+        return arr
+    out = np.full(shape, fill, dtype=arr.dtype)
+    out[tuple(slice(0, n) for n in arr.shape)] = arr
+    return out
+
+
+def _check_shared(worlds: Sequence[World]) -> None:
+    """Every world of a batch shares ``dt``, the vehicle and the IDM constants."""
+    c0 = worlds[0].config
+    for w in worlds[1:]:
+        for name in ("dt", "vehicle", "idm"):
+            if getattr(w.config, name) != getattr(c0, name):
+                raise ValidationError(f"WorldBatch: every world must share WorldConfig.{name}; "
+                                      f"{getattr(w.config, name)!r} != {getattr(c0, name)!r}")
 
 
 # ---- the step ----------------------------------------------------------------------------------------------------

@@ -225,20 +225,15 @@ def collisions(wb: "WorldBatch", centre: np.ndarray, yaw: np.ndarray, agent_xy, 
 
 def offroad(wb: "WorldBatch", centre: np.ndarray, yaw: np.ndarray) -> np.ndarray:
     """(N,) bool: the ego footprint is not inside its row's drivable area (grown by the tolerance); False where the
-    world has none. Shapely's vectorised ``contains``, one call per distinct drivable area."""
+    world has none. One vectorised shapely ``contains`` over every row's (prepared) area and footprint."""
     import shapely
 
     v = wb.config.vehicle
     out = np.zeros(len(yaw), bool)
-    areas = wb.arrays["drivable"]
-    groups: dict = {}
-    for i, d in enumerate(areas):
-        if d is not None:
-            groups.setdefault(id(d), (d, []))[1].append(i)
-    for d, rows in groups.values():
-        rows = np.asarray(rows)
-        geom = getattr(d, "context", d)
-        shapely.prepare(geom)
+    rows = np.array([i for i, d in enumerate(wb.arrays["drivable"]) if d is not None], int)
+    if len(rows):
+        areas = np.array([getattr(d, "context", d) for d in wb.arrays["drivable"] if d is not None], dtype=object)
+        shapely.prepare(areas)  # a no-op for an area prepared before
         polys = shapely.polygons(box_corners(centre[rows, 0], centre[rows, 1], yaw[rows], v.length, v.width))
-        out[rows] = ~shapely.contains(geom, polys)
+        out[rows] = ~shapely.contains(areas, polys)
     return out
