@@ -46,7 +46,7 @@ def steps_per_s(env, seconds: float = 4.0, action=None, warmup: float = 0.0) -> 
         while time.perf_counter() - t0 < (seconds if timed else warmup):
             _, _, term, trunc, _ = env.step(act())
             n += 1
-            if np.any(term) or np.any(trunc):
+            if not hasattr(env, "num_envs") and (term or trunc):  # vector envs reset their own sub-envs
                 env.reset()
     return n / (time.perf_counter() - t0)
 

@@ -208,13 +208,13 @@ class World:
             keep = route.s[route.s < config.route_max_length]
             route = PolylinePath(route.interpolate(np.append(keep, config.route_max_length))[0])
         if log not in _GROUND:
-            _GROUND[log] = (GroundModel.from_log(log),)
-        ground = _GROUND[log][0]
+            _GROUND[log] = (GroundModel.from_log(log), matrix_to_quat(ego[:, :3, :3]))
+        ground, ego_quats = _GROUND[log]
         area, source, drivable = _drivable(log, config, ground)
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),
-                   drivable, agents, matrix_to_quat(ego[:, :3, :3]), ground, area, source)
+                   drivable, agents, ego_quats, ground, area, source)
 
     def with_agents(self, agents: AgentSource) -> "World":
         """The same world with another agent source."""
@@ -293,7 +293,7 @@ def logged_mean_speed(log: SceneLog) -> float:
 #: every log of the process (an RL run draws start frames and traffic over many towns)
 _WORLDS: OrderedDict = OrderedDict()
 MAX_WORLDS = 8192  # a world of a log is small: its route (agent paths, ground and drivable area are per log)
-#: per log: its GroundModel (or None), shared by every world of the log
+#: per log: its GroundModel (or None) and logged ego quaternions, shared by every world of the log
 _GROUND: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
 #: shares them (a random-start reset builds a world; growing and preparing the area is most of that)

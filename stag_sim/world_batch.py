@@ -249,7 +249,7 @@ class WorldBatch:
             new[r] = w
         if all(x is y for x, y in zip(new, self.worlds)):
             return self
-        _check_shared(new)
+        _check_shared([self.worlds[0], *worlds])
         packs = [_pack(w) for w in worlds]
         N, a = len(new), dict(self.arrays)
         for k, fill in ROW_FILL.items():
