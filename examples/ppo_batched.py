@@ -2,7 +2,7 @@
 renderer call draws all of them). Camera-free ``state`` by default; ``--obs bev`` for the raster.
 
     pip install -e ".[rl]"
-    python examples/ppo_batched.py --envs 4 --steps 200000
+    python examples/ppo_batched.py                    # 8 envs, 400k steps on the 100 training towns (~8 min)
 """
 
 from stag_sim.app import rl
@@ -10,7 +10,8 @@ from stag_sim.app import rl
 
 def main() -> None:
     ap = rl.recipe_parser(__doc__, "runs/ppo_batched")
-    ap.add_argument("--envs", type=int, default=4, help="sub-envs of the batched vector env")
+    ap.add_argument("--envs", type=int, default=8, help="sub-envs of the batched vector env")
+    ap.set_defaults(steps=400_000)
     args = ap.parse_args()
     env_kwargs = {"observations": (args.obs,)}
     venv = rl.sb3_vec_env(args.envs, **env_kwargs)
