@@ -134,6 +134,9 @@ class StagDriveVectorEnv(VectorEnv):
         self._bs = wbatch.step(self._wb, prev, accel, steer)
         self._clipped += n_clipped
         new = self._bs
+        if self.render_mode == "rgb_array":  # the bird's-eye view of render() draws each env's trail
+            for i, env in enumerate(self.envs):
+                env._trail.append((float(new.x[i]), float(new.y[i])))
         free = B.road_free(new.x, new.y, new.yaw, new.agent_xy, new.agent_valid, self.config.reward.free_distance)
         reward, terms, term, trunc, reason = B.outcome(
             self.config.reward, prev.route_s, new.route_s, self._wb.arrays["usable"], new.speed, free, new.collision,
