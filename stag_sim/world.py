@@ -20,7 +20,7 @@ from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, Scripte
 from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
 from stag_sim.errors import ScenarioError, ValidationError
 from stag_sim.ground import GroundModel
-from stag_sim.geometry import interpolate_poses, matrix_to_quat, pose_xy_yaw, yaw_of
+from stag_sim.geometry import interpolate_poses, matrix_to_quat, yaw_of
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
 
@@ -366,7 +366,8 @@ def reset(world: World, ego_offset=(0.0, 0.0, 0.0), speed: float | None = None) 
     f = cfg.start_frame
     log = world.log
     time_s = float(log.timestamps_us[f] - world.t0_us) * 1e-6
-    T0 = np.asarray(log.ego_poses[f]) @ pose_xy_yaw(ego_offset[0], ego_offset[1], ego_offset[2])
+    offset = EgoState(float(ego_offset[0]), float(ego_offset[1]), float(ego_offset[2]), 0.0).pose()  # = pose_xy_yaw
+    T0 = np.asarray(log.ego_poses[f]) @ offset
     if speed is None:
         dxy = np.linalg.norm(log.ego_poses[f + 1][:2, 3] - log.ego_poses[f][:2, 3])
         speed = float(dxy / ((log.timestamps_us[f + 1] - log.timestamps_us[f]) * 1e-6))

@@ -100,6 +100,7 @@ class StagDriveEnv(gym.Env):
         self._bev: dict[int, Any] = {}  # BEV rasterizer per world (static layers drawn once)
         h, w = self.config.image_size
         self.rig = self._rig(self.log)
+        self._rigs = {0: self.rig}  # per scene of the list
         self.obs_keys = self.config.observation_keys
         # the observed cameras, rig order (none when the observation holds no images)
         self.camera_names = self.config.camera_names(self.rig) if "cameras" in self.obs_keys else ()
@@ -132,14 +133,16 @@ class StagDriveEnv(gym.Env):
         """Switch to scene ``i`` of the scene list (its log, base world, rig and renderer, built once each)."""
         self._scene_index = i
         self.log, self.scene_dir = self._scenes[i]
-        if self.camera_names and self.config.camera_names(self._rig(self.log)) != self.camera_names:
+        if i not in self._rigs:
+            self._rigs[i] = self._rig(self.log)
+        if self.camera_names and self.config.camera_names(self._rigs[i]) != self.camera_names:
             raise ValidationError(f"scene: every scene of the list must have the observed cameras "
                                   f"({', '.join(self.camera_names)}); {self.log.name!r} has {', '.join(self.log.rig.names)}")
         key = (i, self.config.world.start_frame)
         if key not in self._worlds:
             self._worlds[key] = World.build(self.log, self.config.world)
         self.world = self._worlds[key]
-        self.rig = self._rig(self.log)
+        self.rig = self._rigs[i]
         if self.camera_names and i not in self._renderers:
             self._renderers[i] = self._make_renderer()
         self._renderer = self._renderers.get(i)
