@@ -11,7 +11,6 @@ around it.
 from __future__ import annotations
 
 import weakref
-from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -175,16 +174,14 @@ class World:
     def build(cls, log: SceneLog, config: WorldConfig | None = None, agents: AgentSource | None = None) -> "World":
         """The world of an episode on ``log`` with ``config``; ``agents`` default to the log's agents with the
         config's agent mode and events (:class:`~stag_sim.agent_sources.ScriptedAgents`). Worlds are immutable:
-        one log and config give one world, built once per process (a random-start reset reuses it)."""
+        one log and config give one world, shared while anyone holds it (sub-envs, random-start resets)."""
         config = (config or WorldConfig()).validate()
         if agents is None:
             key = (id(log), config)
-            if key not in _WORLDS or _WORLDS[key].log is not log:
-                _WORLDS[key] = cls._build(log, config, None)
-                while len(_WORLDS) > MAX_WORLDS:
-                    _WORLDS.popitem(last=False)
-            _WORLDS.move_to_end(key)
-            return _WORLDS[key]
+            world = _WORLDS.get(key)
+            if world is None or world.log is not log:
+                world = _WORLDS[key] = cls._build(log, config, None)
+            return world
         return cls._build(log, config, agents)
 
     @classmethod
@@ -207,9 +204,9 @@ class World:
         if config.route_max_length is not None and route.length > config.route_max_length:
             keep = route.s[route.s < config.route_max_length]
             route = PolylinePath(route.interpolate(np.append(keep, config.route_max_length))[0])
-        if log not in _GROUND:
-            _GROUND[log] = (GroundModel.from_log(log), matrix_to_quat(ego[:, :3, :3]))
-        ground, ego_quats = _GROUND[log]
+        if log not in _LOG_FACTS:
+            _LOG_FACTS[log] = (GroundModel.from_log(log), matrix_to_quat(ego[:, :3, :3]))
+        ground, ego_quats = _LOG_FACTS[log]
         area, source, drivable = _drivable(log, config, ground)
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
@@ -289,12 +286,11 @@ def logged_mean_speed(log: SceneLog) -> float:
     return float(np.linalg.norm(np.diff(xy, axis=0), axis=1).sum() / max(duration, 1e-9))
 
 
-#: (log, WorldConfig) -> World (World.build with the log's own agents): the MAX_WORLDS most recently used, over
-#: every log of the process (an RL run draws start frames and traffic over many towns)
-_WORLDS: OrderedDict = OrderedDict()
-MAX_WORLDS = 8192  # a world of a log is small: its route (agent paths, ground and drivable area are per log)
+#: (log, WorldConfig) -> World (World.build with the log's own agents) while anyone holds it: the sub-envs of a
+#: vector env share their worlds, and a world (which holds its log) never outlives its users here
+_WORLDS: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
 #: per log: its GroundModel (or None) and logged ego quaternions, shared by every world of the log
-_GROUND: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_LOG_FACTS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 #: per log: (drivable source, tolerance, vehicle) -> (area, source, prepared grown area); every world of a log
 #: shares them (a random-start reset builds a world; growing and preparing the area is most of that)
 _DRIVABLE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()

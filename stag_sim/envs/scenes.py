@@ -9,18 +9,21 @@ which builds in seconds where the full town renders for minutes.
 from __future__ import annotations
 
 import os
+import weakref
 from pathlib import Path
 
 from stag_sim.errors import ValidationError
 from stag_sim.scene_log import SceneLog
 
-#: (scene spec, sensors) -> (log, cache dir): every env of a process shares a loaded scene
-_LOADED: dict = {}
+#: (scene spec, sensors, cache stamp) -> log, while an env holds it (every env of a process shares a loaded scene;
+#: nothing is pinned after its envs are gone), and -> its cache dir
+_LOADED: "weakref.WeakValueDictionary" = weakref.WeakValueDictionary()
+_DIRS: dict = {}
 
 
 def load_scene(scene, sensors: bool = True) -> tuple[SceneLog, Path | None]:
     """A SceneLog and its cache dir from ``scene`` (see the module docstring); ``sensors=False`` takes a synthetic
-    town's layout-only log. Loaded once per process."""
+    town's layout-only log. Loaded once while any env of the process holds it."""
     if isinstance(scene, SceneLog):
         return scene, None
     if scene is not None and not isinstance(scene, (str, os.PathLike)):
@@ -32,9 +35,11 @@ def load_scene(scene, sensors: bool = True) -> tuple[SceneLog, Path | None]:
         meta = Path(scene) / "scene.json"
         stamp = meta.stat().st_mtime_ns if meta.is_file() else None
     key = (None if scene is None else str(scene), bool(sensors) or not synthetic, stamp)
-    if key not in _LOADED:
-        _LOADED[key] = _load(scene, key[1])
-    return _LOADED[key]
+    log = _LOADED.get(key)
+    if log is None:
+        log, _DIRS[key] = _load(scene, key[1])
+        _LOADED[key] = log
+    return log, _DIRS[key]
 
 
 def _load(scene, sensors: bool) -> tuple[SceneLog, Path | None]:

@@ -84,14 +84,15 @@ class StagDriveEnv(gym.Env):
             settings, self._default_options = env_settings(self.scenario, self.log, dt)
             world = {**settings.pop("world"), **_as_mapping(kwargs.pop("world", {}))}
             kwargs = {**settings, **kwargs, "world": world}
-        else:  # a camera-free env takes a synthetic town's layout-only log (no images: seconds to build)
-            sensors = "cameras" in EnvConfig.from_kwargs(**kwargs).observation_keys
+        config = EnvConfig.from_kwargs(**kwargs)
+        if scenario is None:  # a camera-free env takes a synthetic town's layout-only log (no images: seconds to build)
+            sensors = "cameras" in config.observation_keys
             if isinstance(scene, (list, tuple)):  # a list of scenes: every reset draws one (loaded on first draw)
                 self._scenes = SceneList(scene, sensors)
                 self.log, self.scene_dir = self._scenes[0]
             else:
                 self.log, self.scene_dir = load_scene(scene, sensors)
-        self.config = EnvConfig.from_kwargs(**kwargs).resolved(self.log)
+        self.config = config.resolved(self.log)
         self.render_mode = render_mode
         if _scene_dir is not None:  # the batched vector env passes the loaded log and where it came from
             self.scene_dir = Path(_scene_dir)
