@@ -12,8 +12,10 @@ from pathlib import Path
 import click
 
 from stag_sim.app.cli import demo, eval_cmd, export_cmd, replay_cmd, serve_cmd
+from stag_sim.cli_args import require
 from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import OutputError
+from stag_sim.fsutil import check_writable
 from stag_sim.render.cli import fidelity, render
 
 
@@ -36,6 +38,10 @@ def synth(out: Path, seed: int, duration: float, width: int, height: int, worker
     """Generate the synthetic town scene (no download) and write it as a scene cache."""
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: already exists (add --overwrite to replace it)")
+    require(duration > 0, "--duration", "a drive length > 0 s", duration)
+    require(min(width, height) >= 8, "--width/--height", "an image size of at least 8x8 px", f"{width}x{height}")
+    require(workers is None or workers >= 1, "--workers", "an integer >= 1", workers)
+    check_writable(out, "--out")  # before minutes of rendering
     from stag_sim.cache import write_scene_cache
     from stag_sim.summary import dir_size_bytes
     from stag_sim.synth import generate_scene
@@ -55,30 +61,37 @@ def synth(out: Path, seed: int, duration: float, width: int, height: int, worker
 @click.argument("scene", type=click.Path(path_type=Path))
 @click.option("--time", "time_s", default=0.0, show_default=True, help="Contact sheet time [s] after the first frame.")
 @click.option("--sheet", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Contact sheet PNG to write [default: ./<scene name>_<time>s.png].")
+              help="Write a contact sheet of the six cameras at --time to this PNG [default: none].")
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the cache files (sizes are still checked).")
 @one_line_errors
 def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> None:
-    """Summarise a scene cache and write a contact sheet of its six cameras."""
+    """Summarise a scene cache; with --sheet, write a contact sheet of its cameras at --time."""
+    import numpy as np
+
     from stag_sim.cache import load_scene_cache
     from stag_sim.summary import scene_summary
     from stag_sim.viz import contact_sheet, write_png
 
+    if sheet is not None:
+        require(sheet.suffix.lower() == ".png", "--sheet", "a file ending in .png", str(sheet))
+        check_writable(sheet, "--sheet", directory=False)
     log = load_scene_cache(scene, verify=not no_verify)
+    end = (log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
+    require(0.0 <= time_s <= end, "--time", f"a time within the log (0 to {end:.1f} s)", time_s)
     click.echo(scene_summary(log, scene))
+    if sheet is None:
+        return
     if log.layout_only:
         click.echo("contact sheet: none (the log has no camera images)")
         return
     t = log.frame_at(time_s)
     images = [log.images[t, c] if log.images.has(t, c) else None for c in range(len(log.rig))]
     h, w = next(i for i in images if i is not None).shape[:2]
-    import numpy as np
-
     images = [np.zeros((h, w, 3), np.uint8) if i is None else i for i in images]
     rel = (log.timestamps_us[t] - log.timestamps_us[0]) * 1e-6
-    out = sheet or Path(f"{log.name}_{rel:.1f}s.png")
-    write_png(out, contact_sheet(images, log.rig.names, azimuths=log.rig.azimuths, caption=f"{log.name}  t = {rel:.2f} s  (frame {t})"))
-    click.echo(f"contact sheet: {out}")
+    write_png(sheet, contact_sheet(images, log.rig.names, azimuths=log.rig.azimuths,
+                                   caption=f"{log.name}  t = {rel:.2f} s  (frame {t})"))
+    click.echo(f"contact sheet: {sheet}")
 
 
 @main.group()
@@ -119,6 +132,7 @@ def ingest_dgp_cmd(scene_json: Path, out: Path, cameras: str | None, lidar: str 
 
     t0 = time.perf_counter()
     check_out_dir(out, overwrite)
+    check_writable(out, "--out")
     log = ingest_dgp(scene_json, progress=True, cameras=cameras, lidar=lidar)
     path = write_scene_cache(log, out, overwrite=overwrite)
     points = float(np.mean(np.diff(log.lidar.offsets))) if log.lidar is not None and len(log.lidar) else 0.0
@@ -140,7 +154,9 @@ def refine_poses_cmd(scene: Path, out: Path, window: int, overwrite: bool) -> No
     from stag_sim.pose_refine import refine_poses
 
     t0 = time.perf_counter()
+    require(window >= 1, "--window", "an integer >= 1", window)
     check_out_dir(out, overwrite)
+    check_writable(out, "--out")
     log, report = refine_poses(load_scene_cache(scene), window=window, progress=True)
     path = write_scene_cache(log, out, overwrite=overwrite)
     click.echo(f"{report.summary()}\nwrote {path} in {time.perf_counter() - t0:.1f} s")

@@ -184,6 +184,14 @@ def auto_image_size(rig, cameras=None) -> tuple[int, int]:
     return max(8, int(round(k.height / d))), max(8, int(round(k.width / d)))
 
 
+def _numbers(value, name: str, kind, expected: str) -> tuple:
+    """``value`` as a tuple of ``kind`` (int / float); one line naming the setting ``name`` otherwise."""
+    try:
+        return tuple(kind(v) for v in value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"StagDrive-v0: {name}: expected {expected}, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class EnvConfig:
     """Everything ``gym.make("StagDrive-v0", **kwargs)`` accepts besides ``scene``, ``scenario``, ``render_mode``.
@@ -266,7 +274,8 @@ class EnvConfig:
             raise ValidationError(f"num_state_agents: must be an int >= 0, got {self.num_state_agents!r}")
         if isinstance(self.image_size, str):
             if self.image_size != "auto":
-                raise ValidationError(f"image_size: expected (height, width) [px] or 'auto', got {self.image_size!r}")
+                raise ValidationError(f"image_size: expected (height, width) [px] or 'auto', got {self.image_size!r}"
+                                      " (a string other than 'auto': pass a tuple such as (56, 100))")
         elif len(self.image_size) != 2 or min(self.image_size) < 8:
             raise ValidationError(f"image_size: expected (height, width) of at least 8 px, got {self.image_size}")
         if len(self.camera_offset) != 3 or not all(np.isfinite(v) for v in self.camera_offset):
@@ -309,12 +318,12 @@ class EnvConfig:
             cams = kwargs["cameras"]
             kwargs["cameras"] = (cams,) if isinstance(cams, str) else tuple(cams)
         if "image_size" in kwargs and not isinstance(kwargs["image_size"], str):
-            kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
+            kwargs["image_size"] = _numbers(kwargs["image_size"], "image_size", int, "(height, width) [px]")
         if kwargs.get("observations") is not None:
             obs = kwargs["observations"]
             kwargs["observations"] = (obs,) if isinstance(obs, str) else tuple(obs)
         if kwargs.get("camera_offset") is not None:
-            kwargs["camera_offset"] = tuple(float(v) for v in kwargs["camera_offset"])
+            kwargs["camera_offset"] = _numbers(kwargs["camera_offset"], "camera_offset", float, "(x, y, z) [m]")
         else:
             kwargs.pop("camera_offset", None)
         return from_mapping(cls, kwargs, error=lambda path, msg: ValidationError(

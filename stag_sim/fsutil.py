@@ -71,3 +71,59 @@ def atomic_directory(target: str | os.PathLike):
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_writable(path: str | os.PathLike, what: str = "--out", directory: bool = True) -> Path:
+    """Check, before any work, that ``path`` (a directory, or a file with ``directory=False``) can be created or
+    replaced: its nearest existing ancestor is a directory we can create files in, and ``path`` itself, if it
+    exists, is of the right kind. Nothing is left behind (a probe file is created and removed). Returns ``path``.
+
+    Raises:
+        OutputError: one line naming ``what``, the path and the reason.
+    """
+    from stag_sim.errors import OutputError
+
+    path = Path(path)
+    if path.exists() and path.is_dir() != directory:
+        raise OutputError(f"{what}: {path} is {'a file' if directory else 'a directory'}, expected "
+                          f"{'a directory' if directory else 'a file'}")
+    parent = path if path.is_dir() else path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise OutputError(f"{what}: cannot create {path}: {parent} is not a directory")
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".stag-sim-probe-", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise OutputError(f"{what}: cannot write under {parent} ({e.strerror or e})") from None
+    return path
+
+
+@contextlib.contextmanager
+def output_lock(directory: str | os.PathLike, what: str = "run"):
+    """Hold an exclusive lock on the output ``directory`` (created if missing) while the block runs; a second
+    holder is refused at once with one :class:`~stag_sim.errors.OutputError` line naming the process that has it.
+    The lock is an ``flock`` on ``<directory>/.stag-sim.lock``: the operating system drops it when the process
+    ends, however it ends, so a crashed run never leaves the directory locked."""
+    import fcntl
+
+    from stag_sim.errors import OutputError
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / ".stag-sim.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            raise OutputError(f"{directory}: another {holder} is writing there; wait for it to finish or choose "
+                              "another --out") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"stag-sim {what} (pid {os.getpid()})".encode(), 0)
+        yield directory
+    finally:
+        os.close(fd)  # closing drops the lock

@@ -252,6 +252,11 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
         scene = SceneSpec(synthetic_seed=syn.get("seed", 0), synthetic_duration_s=float(syn.get("duration_s", 20.0)))
 
     ego = EgoSpec(**_section(where, data.get("ego") or {}, _EGO, ("ego",)))
+    for key in ("longitudinal", "lateral", "yaw", "speed"):
+        value = getattr(ego, key)
+        if value is not None and (not np.isfinite(value) or (key == "speed" and value < 0)):
+            raise where.error(("ego", key), f"expected a finite number{' >= 0 [m/s]' if key == 'speed' else ''}, "
+                                            f"got {value}")
     success = SuccessSpec(**_section(where, data.get("success") or {}, _SUCCESS, ("success",)))
     if not 0.0 <= success.min_route_completion <= 1.0:
         raise where.error(("success", "min_route_completion"), f"expected a number in [0, 1], got {success.min_route_completion}")
@@ -327,9 +332,17 @@ def load_scenario(path_or_name: str | os.PathLike) -> Scenario:
     if not path.exists() and path.suffix == "" and (shipped_dir() / f"{path.name}.yaml").is_file():
         path = shipped_dir() / f"{path.name}.yaml"
     if not path.is_file():
-        shipped = ", ".join(p.stem for p in sorted(shipped_dir().glob("*.yaml")))
-        raise ScenarioError(f"{path}: no such scenario file (shipped scenarios: {shipped})")
+        raise ScenarioError(f"{path}: no such scenario file{_shipped_hint(path.stem)}")
     return load_scenario_text(path.read_text(encoding="utf-8"), source=str(path))
+
+
+def _shipped_hint(name: str) -> str:
+    """`` (did you mean 'cut_in'?; shipped: ...)``: the closest shipped scenario name and the list of them."""
+    import difflib
+
+    shipped = [p.stem for p in sorted(shipped_dir().glob("*.yaml"))]
+    close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.6)
+    return (f" (did you mean {close[0]!r}?" if close else " (") + f" shipped scenarios: {', '.join(shipped)})"
 
 
 def find_scenarios(paths) -> list[Path]:
@@ -345,7 +358,7 @@ def find_scenarios(paths) -> list[Path]:
         elif p.is_file() or (shipped_dir() / f"{p.name}.yaml").is_file():
             out.append(p if p.is_file() else shipped_dir() / f"{p.name}.yaml")
         else:
-            raise ScenarioError(f"{p}: no such scenario file or directory")
+            raise ScenarioError(f"{p}: no such scenario file or directory{_shipped_hint(p.stem)}")
     return out
 
 

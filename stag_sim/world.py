@@ -192,7 +192,7 @@ class World:
         ego = np.asarray(log.ego_poses)
         start_xy = ego[config.start_frame, :2, 3]
         if config.route_lanes:
-            route = _lane_route(log, config.route_lanes, start_xy)
+            route = lane_route(log, config.route_lanes, start_xy)
         else:
             xy = ego[config.start_frame:, :2, 3]
             if np.linalg.norm(xy - xy[0], axis=1).max() > 0.05:
@@ -331,7 +331,7 @@ def _drivable_area(log: SceneLog, config: WorldConfig, ground: GroundModel | Non
     return (area, LIDAR_GROUND) if area is not None else (None, None)
 
 
-def _lane_route(log: SceneLog, lane_ids, start_xy) -> PolylinePath:
+def lane_route(log: SceneLog, lane_ids, start_xy) -> PolylinePath:
     """The route along the named map lanes (centrelines joined in order), from the ego's start projection on."""
     if log.map is None:
         raise ScenarioError(f"route lanes: scene {log.name!r} has no map")
@@ -355,6 +355,19 @@ def _box_polygon(cx, cy, yaw, length, width):
     return Polygon([(cx + c * x - s * y, cy + s * x + c * y) for x, y in corners])
 
 
+def _reset_values(offset, speed) -> tuple[tuple[float, float, float], float | None]:
+    """The reset's ``ego_offset`` and ``speed`` as numbers; one line naming them otherwise."""
+    try:
+        out = tuple(float(v) for v in offset)
+        v = None if speed is None else float(speed)
+    except (TypeError, ValueError):
+        out, v = (), None
+    if len(out) != 3 or not all(np.isfinite(out)) or (speed is not None and not (v is not None and v >= 0)):
+        raise ValidationError(f"reset options: expected ego_offset=(longitudinal [m], lateral [m], yaw [rad]) and "
+                              f"speed >= 0 [m/s] or None, got ego_offset={offset!r}, speed={speed!r}")
+    return out, v
+
+
 def reset(world: World, ego_offset=(0.0, 0.0, 0.0), speed: float | None = None) -> SimState:
     """Initial state: the ego at the logged pose of ``start_frame`` moved by ``ego_offset`` = (longitudinal [m],
     lateral [m], yaw [rad]) in its own frame, at the logged speed unless ``speed`` [m/s] is given."""
@@ -362,7 +375,8 @@ def reset(world: World, ego_offset=(0.0, 0.0, 0.0), speed: float | None = None) 
     f = cfg.start_frame
     log = world.log
     time_s = float(log.timestamps_us[f] - world.t0_us) * 1e-6
-    offset = EgoState(float(ego_offset[0]), float(ego_offset[1]), float(ego_offset[2]), 0.0).pose()  # = pose_xy_yaw
+    ego_offset, speed = _reset_values(ego_offset, speed)
+    offset = EgoState(*ego_offset, 0.0).pose()  # = pose_xy_yaw
     T0 = np.asarray(log.ego_poses[f]) @ offset
     if speed is None:
         dxy = np.linalg.norm(log.ego_poses[f + 1][:2, 3] - log.ego_poses[f][:2, 3])

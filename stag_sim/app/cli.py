@@ -4,33 +4,15 @@ command line) and ``stag-sim demo``."""
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
 import click
 
+from stag_sim.app.preflight import env_overrides as _env_overrides
 from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import ValidationError
-
-
-def _env_overrides(image_size: str | None, cameras: str | None, voxel_size: float | None,
-                   renderer: str | None = None, refiner_path: str | None = None) -> dict:
-    out: dict = {}
-    if renderer:
-        out["renderer"] = renderer
-    if refiner_path:
-        out["refiner"] = {"path": refiner_path}
-    if image_size:
-        try:
-            h, w = (int(v) for v in image_size.lower().split("x"))
-        except ValueError:
-            raise ValidationError(f"--image-size: expected HEIGHTxWIDTH such as 112x200, got {image_size!r}") from None
-        out["image_size"] = (h, w)
-    if cameras:
-        out["cameras"] = [c.strip() for c in cameras.split(",") if c.strip()]
-    if voxel_size is not None:
-        out["voxel_size"] = float(voxel_size)
-    return out
 
 
 _RENDER_OPTIONS = [
@@ -62,6 +44,8 @@ def _render_options(f):
 @click.argument("more_scenarios", nargs=-1)
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs/eval"), show_default=True)
 @click.option("--workers", default=1, show_default=True, help="Scenarios run in parallel.")
+@click.option("--seeds", default=1, show_default=True,
+              help="Episodes per scenario, seeds scenario.seed + k; the report shows their spread.")
 @click.option("--backend", type=click.Choice(["local", "ray"]), default="local", show_default=True,
               help="local processes, or a Ray cluster (ray.init(); pip install 'stag-sim[ray]').")
 @click.option("--video/--no-video", default=False, show_default=True, help="Write one video per scenario.")
@@ -72,7 +56,7 @@ def _render_options(f):
 @_render_options
 @one_line_errors
 def eval_cmd(agent: str | None, driver: str | None, driver_timeout: float, scenarios: tuple[str, ...],
-             more_scenarios: tuple[str, ...], out: Path, workers: int, backend: str, video: bool, carla: str | None,
+             more_scenarios: tuple[str, ...], out: Path, workers: int, seeds: int, backend: str, video: bool, carla: str | None,
              carla_timeout: float, image_size: str | None, cameras: str | None, voxel_size: float | None,
              renderer: str | None, refiner_path: str | None) -> None:
     """Run an agent on scenarios; write results.csv/json, report.html and a run record per scenario.
@@ -84,25 +68,23 @@ def eval_cmd(agent: str | None, driver: str | None, driver_timeout: float, scena
     stag-sim eval --driver localhost:50051 --scenarios lane_follow (a planner served over gRPC)
     """
     from stag_sim.agents.egodriver import driver_spec
-    from stag_sim.app.evaluate import evaluate, scenario_errors
+    from stag_sim.app.evaluate import evaluate
+    from stag_sim.cli_args import check_host_port
     from stag_sim.app.reports import format_table, mean_scores
     from stag_sim.scenario import find_scenarios
 
     if (agent is None) == (driver is None):
         raise ValidationError("eval: give exactly one of --agent NAME and --driver HOST:PORT")
     if driver is not None:
+        check_host_port(driver, "--driver")
+        if not driver_timeout > 0:
+            raise ValidationError(f"--driver-timeout: must be > 0 s, got {driver_timeout}")
         agent = driver_spec(driver, driver_timeout)
-
-    paths = find_scenarios(scenarios + more_scenarios)
-    bad = scenario_errors(paths)
-    if bad:  # checked before anything runs: one line per file, exit 1
-        for line in bad:
-            click.echo(f"error: {line}", err=True)
-        click.echo(f"error: {len(bad)} of {len(paths)} scenario file(s) cannot run; nothing was run", err=True)
-        sys.exit(1)
-    rows = evaluate(paths, agent, out, workers=workers, backend=backend, video=video,
-                    env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path), carla=carla,
-                    carla_timeout=carla_timeout)
+    if carla is not None:
+        check_host_port(carla, "--carla")
+    overrides = _env_overrides(image_size, cameras, voxel_size, renderer, refiner_path)
+    rows = evaluate(find_scenarios(scenarios + more_scenarios), agent, out, workers=workers, backend=backend,
+                    video=video, env_overrides=overrides, carla=carla, carla_timeout=carla_timeout, seeds=seeds)
     click.echo(format_table(rows))
     means = mean_scores(rows)
     click.echo("mean: " + ", ".join(f"{k} {v:.3f}" for k, v in means.items()))
@@ -128,20 +110,18 @@ def replay_cmd(run_dir: Path, out: Path | None, video: bool, camera_offset: str 
                cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Re-run a recorded episode with its recorded actions; check it is bit-identical, or re-render it."""
     from stag_sim.app.replay import replay_run
-    from stag_sim.fsutil import atomic_open
 
     offset = None
     if camera_offset:
         try:
             offset = tuple(float(v) for v in camera_offset.split(","))
-            assert len(offset) == 3
-        except (ValueError, AssertionError):
-            raise ValidationError(f"--camera-offset: expected X,Y,Z in metres such as 0,1.5,0, got {camera_offset!r}") from None
+        except ValueError:
+            offset = ()
+        if len(offset) != 3 or not all(map(math.isfinite, offset)):
+            raise ValidationError(f"--camera-offset: expected X,Y,Z in metres such as 0,1.5,0, got {camera_offset!r}")
     out = out or run_dir / "replay"
     res = replay_run(run_dir, out, video=video, camera_offset=offset,
                      env_overrides=_env_overrides(image_size, cameras, voxel_size, renderer, refiner_path))
-    with atomic_open(out / "replay.json") as f:
-        json.dump({k: v for k, v in res.items() if k not in ("result", "recorded")}, f, indent=1)
     if res["rerendered"]:
         click.echo(f"re-rendered with other cameras/renderer: driving and metrics identical: {res['metrics_identical']}")
     elif res["identical"]:

@@ -15,8 +15,15 @@ def run_demo(out: Path, scenario: str = "recover_lateral_offset", agent: str = "
     from stag_sim.app.reports import format_table, write_results
     from stag_sim.scenario import load_scenario
 
+    from stag_sim.agents import check_agent
+    from stag_sim.app.preflight import check_scenario
+    from stag_sim.fsutil import check_writable
+
     t0 = time.perf_counter()
+    check_agent(agent)  # everything that can be wrong is found before the town loads
     sc = load_scenario(scenario)
+    check_scenario(sc)
+    check_writable(Path(out) / f"demo-{sc.name}", "--out")
     env = make_env(sc, render_mode="rgb_array")
     base = env.unwrapped
     echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {base.scene_dir} "

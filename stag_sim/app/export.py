@@ -33,22 +33,33 @@ INDEX_VERSION = 1
 def export_episodes(scenario_paths, out: str | os.PathLike, agent_spec: str = "log_replay", *, episodes: int = 1,
                     env_overrides: dict | None = None, progress: bool = True) -> Path:
     """Run ``episodes`` episodes of every scenario with ``agent_spec`` (default: the expert) and write them."""
+    from stag_sim.agents import check_agent
+    from stag_sim.app.preflight import check_scenarios
+    from stag_sim.fsutil import atomic_directory, check_writable
+
+    if episodes < 1:
+        raise EvalError(f"episodes: must be >= 1, got {episodes}")
+    check_agent(agent_spec)
+    scenarios = check_scenarios([str(p) for p in scenario_paths], env_overrides)
+    final = check_writable(out, "--out")
+    if final.is_dir() and any(final.iterdir()) and not (final / "index.json").is_file():
+        raise EvalError(f"--out: {final} exists and is not an episode export (no index.json); choose a new directory")
+    with atomic_directory(final) as out:  # built aside, moved into place when every episode is written
+        _export(scenarios, out, agent_spec, episodes, env_overrides, progress)
+    return final
+
+
+def _export(scenarios, out: Path, agent_spec: str, episodes: int, env_overrides: dict | None, progress: bool) -> None:
     from tqdm import tqdm
 
     from stag_sim.agents import make_agent
     from stag_sim.app.episode import make_env
     from stag_sim.fsutil import atomic_open
-    from stag_sim.scenario import load_scenario
 
-    if episodes < 1:
-        raise EvalError(f"episodes: must be >= 1, got {episodes}")
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "agent": agent_spec, "env_overrides": env_overrides or {},
              "episodes": []}
     n = 0
-    for path in scenario_paths:
-        sc = load_scenario(path)
+    for sc in scenarios:
         env = make_env(sc, env_overrides)
         agent = make_agent(agent_spec, env, seed=sc.seed)
         for e in range(episodes):
@@ -89,7 +100,6 @@ def export_episodes(scenario_paths, out: str | os.PathLike, agent_spec: str = "l
         env.close()
     with atomic_open(out / "index.json") as f:
         json.dump(index, f, indent=1)
-    return out
 
 
 def load_episode(path: str | os.PathLike) -> dict[str, np.ndarray | dict]:

@@ -21,6 +21,8 @@ def replay_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
     overrides (``env_overrides`` such as ``voxel_size`` / ``image_size``) or a ``camera_offset`` the observations
     change by design, but the driving (actions, trajectory, metrics) must not.
     """
+    from stag_sim.app.preflight import check_scenario
+    from stag_sim.fsutil import atomic_directory, check_writable
     from stag_sim.scenario import load_scenario_text
 
     record, actions = load_record(run_dir)
@@ -30,18 +32,33 @@ def replay_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
         scene = None  # recorded on another machine: resolve the scene from the scenario instead
     overrides = {**record.get("env_overrides", {}), **(env_overrides or {})}
     offset = camera_offset if camera_offset is not None else record.get("camera_offset")
-    row = run_episode(sc, record["agent"], out_dir, video=video, env_overrides=overrides, actions=actions,
-                      scene=scene, camera_offset=offset)
+    check_scenario(sc, overrides, scene=scene)
+    if out_dir is None:
+        return _compare(record, run_episode(sc, record["agent"], None, video=False, env_overrides=overrides,
+                                            actions=actions, scene=scene, camera_offset=offset), None,
+                        env_overrides, camera_offset)
+    check_writable(out_dir, "--out")
+    with atomic_directory(out_dir) as tmp:  # a failed replay leaves no replay.json of an earlier one behind
+        row = run_episode(sc, record["agent"], tmp, video=video, env_overrides=overrides, actions=actions,
+                          scene=scene, camera_offset=offset)
+        res = _compare(record, row, json.loads((tmp / "record.json").read_text())["obs_hashes"], env_overrides,
+                       camera_offset)
+        with open(tmp / "replay.json", "w") as f:
+            json.dump({k: v for k, v in res.items() if k not in ("result", "recorded")}, f, indent=1)
+    return res
+
+
+def _compare(record: dict, row: dict, new_hashes, env_overrides, camera_offset) -> dict:
+    """What :func:`replay_run` returns: the replayed ``row`` against the recorded one."""
     old = record["result"]
-    rerendered = bool(env_overrides) or (camera_offset is not None and np.any(np.asarray(camera_offset) != 0))
-    metric_keys = [k for k in old if k not in ("obs_hash", "wall_s", "reason", "status")]
+    rerendered = bool(env_overrides) or bool(camera_offset is not None and np.any(np.asarray(camera_offset) != 0))
+    metric_keys = [k for k in old if k not in ("obs_hash", "wall_s", "reason", "status", "run_dir")]
     metrics_same = all(_same(old.get(k), jsonable(row.get(k))) for k in metric_keys)
-    new_hashes = json.loads((Path(out_dir) / "record.json").read_text())["obs_hashes"] if out_dir else None
     first_diff = None
     if new_hashes is not None:
         first_diff = next((i for i, (a, b) in enumerate(zip(record["obs_hashes"], new_hashes)) if a != b), None)
     return {"identical": bool(row["obs_hash"] == old["obs_hash"] and metrics_same), "obs_identical":
-            row["obs_hash"] == old["obs_hash"], "metrics_identical": metrics_same, "rerendered": rerendered,
+            bool(row["obs_hash"] == old["obs_hash"]), "metrics_identical": bool(metrics_same), "rerendered": rerendered,
             "first_divergent_step": first_diff, "result": row, "recorded": old}
 
 

@@ -201,8 +201,10 @@ def serve(agent_spec: str, port: int = 50051, host: str = "127.0.0.1", action_mo
     runtime). ``ready(port)`` is called once the server listens."""
     from stag_sim.egodriver import require
 
+    if not 0 <= int(port) < 65536:
+        raise AgentError(f"serve: --port must be in 0..65535 (0: any free port), got {port}")
+    check_served(agent_spec, action_mode)  # the agent and the port first, then the extra they need
     cdi = require()
-    check_served(agent_spec, action_mode)
     policy = make_policy(agent_spec, action_mode)
     stop = threading.Event()
     if threading.current_thread() is threading.main_thread():

@@ -283,9 +283,13 @@ class StagDriveEnv(gym.Env):
 
     # ---- actions -------------------------------------------------------------------------------------------------
     def _to_controls(self, action) -> tuple[float, float, int]:
-        a = np.asarray(action, dtype=np.float64)
-        if a.shape != self.action_space.shape:
-            raise ValidationError(f"action: expected shape {self.action_space.shape}, got {a.shape}")
+        try:
+            a = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError):
+            a = None
+        if a is None or a.shape != self.action_space.shape:
+            raise ValidationError(f"action: expected shape {self.action_space.shape} numbers, got "
+                                  f"{repr(action)[:80]}" + ("" if a is None else f" (shape {a.shape})"))
         if not np.all(np.isfinite(a)):
             raise ValidationError(f"action: contains NaN or inf: {a.tolist()}")
         clipped = np.clip(a, self.action_space.low, self.action_space.high)

@@ -12,17 +12,7 @@ import click
 
 from stag_sim.cli_errors import one_line_errors
 
-_VOXEL_HELP = "Voxel size of the 4D scene [m] (built once, cached beside the scene)."
-
-
-def _parse_shifts(text: str) -> tuple[float, ...]:
-    try:
-        shifts = tuple(float(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated metres like 0,0.5,1, got {text!r}") from None
-    if not shifts:
-        raise click.BadParameter("give at least one shift")
-    return shifts
+_VOXEL_HELP = "Voxel size of the 4D scene [m] (built once, cached beside the scene)"
 
 
 @click.command("render")
@@ -33,41 +23,43 @@ def _parse_shifts(text: str) -> tuple[float, ...]:
 @click.option("--time", "time_s", default=0.0, show_default=True, help="Frozen time [s] after the first frame.")
 @click.option("--shift", "shift_m", default=2.0, show_default=True, help="Sweep amplitude for freeze-time [m].")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), required=True, help="Video to write (.mp4).")
-@click.option("--voxel", default=0.05, show_default=True, help=_VOXEL_HELP)
+@click.option("--voxel-size", "--voxel", "voxel", type=float, default=None,
+              help=_VOXEL_HELP + "; default: as the env, 0.2 for a rendered scene, 0.05 for a real log.")
 @click.option("--fps", default=10.0, show_default=True, help="Video frame rate [Hz].")
 @one_line_errors
-def render(scene: Path, mode: str, time_s: float, shift_m: float, out: Path, voxel: float, fps: float) -> None:
+def render(scene: Path, mode: str, time_s: float, shift_m: float, out: Path, voxel: float | None, fps: float) -> None:
     """Render a scene cache through its 4D point cloud: Stag-1's freeze-time, freeze-view and multi-view demos."""
+    import math
+
     from stag_sim.cache import load_scene_cache
+    from stag_sim.cli_args import require
+    from stag_sim.env_config import RENDERED_SOURCES, VOXEL_BY_KIND
+    from stag_sim.fsutil import check_writable
     from stag_sim.render.demos import write_demo
     from stag_sim.render.renderer import PointRenderer
     from stag_sim.scene4d import Scene4DConfig, load_scene4d
 
+    require(out.suffix.lower() == ".mp4", "--out", "a video file ending in .mp4", str(out))
+    require(fps > 0 and math.isfinite(fps), "--fps", "a frame rate > 0 Hz", fps)
+    require(voxel is None or voxel > 0, "--voxel-size", "a size > 0 m", voxel)
+    require(math.isfinite(shift_m), "--shift", "a finite distance [m]", shift_m)
+    check_writable(out, "--out", directory=False)
     log = load_scene_cache(scene)
+    _check_time(log, time_s)
+    if voxel is None:
+        voxel = VOXEL_BY_KIND["rendered" if log.source in RENDERED_SOURCES else "real"]
     scene4d = load_scene4d(scene, Scene4DConfig(voxel_size=voxel), progress=True, log=log)
     path = write_demo(log, PointRenderer(scene4d), mode, out, time_s=time_s, shift_m=shift_m, fps=fps, progress=True)
     click.echo(f"wrote {path}")
 
 
-def _parse_frames(text: str | None) -> tuple[int, ...]:
-    if not text:
-        return ()
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise click.BadParameter(f"expected comma-separated frame indices like 1,5, got {text!r}") from None
+def _check_time(log, time_s: float) -> None:
+    """One line unless ``time_s`` [s after the first frame] lies within the log."""
+    end = (log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
+    if not 0.0 <= time_s <= end:
+        from stag_sim.errors import ValidationError
 
-
-def _parse_size(text: str | None) -> tuple[int, int] | None:
-    if not text:
-        return None
-    try:
-        h, w = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise click.BadParameter(f"expected HEIGHTxWIDTH like 304x484, got {text!r}") from None
-    if h < 8 or w < 8:
-        raise click.BadParameter(f"expected at least 8x8 px, got {text!r}")
-    return h, w
+        raise ValidationError(f"--time: {time_s:g} s is outside the log {log.name!r} (0 to {end:.1f} s)")
 
 
 @click.command("fidelity")
@@ -82,7 +74,8 @@ def _parse_size(text: str | None) -> tuple[int, int] | None:
               "log is scored at 0 only; other shifts are rendered for the figure.")
 @click.option("--image-size", "image_size", default=None, help="Render size HEIGHTxWIDTH [default: the rig's, at "
               "most 640 px wide].")
-@click.option("--voxel", default=0.02, show_default=True, help=_VOXEL_HELP)
+@click.option("--voxel-size", "--voxel", "voxel", default=0.02, show_default=True,
+              help=_VOXEL_HELP + "; finer than the env's default: held-out views are scored pixel by pixel.")
 @click.option("--working-width", default=None, type=int, help="Images wider than this are downscaled before depth "
               "completion and fusion [px; default: the render width of --image-size (the logged images are then "
               "drawn at the scale they were kept at), else 640].")
@@ -97,23 +90,29 @@ def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | Non
     from dataclasses import asdict
 
     from stag_sim.cache import load_scene_cache
-    from stag_sim.fsutil import atomic_open
+    from stag_sim.cli_args import parse_floats, parse_image_size, parse_ints, require
+    from stag_sim.errors import ValidationError
+    from stag_sim.fsutil import atomic_open, check_writable
     from stag_sim.render.fidelity import (
         FidelityRow, fidelity_views, format_table, held_out_frames, plot_rows, summarise, synthetic_oracle, views_figure,
     )
     from stag_sim.scene4d import Scene4DConfig
     from stag_sim.viz import write_png
 
-    shift_list = _parse_shifts(shifts)
-    size = _parse_size(image_size)
-    hold = _parse_frames(frames)
+    shift_list = parse_floats(shifts, "--shifts")
+    size = parse_image_size(image_size)
+    require(voxel > 0, "--voxel-size", "a size > 0 m", voxel)
+    require(every is None or every >= 1, "--every", "an integer >= 1", every)
+    require(working_width is None or working_width >= 8, "--working-width", "an integer >= 8 px", working_width)
+    if every is not None and frames:
+        raise ValidationError("--hold-out-frames, --every: give one of them, not both")
     log = load_scene_cache(scene)
+    hold = parse_ints(frames, "--hold-out-frames")
     if every is not None:
-        if hold:
-            raise click.BadParameter("give --hold-out-frames or --every, not both")
         hold = tuple(held_out_frames(log.num_frames, every))
         if not hold:
-            raise click.BadParameter(f"{log.num_frames} frames is too short to hold out one in {every}")
+            raise ValidationError(f"--every: {log.num_frames} frames is too short to hold out one in {every}")
+    out = check_writable(out or Path(f"fidelity-{log.name}"), "--out")
     oracle = synthetic_oracle(log) if log.source == "synthetic" else None
     working_width = working_width or (size[1] if size is not None else 640)
     cfg = Scene4DConfig(voxel_size=voxel, max_image_width=working_width)
@@ -127,7 +126,6 @@ def fidelity(scene: Path, out: Path | None, frames: str | None, every: int | Non
         what = "nearest other camera" if camera else "nearest real frame"
         b = "" if m["baseline_psnr"] is None else f"  {what} {m['baseline_psnr']:.2f} dB / {m['baseline_ssim']:.3f}"
         click.echo(f"shift {m['shift_m']:g} m: coverage {m['coverage']:.3f} (points), far field {m['far_field']:.3f}{b}")
-    out = out or Path(f"fidelity-{log.name}")
     out.mkdir(parents=True, exist_ok=True)
     data = {"scene": log.name, "source": log.source, "ground_truth": "oracle" if oracle is not None else "logged images",
             "hold_out_frames": list(hold), "hold_out_camera": camera, "voxel_size": voxel,
