@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
 
 from stag_sim.app.episode import run_episode
 from stag_sim.app.records import jsonable, load_record
+from stag_sim.errors import EvalError
 
 
 def replay_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = None, *, video: bool = False,
@@ -37,14 +39,20 @@ def replay_run(run_dir: str | os.PathLike, out_dir: str | os.PathLike | None = N
         return _compare(record, run_episode(sc, record["agent"], None, video=False, env_overrides=overrides,
                                             actions=actions, scene=scene, camera_offset=offset), None,
                         env_overrides, camera_offset)
-    check_writable(out_dir, "--out")
-    with atomic_directory(out_dir) as tmp:  # a failed replay leaves no replay.json of an earlier one behind
-        row = run_episode(sc, record["agent"], tmp, video=video, env_overrides=overrides, actions=actions,
-                          scene=scene, camera_offset=offset)
-        res = _compare(record, row, json.loads((tmp / "record.json").read_text())["obs_hashes"], env_overrides,
-                       camera_offset)
-        with open(tmp / "replay.json", "w") as f:
-            json.dump({k: v for k, v in res.items() if k not in ("result", "recorded")}, f, indent=1)
+    out_dir = check_writable(out_dir, "--out")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not (out_dir / "record.json").is_file():
+        raise EvalError(f"--out: {out_dir} exists and is not a replay (no record.json); choose a new directory")
+    try:
+        with atomic_directory(out_dir) as tmp:  # built aside, moved into place when the replay is complete
+            row = run_episode(sc, record["agent"], tmp, video=video, env_overrides=overrides, actions=actions,
+                              scene=scene, camera_offset=offset)
+            res = _compare(record, row, json.loads((tmp / "record.json").read_text())["obs_hashes"], env_overrides,
+                           camera_offset)
+            with open(tmp / "replay.json", "w") as f:
+                json.dump({k: v for k, v in res.items() if k not in ("result", "recorded")}, f, indent=1)
+    except BaseException:  # an earlier replay there no longer describes the latest one: it goes
+        shutil.rmtree(out_dir, ignore_errors=True)
+        raise
     return res
 
 
