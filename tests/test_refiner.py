@@ -416,3 +416,30 @@ def test_cli_init_tiny_and_from_svd(tmp_path):
     assert out.shape == renders.shape and out.dtype == np.uint8
     r = CliRunner().invoke(main, ["refiner", "init", "--from-svd", str(tmp_path), "--out", str(tmp_path / "x")])
     assert r.exit_code == 1 and "no unet/config.json" in r.output
+
+
+@pytest.mark.parametrize("cache_size", [0, 8])
+def test_refined_env_reset_with_a_seed_repeats_the_episode(saved, cache_size):
+    """The refiner keeps keyframes, a frame window and a cache; the env resets them through the Renderer protocol,
+    so an episode does not depend on the one before it. Here the one before is a reset 1 m to the side: the same
+    clock and a jump under ``reset_distance``, which the refiner cannot tell from a step of one episode."""
+    from stag_sim.envs.rendering import Renderer
+
+    log = tiny_scene_log(num_frames=12, width=64, height=36)
+    env = gym.make("StagDrive-v0", scene=log, image_size=(36, 64), voxel_size=0.25, renderer="refined",
+                   refiner={"path": str(saved), "refine_every": 3, "steps": 1, "window": 2, "cache_size": cache_size})
+    assert isinstance(env.unwrapped._draw, Renderer)
+
+    def episode(actions):
+        obs, _ = env.reset(seed=0)
+        frames = [obs["CAM_FRONT"]]
+        for a in actions:
+            obs, *_ = env.step(np.asarray(a, np.float32))
+            frames.append(obs["CAM_FRONT"])
+        return np.stack(frames)
+
+    steady = [[0.3, 0.0]] * 4
+    first = episode(steady)
+    env.reset(seed=0, options={"ego_offset": (0.0, 1.0, 0.0)})  # a start 1 m to the left in between, no step
+    again = episode(steady)
+    np.testing.assert_array_equal(first, again)

@@ -16,7 +16,7 @@ import numpy as np
 from gymnasium import spaces
 
 from stag_sim.env_config import EnvConfig
-from stag_sim.envs.rendering import RenderRequest, camera_names_kwarg
+from stag_sim.envs.rendering import RenderRequest, as_renderer
 from stag_sim.envs.scenes import SceneList, load_scene
 from stag_sim.control import TrackerState, control_inputs, track
 from stag_sim.errors import ValidationError
@@ -108,6 +108,7 @@ class StagDriveEnv(gym.Env):
         self.cam_index = [self.rig.index(c) for c in self.camera_names]
         self._renderer = renderer if renderer is not None else (self._make_renderer() if self.camera_names else None)
         self._renderers = {0: self._renderer}
+        self._draw = as_renderer(self._renderer) if self._renderer is not None else None  # the Renderer protocol
         veh = self.world.config.vehicle
         self.observation_space = spaces.Dict(self._spaces(h, w))
         if self.config.action_mode == "control":
@@ -147,6 +148,7 @@ class StagDriveEnv(gym.Env):
         if self.camera_names and i not in self._renderers:
             self._renderers[i] = self._make_renderer()
         self._renderer = self._renderers.get(i)
+        self._draw = as_renderer(self._renderer) if self._renderer is not None else None
         self.max_steps = self._max_steps()
 
     def _spaces(self, h: int, w: int) -> dict:
@@ -210,14 +212,13 @@ class StagDriveEnv(gym.Env):
         state = state or self._state
         poses, valid = self.agent_poses(state)
         return RenderRequest(self.camera_poses(state), [self.rig[i].intrinsics for i in self.cam_index], poses, valid,
-                             tuple(self.camera_names))
+                             tuple(self.camera_names), state.time_s)
 
     def _observe(self, state) -> dict:
         req = self.render_request(state)
         if req is None:
             return self.observation(None, None, state)
-        res = self._renderer.render(req.camera_poses, req.intrinsics, req.object_poses, req.object_mask,
-                                    **camera_names_kwarg(self._renderer, req.cameras))
+        res = self._draw.render(req)
         return self.observation(res.rgb, res.depth, state)
 
     def observation(self, rgb: np.ndarray | None, depth: np.ndarray | None, state=None) -> dict:
@@ -330,6 +331,8 @@ class StagDriveEnv(gym.Env):
         :meth:`render_request`, then :meth:`observation`."""
         super().reset(seed=seed)
         info = self._reset_state(options)
+        if self._draw is not None:  # a renderer with memory (the refiner's keyframes) starts the episode afresh
+            self._draw.reset()
         self._ended = None
         return info
 

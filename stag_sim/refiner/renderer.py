@@ -187,7 +187,9 @@ class RefinedRenderer:
         self.reset()
 
     def reset(self) -> None:
-        """Forget keyframes and the frame window (a new episode)."""
+        """Forget keyframes, the frame window and the cache (a new episode): what an episode renders then depends
+        on that episode alone, so ``env.reset(seed=s)`` twice renders the same frames."""
+        self._cache.clear()
         self._count = 0
         self._history: list[tuple[np.ndarray, np.ndarray]] = []
         self._key = None  # last keyframe: (refined rgb (C,H,W,3), depth (C,H,W), poses (C,4,4), K (C,3,3))
