@@ -157,7 +157,13 @@ def export_cmd(scenarios: tuple[str, ...], more_scenarios: tuple[str, ...], out:
     click.echo(f"wrote {len(index['episodes'])} episodes ({steps} steps) to {path} (index.json describes the arrays)")
 
 
-@click.command("demo")
+def _cache_epilog() -> str:
+    from stag_sim.paths import user_cache_dir
+
+    return f"Cache directory on this machine: {user_cache_dir()}"
+
+
+@click.command("demo", epilog=_cache_epilog())
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs"), show_default=True,
               help="Directory for the demo's outputs.")
 @click.option("--scenario", default="recover_lateral_offset", show_default=True,
@@ -169,8 +175,9 @@ def demo(out: Path, scenario: str, agent: str) -> None:
     """Closed loop on the embedded synthetic town: a route follower starts 1.5 m off the logged lane and drives
     among IDM traffic while StagDrive renders its six cameras; writes a video and a metrics table.
 
-    No download: the town is generated on first use (about a minute) and cached in the user cache directory
-    ($STAG_SIM_CACHE, default ~/.cache/stag_sim), as is its 4D point cloud.
+    No download: the town is generated on first use (a few minutes on two cores) and cached, with its 4D point
+    cloud, under the user cache directory: $STAG_SIM_CACHE, else $XDG_CACHE_HOME/stag_sim, else ~/.cache/stag_sim
+    (the town in its scenes/ folder). Later runs start in seconds.
     """
     from stag_sim.app.demo import run_demo
 
