@@ -102,8 +102,9 @@ def test_failing_agents_are_marked_failed_and_eval_continues(scenario_dir, tmp_p
     assert rows[0]["status"] == "failed" and "non-finite action" in rows[0]["reason"]
     missing = tmp_path / "missing.yaml"
     missing.write_text("scene: {path: /no/such/scene}\nduration_s: 2.0\n")
-    rows = evaluate([missing, scen[0]], "log_replay", tmp_path / "missing", progress=False)
-    assert rows[0]["status"] == "failed" and "not a scene cache" in rows[0]["reason"] and rows[1]["status"] == "ok"
+    with pytest.raises(StagSimError, match="missing.yaml: scene.path: /no/such/scene: not a scene cache"):
+        evaluate([missing, scen[0]], "log_replay", tmp_path / "missing", progress=False)
+    assert not (tmp_path / "missing").exists()  # found before the first scenario ran: nothing run, nothing written
 
 
 def test_unknown_agent_is_one_clear_error(scenario_dir, tmp_path):
@@ -256,3 +257,12 @@ def test_agents_come_from_a_registry_and_entry_points(monkeypatch):
     assert isinstance(agents.make_agent("raising_plugin", env), RaisingAgent)
     with pytest.raises(AgentError, match="not a registered agent"):
         agents.make_agent("no_such_agent", env)
+
+
+def test_result_rows_carry_the_scenario_seed(scenario_dir):
+    from stag_sim.app.records import LEAD_COLUMNS, failed_row
+
+    row = run_episode(scenario_dir / "scenarios" / "straight.yaml", "constant_velocity")
+    assert row["seed"] == 1  # straight.yaml says seed: 1
+    assert LEAD_COLUMNS.index("seed") == LEAD_COLUMNS.index("agent") + 1
+    assert failed_row("x", "a", "broken")["seed"] is None

@@ -41,6 +41,7 @@ class TraceRecorder:
     agent_yaw: list = field(default_factory=list)
     agent_valid: list = field(default_factory=list)
     route_s: list = field(default_factory=list)
+    events: list = field(default_factory=list)  # what the world recorded at each step (SimState.events)
 
     def add(self, world, state) -> None:
         poses, valid = world.agent_poses(state)
@@ -51,6 +52,7 @@ class TraceRecorder:
         self.agent_yaw.append(np.arctan2(poses[:, 1, 0], poses[:, 0, 0]))
         self.agent_valid.append(valid.copy())
         self.route_s.append(state.route_s)
+        self.events.append(state.events)
 
 
 def reference_progress(world, duration_s: float) -> float:
@@ -92,28 +94,6 @@ def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s
         logged_xy=logged, logged_valid=t <= world.end_time_s + 1e-9, route_completed=bool(route_completed),
         drivable_source=world.drivable_source,
     )
-
-
-def trajectory_summary(world, trace: TraceRecorder, row) -> dict:
-    """What the report's bird's-eye plot draws: the driven and the logged ego path, the route, the drivable area near
-    them (the map's, or the LiDAR ground's: :attr:`stag_sim.world.World.drivable_area`), and where the episode ended
-    and why (all world xy [m])."""
-    ego = np.asarray(trace.ego, np.float64).reshape(-1, 4)
-    t = np.asarray(trace.time_s, np.float64)
-    logged = np.stack([world.logged_ego_pose(min(ti, world.end_time_s))[:2, 3] for ti in t]) if len(t) else np.zeros((0, 2))
-    drivable = []
-    if world.drivable_area is not None and len(ego):
-        from shapely.geometry import box
-
-        lo, hi = np.minimum(ego[:, :2].min(0), logged.min(0)) - 25.0, np.maximum(ego[:, :2].max(0), logged.max(0)) + 25.0
-        area = world.drivable_area.intersection(box(lo[0], lo[1], hi[0], hi[1]))
-        for g in getattr(area, "geoms", [area]):
-            if hasattr(g, "exterior") and not g.is_empty:
-                drivable.append({"exterior": np.asarray(g.exterior.coords)[:, :2].round(2).tolist(),
-                                 "holes": [np.asarray(h.coords)[:, :2].round(2).tolist() for h in g.interiors]})
-    return {"driven": ego[:, :2].round(3).tolist(), "logged": logged.round(3).tolist(),
-            "route": np.asarray(world.route.points)[:, :2].round(3).tolist(), "drivable": drivable,
-            "end": {"reason": row.get("termination_reason"), "xy": ego[-1, :2].round(3).tolist() if len(ego) else None}}
 
 
 def make_env(scenario, env_overrides: dict | None = None, scene=None, render_mode: str | None = None,
@@ -160,7 +140,7 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
 
     t_start = time.perf_counter()
     sc = scenario if isinstance(scenario, Scenario) else load_scenario(scenario)
-    row: ResultRow = {"scenario": sc.name, "agent": agent_spec, "status": "ok", "reason": ""}
+    row: ResultRow = {"scenario": sc.name, "agent": agent_spec, "seed": sc.seed, "status": "ok", "reason": ""}
     shifted = camera_offset is not None and np.any(np.asarray(camera_offset) != 0)
     if shifted and env is not None:
         raise EvalError("run_episode: camera_offset needs a fresh env (it is an env setting); pass env=None")
@@ -243,7 +223,8 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     row["termination_reason"] = info.get("termination_reason") or ("agent_failed" if row["status"] == "failed" else None)
     row["route_completion"] = round(float(info.get("route_completion", 0.0)), 4)
     row["return"] = round(float(total), 4)
-    metrics = compute_metrics(episode_trace(world, trace, events.get("route_completed", False), sc.duration_s))
+    ep = episode_trace(world, trace, events.get("route_completed", False), sc.duration_s)
+    metrics = compute_metrics(ep)
     summary = summarize(metrics)
     row.update(metric_columns(sc.metrics, summary))
     row["collision"] = bool(info.get("collision", False))
@@ -254,10 +235,27 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     row["obs_hash"] = hashlib.sha256("".join(hashes).encode()).hexdigest()
     row["wall_s"] = round(time.perf_counter() - t_start, 2)
     if run_dir is not None:
+        from stag_sim.app.report_data import infraction_table, log_expert_scores, trajectory_summary
+
+        add_step_signals(steps, world, ep)
         write_run(run_dir, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset,
-                  trajectory_summary(world, trace, row))
+                  trajectory_summary(world, trace, row), infraction_table(world, trace, metrics),
+                  log_expert_scores(world, ep, sc.metrics))
     env.close()
     return row
+
+
+def add_step_signals(steps: list[dict], world, ep) -> None:
+    """Add ``ttc_s`` (:func:`~stag_sim.app.report_data.ttc_series`, empty where nothing is projected within the
+    TTC horizon) and the logged ego's speed ``logged_speed_mps`` to each step's row of steps.csv (the rows of
+    ``steps`` are the trace's steps 1.., after the reset)."""
+    from stag_sim.app.report_data import logged_ego, ttc_series
+
+    ttc = ttc_series(ep)
+    _, _, logged_speed = logged_ego(world, ep.ego.time_s)
+    for k, s in enumerate(steps, start=1):
+        s["ttc_s"] = "" if np.isnan(ttc[k]) else round(float(ttc[k]), 2)
+        s["logged_speed_mps"] = round(float(logged_speed[k]), 3)
 
 
 class _AgentFailure(Exception):

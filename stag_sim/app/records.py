@@ -1,10 +1,14 @@
 """Run records and result rows: what one episode leaves behind, and how it is read back.
 
 A run directory holds ``record.json`` (scenario as loaded, agent, seed, env settings, per-step observation hashes,
-the result row), ``actions.npy`` (the actions exactly as the agent returned them), ``steps.csv`` (per step: time,
-speed, lateral offset from the route, completion, reward), ``trajectory.json`` (driven and logged paths, route,
-drivable area, how it ended: the report's bird's-eye plot) and, when asked for, ``video.mp4`` (H.264). A result row is a
-:class:`ResultRow`: the episode's outcome and the columns of the scenario's metric groups.
+the result row), ``actions.npy`` (the actions exactly as the agent returned them), ``steps.csv`` (per step: time [s],
+speed [m/s], lateral offset from the route [m], route completion, reward, time to collision ``ttc_s`` [s] (empty:
+nothing projected within the TTC horizon), the logged ego's speed [m/s]), ``trajectory.json`` (driven and logged
+paths, route, drivable area, the other agents' tracks and final boxes, how it ended: the report's bird's-eye plot),
+``infractions.json`` (what was hit or left, when, where: :func:`stag_sim.app.report_data.infraction_table`),
+``log_expert.json`` (the logged ego scored on the same steps: :func:`stag_sim.app.report_data.log_expert_scores`)
+and, when asked for, ``video.mp4`` (H.264). A result row is a :class:`ResultRow`: the episode's outcome and the
+columns of the scenario's metric groups.
 """
 
 from __future__ import annotations
@@ -21,21 +25,25 @@ from stag_sim.errors import EvalError
 RECORD_FORMAT = "stag-sim-run"
 RECORD_VERSION = 1
 #: columns of results.csv, in order (metric columns follow :func:`stag_sim.metrics.summarize`)
-LEAD_COLUMNS = ("scenario", "agent", "status", "success", "steps", "termination_reason", "route_completion", "pdms",
-                "driving_score", "reason")
+LEAD_COLUMNS = ("scenario", "agent", "seed", "status", "success", "steps", "termination_reason", "route_completion",
+                "pdms", "driving_score", "reason")
 
 
 class ResultRow(TypedDict, total=False):
     """One episode's result (a row of ``results.csv``); metric columns follow :data:`METRIC_GROUPS`.
 
-    Keys: ``scenario``, ``agent``, ``status`` (``ok`` / ``failed``), ``reason`` (why it failed), ``success``,
-    ``steps``, ``termination_reason``, ``route_completion`` [0..1], ``return``, ``collision``, ``offroad``,
-    ``obs_hash`` (sha256 over every step's observation), ``wall_s`` [s], and the metric columns (``pdms``,
-    ``driving_score``, ``ade`` [m], ...).
+    Keys: ``scenario``, ``agent``, ``seed`` (the scenario's episode seed; None when it could not load), ``status``
+    (``ok`` / ``failed``), ``reason`` (why it failed), ``success``, ``steps``, ``termination_reason``,
+    ``route_completion`` [0..1] (the env's: route progress / the usable route, its length less the completion
+    margin), ``return``, ``collision``, ``offroad``, ``obs_hash`` (sha256 over every step's observation), ``wall_s``
+    [s], and the metric columns (``pdms``, ``driving_score``, ``ds_route_completion`` [0..1] (the driving score's:
+    furthest progress / the whole route), ``ade`` [m], ...). An evaluation adds ``run_dir``: the run directory,
+    relative to its output directory (``runs/<scenario>`` or ``runs/<scenario>-seed<k>``).
     """
 
     scenario: str
     agent: str
+    seed: int | None
     status: str
     reason: str
     success: bool
@@ -46,6 +54,7 @@ class ResultRow(TypedDict, total=False):
     offroad: bool
     obs_hash: str
     wall_s: float
+    run_dir: str
 
 
 #: result columns of each scenario metric group (``metrics:`` in a scenario), from :func:`stag_sim.metrics.summarize`;
@@ -74,9 +83,10 @@ def jsonable(v):
 
 
 def write_run(run_dir: Path, sc, agent_spec, env, taken, hashes, steps, row, env_overrides, camera_offset,
-              trajectory: dict | None = None) -> None:
+              trajectory: dict | None = None, infractions: list | None = None, log_expert: dict | None = None) -> None:
     """Write the run directory of a finished episode (see the module docstring); ``trajectory``: what the report's
-    bird's-eye plot draws (``trajectory.json``)."""
+    bird's-eye plot draws (``trajectory.json``), ``infractions`` (``infractions.json``), ``log_expert``
+    (``log_expert.json``); each file only when given."""
     import yaml
 
     from stag_sim.fsutil import atomic_open
@@ -100,14 +110,16 @@ def write_run(run_dir: Path, sc, agent_spec, env, taken, hashes, steps, row, env
     }
     with atomic_open(run_dir / "record.json") as f:
         json.dump(record, f, indent=1)
-    if trajectory is not None:
-        with atomic_open(run_dir / "trajectory.json") as f:
-            json.dump(trajectory, f)
+    for name, data in (("trajectory.json", trajectory), ("infractions.json", infractions),
+                       ("log_expert.json", log_expert)):
+        if data is not None:
+            with atomic_open(run_dir / name) as f:
+                json.dump(data, f, default=jsonable)
 
 
-def failed_row(name: str, agent: str, reason: str) -> ResultRow:
+def failed_row(name: str, agent: str, reason: str, seed: int | None = None) -> ResultRow:
     """The row of a scenario that could not run."""
-    return {"scenario": name, "agent": agent, "status": "failed", "success": False, "steps": 0,
+    return {"scenario": name, "agent": agent, "seed": seed, "status": "failed", "success": False, "steps": 0,
             "termination_reason": "error", "reason": reason}
 
 
