@@ -223,6 +223,16 @@ def _check_files(scene_dir: Path, meta: dict[str, Any], verify: bool) -> None:
             raise SceneError(f"{p}: corrupt (sha256 does not match scene.json)")
 
 
+def _load_map(path: Path) -> SceneMap:
+    """The scene map of ``map.json``; one :class:`SceneError` line naming that file if it is not a map."""
+    try:
+        return _map_from_json(json.loads(path.read_text()))
+    except StagSimError:
+        raise
+    except Exception as e:  # noqa: BLE001 - bad JSON, missing keys, bad geometry: all say which file
+        raise SceneError(f"{path}: corrupt map ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+
+
 def load_scene_cache(scene_dir: str | os.PathLike, verify: bool = True, mmap: bool = True) -> SceneLog:
     """Load a scene cache written by :func:`write_scene_cache`.
 
@@ -244,8 +254,8 @@ def load_scene_cache(scene_dir: str | os.PathLike, verify: bool = True, mmap: bo
         p = scene_dir / f"{name}.npy"
         try:
             a = np.load(p, mmap_mode=mode, allow_pickle=False)
-        except (ValueError, OSError) as e:
-            raise SceneError(f"{p}: corrupt array file ({e})") from None
+        except Exception as e:  # noqa: BLE001 - numpy's header parser raises ValueError, SyntaxError, tokenize errors
+            raise SceneError(f"{p}: corrupt array file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
         info = files[p.name]
         if str(a.dtype) != info["dtype"] or list(a.shape) != info["shape"]:
             raise SceneError(f"{p}: holds {a.dtype}{list(a.shape)}, scene.json records {info['dtype']}{info['shape']}")
@@ -273,7 +283,7 @@ def load_scene_cache(scene_dir: str | os.PathLike, verify: bool = True, mmap: bo
             tuple(meta["objects"]["instance_ids"]), tuple(meta["objects"]["categories"]),
             np.asarray(arr("objects_sizes")), arr("objects_poses"), np.asarray(arr("objects_valid")),
         )
-        scene_map = _map_from_json(json.loads((scene_dir / "map.json").read_text())) if "map.json" in files else None
+        scene_map = _load_map(scene_dir / "map.json") if "map.json" in files else None
         log = SceneLog(
             name=meta["name"], source=meta["source"],
             timestamps_us=np.asarray(arr("timestamps_us")), ego_poses=arr("ego_poses"), rig=rig,

@@ -133,11 +133,19 @@ def test_scene_commands_refuse_bad_input_in_one_line(case, cli, world, tmp_path)
     assert not [p for p in tmp_path.iterdir() if p.name != "cwd"], f"{case}: left {list(tmp_path.iterdir())}"
 
 
+def _garble(start: int, junk: bytes):
+    """Overwrite bytes from ``start`` with ``junk``, keeping the file's size (so only a parser can notice)."""
+    return lambda b: b[:start] + junk + b[start + len(junk):]
+
+
 CORRUPTIONS = {
-    "npy-header-garbled": ("lidar_points.npy", lambda b: b[:10] + b"{'descr': '<f4', 'fortran_order': Fa" + b[40:]),
+    "npy-header-garbled": ("lidar_points.npy", _garble(12, b"{'descr': '<f4', 'fortran_order': Fa(")),
+    "npy-header-unterminated": ("ego_poses.npy", _garble(10, b"{'descr': \"<f8")),
     "npy-truncated": ("lidar_points.npy", lambda b: b[: len(b) // 2]),
     "scene-json-garbled": ("scene.json", lambda b: b[: len(b) // 2]),
-    "map-json-garbled": ("map.json", lambda b: b[: len(b) // 3]),
+    "map-json-truncated": ("map.json", lambda b: b[: len(b) // 3]),
+    "map-json-garbled": ("map.json", _garble(5, b"}}}]]]")),
+    "map-json-wrong-types": ("map.json", lambda b: json.dumps({k: 7 for k in json.loads(b)}).encode().ljust(len(b))),
 }
 
 
