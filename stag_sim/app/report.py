@@ -1,42 +1,68 @@
-"""``report.html``: one self-contained page per evaluation that people read.
+"""``report.html``: one self-contained page per evaluation that people read and keep.
 
-A sortable overview table (one row per scenario: status, success, route completion, PDMS, driving score, ADE, with
-units and sensible rounding), then per scenario its video (H.264, embedded), a bird's-eye plot of the driven
-trajectory against the log (collision / off-road marked where the episode ended), bars of its metrics, and the
-counts behind them; a metric the episode cannot be scored on (no drivable area: no map, no LiDAR ground) reads
-"n/a", with the reason. Images and videos are embedded as data URIs, so the file can be mailed or archived alone.
-Plots are matplotlib (the ``rl`` / ``dev`` extras; without it the page says so and keeps the tables).
+At the top, what ran and where (:func:`stag_sim.app.run_info.run_details`: version, git commit, seeds, command line,
+date, machine). Then a sortable overview table (one row per run: scenario, seed, status, success, route completion,
+PDMS beside the log expert's, driving score, ADE, with units and sensible rounding) and, for a scenario run with
+several seeds, its spread (mean ± std, min..max: :func:`stag_sim.app.reports.scenario_spread`). Then per run its
+video (H.264, embedded), a bird's-eye plot (the driven path against the log, the other agents' tracks and boxes,
+the infractions), its time series (speed against the logged ego's, time to collision, lateral offset), metric bars
+beside the log expert's, the infraction table (what was hit or left, when, where) and every metric with the counts
+behind it, the log expert's beside it. A metric the episode cannot be scored on (no drivable area: no map, no LiDAR
+ground) reads "n/a", with the reason. Images and videos are embedded as data URIs, so the file can be mailed or
+archived alone. Plots are matplotlib (:mod:`stag_sim.app.report_plots`); without it the page says so and keeps the
+tables.
+
+Two route completions, labelled apart everywhere: the env's (``route_completion``: route progress over the usable
+route, its length less the completion margin; what ends an episode as completed) and the driving score's
+(``ds_route_completion``: furthest progress over the whole route, CARLA's definition).
 """
 
 from __future__ import annotations
 
 import base64
+import csv
 import html
-import io
 import json
 from pathlib import Path
 
-#: overview columns: key, header, unit, format
-OVERVIEW = (("scenario", "scenario", "", "{}"), ("status", "status", "", "{}"), ("success", "success", "", "{}"),
-            ("steps", "steps", "", "{}"), ("termination_reason", "ended by", "", "{}"),
-            ("route_completion", "route completion", "%", "{:.1f}"), ("pdms", "PDMS", "", "{:.3f}"),
-            ("driving_score", "driving score", "", "{:.3f}"), ("ade", "ADE", "m", "{:.2f}"))
+RC_ENV = "route completion (env)"
+RC_ENV_HELP = "route progress / usable route (its length less the completion margin); 100 % ends the episode"
+RC_DS = "route completion (DS)"
+RC_DS_HELP = "the driving score's: furthest progress / the whole route (CARLA leaderboard)"
+#: overview columns: key, header, unit, format, tooltip
+OVERVIEW = (("scenario", "scenario", "", "{}", ""), ("seed", "seed", "", "{:d}", "episode seed"),
+            ("status", "status", "", "{}", ""), ("success", "success", "", "{}", ""),
+            ("steps", "steps", "", "{:d}", ""),
+            ("termination_reason", "ended by", "", "{}", ""),
+            ("route_completion", RC_ENV, "%", "{:.1f}", RC_ENV_HELP), ("pdms", "PDMS", "", "{:.3f}", ""),
+            ("expert_pdms", "log expert PDMS", "", "{:.3f}", "the logged ego scored on the same steps"),
+            ("driving_score", "driving score", "", "{:.3f}", ""), ("ade", "ADE", "m", "{:.2f}", ""))
 PERCENT = {"route_completion", "ds_route_completion", "offroad_fraction"}
-#: per-scenario metric table: key, label, unit, format
+#: per-run metric table: key, label, unit, format
 DETAILS = (("pdms", "PDMS", "", "{:.3f}"), ("nc", "no at-fault collision (NC)", "", "{:.2f}"),
            ("dac", "drivable area compliance (DAC)", "", "{:.2f}"), ("ep", "ego progress (EP)", "", "{:.3f}"),
            ("ttc", "time to collision (TTC)", "", "{:.2f}"), ("comfort", "comfort (C)", "", "{:.2f}"),
            ("progress", "progress", "m", "{:.1f}"), ("collisions", "collisions", "", "{:d}"),
            ("at_fault_collisions", "at-fault collisions", "", "{:d}"), ("offroad_steps", "off-road steps", "", "{:d}"),
-           ("driving_score", "driving score", "", "{:.3f}"), ("ds_route_completion", "route completion (CARLA)", "%", "{:.1f}"),
-           ("infraction_penalty", "infraction penalty", "", "{:.3f}"), ("collisions_vehicle", "vehicle collisions", "", "{:d}"),
-           ("collisions_pedestrian", "pedestrian collisions", "", "{:d}"), ("collisions_static", "static collisions", "", "{:d}"),
-           ("offroad_fraction", "time off-road", "%", "{:.1f}"), ("ade", "ADE", "m", "{:.2f}"), ("fde", "FDE", "m", "{:.2f}"),
+           ("route_completion", RC_ENV, "%", "{:.1f}"), ("driving_score", "driving score", "", "{:.3f}"),
+           ("ds_route_completion", RC_DS, "%", "{:.1f}"), ("infraction_penalty", "infraction penalty", "", "{:.3f}"),
+           ("collisions_vehicle", "vehicle collisions", "", "{:d}"),
+           ("collisions_pedestrian", "pedestrian collisions", "", "{:d}"),
+           ("collisions_static", "static collisions", "", "{:d}"),
+           ("offroad_fraction", "route off-road", "%", "{:.1f}"),
+           ("ade", "ADE", "m", "{:.2f}"), ("fde", "FDE", "m", "{:.2f}"),
            ("max_displacement", "max displacement from the log", "m", "{:.2f}"), ("return", "return", "", "{:.3f}"),
            ("wall_s", "wall time", "s", "{:.1f}"), ("dac_source", "drivable area from", "", "{}"),
            ("unscored", "not scored", "", "{}"))
 NOT_SCORED = "n/a"  # a metric the episode cannot be scored on (None in the row; its ``unscored`` says why)
-BARS = ("pdms", "nc", "dac", "ep", "ttc", "comfort", "driving_score", "route_completion")
+#: run details shown at the top: key of run_details -> label
+RUN_LABELS = (("stag_sim_version", "stag_sim"), ("git_commit", "git commit"), ("seeds", "seeds"),
+              ("command", "command"), ("date_utc", "date (UTC)"), ("hostname", "host"), ("platform", "platform"),
+              ("python", "python"), ("cpu", "CPU"), ("cpu_count", "CPU count"), ("torch", "torch"),
+              ("device", "torch device"))
+#: infraction kinds for people
+INFRACTION_KINDS = {"collision": "collision", "offroad": "off-road (episode check)",
+                    "dac": "corner off the drivable area (DAC)", "ttc": "projected collision (TTC)"}
 
 
 def fmt(key: str, value, spec: str) -> str:
@@ -53,73 +79,184 @@ def fmt(key: str, value, spec: str) -> str:
         return str(value)
 
 
-def _png(fig) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90)
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def bev_plot(traj: dict, title: str = "") -> str:
-    """PNG data URI: the drivable area, route, logged and driven ego paths, and the end (x on a collision or off-road)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from matplotlib.patches import Polygon
-
-    fig, ax = plt.subplots(figsize=(5.2, 5.2))
-    for poly in traj.get("drivable", []):
-        ax.add_patch(Polygon(poly["exterior"], closed=True, facecolor="#e6e6e6", edgecolor="#c8c8c8", lw=0.5))
-        for hole in poly.get("holes", []):
-            ax.add_patch(Polygon(hole, closed=True, facecolor="white", edgecolor="#c8c8c8", lw=0.5))
-    for key, style in (("route", dict(color="#9ecae1", lw=6, alpha=0.6, label="route")),
-                       ("logged", dict(color="#636363", lw=1.5, ls="--", label="logged ego")),
-                       ("driven", dict(color="#d62728", lw=2, label="driven"))):
-        pts = traj.get(key) or []
-        if len(pts) > 1:
-            xs, ys = zip(*pts)
-            ax.plot(xs, ys, **style)
-    driven = traj.get("driven") or []
-    if driven:
-        ax.plot(*driven[0], "o", color="#2ca02c", ms=7, label="start")
-    end = traj.get("end") or {}
-    if end.get("xy") and end.get("reason") in ("collision", "offroad"):
-        ax.plot(*end["xy"], "x", color="black", ms=12, mew=3, label=end["reason"])
-    pts = [p for k in ("driven", "logged") for p in (traj.get(k) or [])]
-    if pts:
-        xs, ys = zip(*pts)
-        pad = 10.0
-        ax.set_xlim(min(xs) - pad, max(xs) + pad)
-        ax.set_ylim(min(ys) - pad, max(ys) + pad)
-    ax.set_aspect("equal")
-    ax.set_xlabel("x [m]")
-    ax.set_ylabel("y [m]")
-    ax.legend(loc="best", fontsize=7)
-    ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return _png(fig)
+def run_dir_of(row: dict, out: Path) -> Path:
+    """The run directory of ``row``: ``out / row["run_dir"]`` when the evaluation set it, else ``out/runs/<scenario>``,
+    else ``out`` itself when it holds a single run (the demo)."""
+    if row.get("run_dir"):
+        return out / row["run_dir"]
+    run = out / "runs" / str(row.get("scenario"))
+    if not run.is_dir() and (out / "record.json").is_file():
+        return out
+    return run
 
 
-def metric_bars(row: dict) -> str:
-    """PNG data URI: the episode's scores in [0, 1] as horizontal bars."""
-    import matplotlib
+def _read_json(path: Path):
+    try:
+        return json.loads(path.read_text()) if path.is_file() else None
+    except (OSError, ValueError):
+        return None
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
-    keys = [k for k in BARS if isinstance(row.get(k), (int, float))]
-    fig, ax = plt.subplots(figsize=(4.6, 0.32 * len(keys) + 0.8))
-    vals = [float(row[k]) for k in keys]
-    ax.barh(keys[::-1], vals[::-1], color="#4c78a8")
-    for i, v in enumerate(vals[::-1]):
-        ax.text(min(v, 0.9) + 0.02, i, f"{v:.2f}", va="center", fontsize=8)
-    ax.set_xlim(0, 1.05)
-    ax.set_xlabel("score [0..1]")
-    fig.tight_layout()
-    return _png(fig)
+def _read_steps(path: Path) -> list[dict]:
+    try:
+        with path.open(newline="") as f:
+            return list(csv.DictReader(f))
+    except OSError:
+        return []
+
+
+def _anchors(rows: list[dict]) -> list[str]:
+    """Unique, readable ids for the runs' sections: ``s-<run dir name>`` (``s-<scenario>`` without one), with
+    ``-<n>`` added where two would be the same."""
+    out: list[str] = []
+    for i, r in enumerate(rows):
+        a = "s-" + (Path(r["run_dir"]).name if r.get("run_dir") else str(r.get("scenario")))
+        out.append(a if a not in out else f"{a}-{i}")
+    return out
+
+
+def _run_table(run: dict) -> str:
+    esc = html.escape
+    cells = []
+    for key, label in RUN_LABELS:
+        if key in run and run[key] not in (None, "", []):
+            v = run[key]
+            v = ", ".join(str(s) for s in v) if isinstance(v, list) else str(v)
+            cells.append(f"<tr><th>{esc(label)}</th><td><code>{esc(v)}</code></td></tr>")
+    return f"<table class='run'>{''.join(cells)}</table>"
+
+
+def _th(header: str, unit: str = "", tip: str = "") -> str:
+    """A header cell: the header, its unit in brackets, the tooltip ``tip``."""
+    title = f" title='{html.escape(tip)}'" if tip else ""
+    return f"<th{title}>{html.escape(header)}{' [' + unit + ']' if unit else ''}</th>"
+
+
+def _overview(rows: list[dict], anchors: list[str], experts: list[dict | None]) -> str:
+    esc = html.escape
+    head = "".join(_th(h, u, tip) for _, h, u, _, tip in OVERVIEW)
+    body = []
+    for r, anchor, expert in zip(rows, anchors, experts):
+        view = {**r, "expert_pdms": (expert or {}).get("pdms")}
+        cells = []
+        for k, _, _, spec, _ in OVERVIEW:
+            v = view.get(k)
+            num = f" data-v='{float(v) * (100 if k in PERCENT else 1)}'" if _number(v) else ""
+            text = fmt(k, v, spec) if _number(v) else esc(str(v if v is not None else "—"))
+            link = f"<a href='#{esc(anchor)}'>{text}</a>" if k == "scenario" else text
+            cls = " class='bad'" if k == "status" and v == "failed" else ""
+            cells.append(f"<td{num}{cls}>{link}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+def _spread_table(spread: dict) -> str:
+    """Per scenario with several runs: mean ± std and min..max of each :data:`~stag_sim.app.reports.SPREAD` key."""
+    from stag_sim.app.reports import SPREAD
+
+    if not spread:
+        return ""
+    esc = html.escape
+    pct = {"route_completion", "collision"}
+    head = "<th>scenario</th><th>runs</th><th>seeds</th>" + "".join(
+        _th(label, "%" if k in pct else "", RC_ENV_HELP if k == "route_completion" else "")
+        for k, label in SPREAD.items())
+    body = []
+    for name, s in spread.items():
+        cells = [f"<td>{esc(name)}</td><td>{s['runs']}</td><td>{esc(', '.join(str(x) for x in s['seeds']))}</td>"]
+        for k in SPREAD:
+            m = {q: (100.0 if k in pct else 1.0) * s[k][q] for q in ("mean", "std", "min", "max")}
+            spec = "{:.1f}" if k in pct else "{:.3f}"
+            cells.append(f"<td data-v='{m['mean']}'>{spec.format(m['mean'])} ± {spec.format(m['std'])}"
+                         f"<br><small>{spec.format(m['min'])} .. {spec.format(m['max'])}</small></td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return ("<h2>Spread over seeds</h2><p>Scenarios run more than once: mean ± sample standard deviation, "
+            "min .. max below.</p>"
+            f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+
+def _infraction_table(infractions: list | None) -> str:
+    if infractions is None:
+        return ""
+    if not infractions:
+        return "<p>No infractions recorded.</p>"
+    esc = html.escape
+    head = ("<tr><th>#</th><th>t [s]</th><th>step</th><th>what</th><th>with</th><th>at fault</th><th>x [m]</th>"
+            "<th>y [m]</th><th>details</th></tr>")
+    body = []
+    for n, inf in enumerate(infractions, start=1):
+        who = f"{inf['with']} ({inf.get('category', '?')})" if inf.get("with") else "—"
+        fault = {True: "yes", False: "no"}.get(inf.get("at_fault"), "—")
+        notes = [str(inf["type"]).replace("_", " ")] if inf.get("type") else []
+        if inf.get("duration_s") is not None:
+            notes.append(f"for {inf['duration_s']:.1f} s")
+        if inf.get("ttc_s") is not None:
+            notes.append(f"within {inf['ttc_s']:.1f} s")
+        if inf.get("source") == "metrics" and inf.get("kind") == "collision":
+            notes.append("found by the metrics only")
+        body.append(f"<tr><td>{n}</td><td>{inf['t_s']:.2f}</td><td>{inf['step']}</td>"
+                    f"<td>{esc(INFRACTION_KINDS.get(inf['kind'], inf['kind']))}</td><td>{esc(who)}</td><td>{fault}</td>"
+                    f"<td>{inf['x_m']:.2f}</td><td>{inf['y_m']:.2f}</td><td>{esc('; '.join(notes))}</td></tr>")
+    return f"<table class='infractions'>{head}{''.join(body)}</table>"
+
+
+def _details(r: dict, expert: dict | None) -> str:
+    esc = html.escape
+
+    def cell(d, k, u, spec):
+        if d is None or k not in d:
+            return "—"
+        return (esc(fmt(k, d[k], spec)) + (" " + u if u else "")) if d[k] is not None else NOT_SCORED
+
+    rows = "".join(f"<tr><td>{esc(label)}</td><td>{cell(r, k, u, spec)}</td>"
+                   f"{'<td>' + cell(expert, k, u, spec) + '</td>' if expert else ''}</tr>"
+                   for k, label, u, spec in DETAILS if k in r)
+    if not rows:
+        return ""
+    head = "<tr><th>metric</th><th>agent</th>" + ("<th>log expert</th>" if expert else "") + "</tr>"
+    note = f"<p><small>log expert: {esc(expert.get('note', ''))}.</small></p>" if expert else ""
+    return f"<table class='details'>{head}{rows}</table>{note}"
+
+
+def _section(i: int, r: dict, run: Path, anchor: str, expert: dict | None, plots: bool) -> str:
+    from stag_sim.app import report_plots
+
+    esc = html.escape
+    name = str(r.get("scenario"))
+    seed = f", seed {r['seed']}" if r.get("seed") is not None else ""
+    ended = f", ended by {esc(str(r.get('termination_reason')))}" if r.get("termination_reason") else ""
+    parts = [f"<h2 id='{esc(anchor)}'>{esc(name)} <small>({esc(str(r.get('status')))}{esc(seed)}{ended})</small></h2>"]
+    if r.get("reason"):
+        parts.append(f"<p class='bad'>{esc(r['reason'])}</p>")
+    if _number(r.get("pdms")):
+        vs = f" (log expert {expert['pdms']:.3f})" if expert and _number(expert.get("pdms")) else ""
+        parts.append(f"<p>PDMS {r['pdms']:.3f}{vs}</p>")
+    video = run / "video.mp4"
+    if video.is_file():
+        data = base64.b64encode(video.read_bytes()).decode()
+        parts.append(f"<video id='video-{i}' controls muted playsinline preload='auto' width='720' "
+                     f"src='data:video/mp4;base64,{data}'></video>")
+    infractions = _read_json(run / "infractions.json")
+    traj = _read_json(run / "trajectory.json")
+    steps = _read_steps(run / "steps.csv")
+    figs = []
+    if plots and traj is not None:
+        figs.append(f"<img alt='bird&#39;s-eye plot of {esc(name)}' "
+                    f"src='{report_plots.bev_plot(traj, name + seed, infractions)}'>")
+    if plots and steps:
+        figs.append(f"<img alt='time series of {esc(name)}' src='{report_plots.series_plot(steps, infractions)}'>")
+    if plots and r.get("status") == "ok":
+        figs.append(f"<img alt='metric bars of {esc(name)}' src='{report_plots.metric_bars(r, expert)}'>")
+    if figs:
+        parts.append("<div class='figs'>" + "".join(figs) + "</div>")
+    if infractions is not None:
+        parts.append("<h3>Infractions</h3>" + _infraction_table(infractions))
+    parts.append(_details(r, expert))
+    return "<section>" + "".join(parts) + "</section>"
 
 
 _SCRIPT = """
@@ -144,12 +281,23 @@ document.querySelectorAll('video').forEach(v => {
 });
 """
 
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;margin:24px;max-width:1400px}table{border-collapse:collapse;margin:8px 0}"
+    "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}"
+    "td:first-child,th:first-child{text-align:left}th{background:#f3f3f3}table.sortable th{cursor:pointer}"
+    "table.run td,table.run th{text-align:left}.bad{color:#b00020}"
+    ".figs{display:flex;flex-wrap:wrap;gap:12px;align-items:flex-start}"
+    "section{border-top:1px solid #ddd;margin-top:18px}small{color:#666;font-weight:normal}"
+)
 
-def write_report(rows: list[dict], out: Path, agent_spec: str = "") -> Path:
+
+def write_report(rows: list[dict], out: Path, agent_spec: str = "", run: dict | None = None) -> Path:
     """Write ``out/report.html`` for the result ``rows`` of an evaluation whose run directories are
-    ``out/runs/<scenario>/`` (trajectory.json, video.mp4 when recorded), or of one run written into ``out`` itself
-    (the demo). Returns its path."""
-    from stag_sim.app.reports import mean_scores
+    ``out/<row["run_dir"]>`` (default ``out/runs/<scenario>/``: :func:`run_dir_of`; trajectory.json, steps.csv,
+    infractions.json, log_expert.json, video.mp4 when recorded), or of one run written into ``out`` itself (the
+    demo). ``run``: the run details (default: :func:`stag_sim.app.run_info.run_details` now). Returns its path."""
+    from stag_sim.app.reports import mean_scores, scenario_spread
+    from stag_sim.app.run_info import run_details
     from stag_sim.fsutil import atomic_open
 
     out = Path(out)
@@ -160,61 +308,21 @@ def write_report(rows: list[dict], out: Path, agent_spec: str = "") -> Path:
     except ImportError:
         plots = False
     esc = html.escape
-    head = "".join(f"<th>{esc(h)}{' [' + u + ']' if u else ''}</th>" for _, h, u, _ in OVERVIEW)
-    body = []
-    for r in rows:
-        cells = []
-        for k, _, _, spec in OVERVIEW:
-            v = r.get(k)
-            num = f" data-v='{float(v) * (100 if k in PERCENT else 1)}'" if isinstance(v, (int, float)) and not isinstance(v, bool) else ""
-            text = fmt(k, v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else esc(str(v if v is not None else "—"))
-            link = f"<a href='#s-{esc(r['scenario'])}'>{text}</a>" if k == "scenario" else text
-            cls = " class='bad'" if k == "status" and v == "failed" else ""
-            cells.append(f"<td{num}{cls}>{link}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
+    run = run if run is not None else run_details(seeds=[r.get("seed") for r in rows])
+    anchors = _anchors(rows)
+    dirs = [run_dir_of(r, out) for r in rows]
+    experts = [_read_json(d / "log_expert.json") for d in dirs]
+    sections = [_section(i, r, d, a, e, plots) for i, (r, d, a, e) in enumerate(zip(rows, dirs, anchors, experts))]
     means = mean_scores(rows)
-    sections = []
-    for i, r in enumerate(rows):
-        name = r["scenario"]
-        run = out / "runs" / name
-        if not run.is_dir() and (out / "record.json").is_file():  # a single run written into ``out`` (the demo)
-            run = out
-        parts = [f"<h2 id='s-{esc(name)}'>{esc(name)} <small>({esc(str(r.get('status')))}"
-                 f"{', ended by ' + esc(str(r.get('termination_reason'))) if r.get('termination_reason') else ''})</small></h2>"]
-        if r.get("reason"):
-            parts.append(f"<p class='bad'>{esc(r['reason'])}</p>")
-        video = run / "video.mp4"
-        if video.is_file():
-            data = base64.b64encode(video.read_bytes()).decode()
-            parts.append(f"<video id='video-{i}' controls muted playsinline preload='auto' width='720' "
-                         f"src='data:video/mp4;base64,{data}'></video>")
-        figs = []
-        traj_path = run / "trajectory.json"
-        if plots and traj_path.is_file():
-            figs.append(f"<img alt='bird&#39;s-eye plot of {esc(name)}' src='{bev_plot(json.loads(traj_path.read_text()), name)}'>")
-        if plots and r.get("status") == "ok":
-            figs.append(f"<img alt='metric bars of {esc(name)}' src='{metric_bars(r)}'>")
-        if figs:
-            parts.append("<div class='figs'>" + "".join(figs) + "</div>")
-        detail = "".join(f"<tr><td>{esc(label)}</td><td>{esc(fmt(k, r[k], spec)) if r[k] is not None else NOT_SCORED}"
-                         f"{' ' + u if u and r[k] is not None else ''}</td></tr>" for k, label, u, spec in DETAILS if k in r)
-        if detail:
-            parts.append(f"<table class='details'>{detail}</table>")
-        sections.append("<section>" + "".join(parts) + "</section>")
-    note = "" if plots else "<p>matplotlib is not installed (pip install 'stag-sim[rl]'): no plots.</p>"
+    note = "" if plots else "<p>matplotlib is not installed (pip install matplotlib): no plots.</p>"
     page = (
         "<!doctype html><html><head><meta charset='utf-8'>"
-        f"<title>StagDrive evaluation: {esc(agent_spec)}</title><style>"
-        "body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}table{border-collapse:collapse;margin:8px 0}"
-        "td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "th{cursor:pointer;background:#f3f3f3}.bad{color:#b00020}.figs img{margin-right:12px;vertical-align:top}"
-        "section{border-top:1px solid #ddd;margin-top:18px}small{color:#666;font-weight:normal}"
-        "</style></head><body>"
-        f"<h1>StagDrive evaluation: {esc(agent_spec)}</h1>"
-        f"<p>{len(rows)} scenario(s); mean PDMS {means['pdms']:.3f}, driving score {means['driving_score']:.3f}, "
-        f"route completion {100 * means['route_completion']:.1f} %, success {100 * means['success_rate']:.0f} %. "
-        "Click a column header to sort.</p>"
-        f"<table class='sortable'><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>{note}"
+        f"<title>StagDrive evaluation: {esc(agent_spec)}</title><style>{_STYLE}</style></head><body>"
+        f"<h1>StagDrive evaluation: {esc(agent_spec)}</h1>{_run_table(run)}"
+        f"<p>{len(rows)} run(s); mean PDMS {means['pdms']:.3f}, driving score {means['driving_score']:.3f}, "
+        f"<span title='{esc(RC_ENV_HELP)}'>{RC_ENV}</span> {100 * means['route_completion']:.1f} %, "
+        f"success {100 * means['success_rate']:.0f} %. Click a column header to sort.</p>"
+        f"{_overview(rows, anchors, experts)}{note}{_spread_table(scenario_spread(rows))}"
         + "".join(sections)
         + f"<pre id='media-status' hidden>{{}}</pre><script>{_SCRIPT}</script></body></html>\n")
     path = out / "report.html"
