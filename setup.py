@@ -22,9 +22,9 @@ EXTRAS = {
     "ray": ["ray[default]>=2.9"],
     # AlpaSim's egodriver gRPC contract, both ends: stag-sim eval --driver, stag-sim serve (grpcio, protobuf)
     "driver": ["carla-driver-interface>=2.3,<3"],
-    # RL recipes (examples/, stag_sim.app.rl) and their learning-curve plots
-    "rl": ["stable-baselines3>=2.3", "matplotlib>=3.7"],
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3", "matplotlib>=3.7"],
+    # RL recipes (examples/, stag_sim.app.rl); their learning-curve plots use the base install's matplotlib
+    "rl": ["stable-baselines3>=2.3"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3"],
 }
 
 setup(
@@ -51,6 +51,7 @@ setup(
         "scipy>=1.10",  # rotations, KD-trees (pose refinement), filters
         "numba>=0.60",  # the renderer's compiled CPU kernels (stag_sim/render/kernels.py)
         "imageio-ffmpeg>=0.5",  # H.264 videos browsers play (bundles an ffmpeg binary with libx264)
+        "matplotlib>=3.7",  # report.html's plots (bird's-eye view, time series, metric bars), RL learning curves
     ],
     extras_require=EXTRAS,
     entry_points={"console_scripts": ["stag-sim = stag_sim.cli:main"]},
