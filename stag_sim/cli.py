@@ -38,6 +38,7 @@ def synth(out: Path, seed: int, duration: float, width: int, height: int, worker
     """Generate the synthetic town scene (no download) and write it as a scene cache."""
     if out.exists() and not overwrite:
         raise OutputError(f"{out}: already exists (add --overwrite to replace it)")
+    require(seed >= 0, "--seed", "an integer >= 0", seed)
     require(duration > 0, "--duration", "a drive length > 0 s", duration)
     require(min(width, height) >= 8, "--width/--height", "an image size of at least 8x8 px", f"{width}x{height}")
     require(workers is None or workers >= 1, "--workers", "an integer >= 1", workers)

@@ -44,7 +44,8 @@ def parse_ints(text: str | None, option: str, low: int = 0, high: int | None = N
         raise ValidationError(f"{option}: expected comma-separated integers such as 1,5, got {text!r}") from None
     bad = [v for v in values if v < low or (high is not None and v >= high)]
     if bad:
-        raise ValidationError(f"{option}: {bad[0]} is out of range (expected {low}..{high - 1 if high else 'more'})")
+        raise ValidationError(f"{option}: {bad[0]} is out of range (expected "
+                              f"{f'{low}..{high - 1}' if high is not None else f'>= {low}'})")
     return values
 
 

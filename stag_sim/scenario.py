@@ -342,7 +342,7 @@ def _shipped_hint(name: str) -> str:
 
     shipped = [p.stem for p in sorted(shipped_dir().glob("*.yaml"))]
     close = difflib.get_close_matches(name, shipped, n=1, cutoff=0.6)
-    return (f" (did you mean {close[0]!r}?" if close else " (") + f" shipped scenarios: {', '.join(shipped)})"
+    return f" ({f'did you mean {close[0]!r}? ' if close else ''}shipped scenarios: {', '.join(shipped)})"
 
 
 def find_scenarios(paths) -> list[Path]:
