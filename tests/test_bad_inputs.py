@@ -9,7 +9,6 @@ Each CLI case asserts: exit status 1 (or click's own 2 for a malformed command l
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path

@@ -17,7 +17,7 @@ def run_demo(out: Path, scenario: str = "recover_lateral_offset", agent: str = "
 
     from stag_sim.agents import check_agent
     from stag_sim.app.preflight import check_scenario
-    from stag_sim.fsutil import check_writable
+    from stag_sim.fsutil import atomic_directory, check_writable
 
     t0 = time.perf_counter()
     check_agent(agent)  # everything that can be wrong is found before the town loads
@@ -29,8 +29,9 @@ def run_demo(out: Path, scenario: str = "recover_lateral_offset", agent: str = "
     echo(f"scene ready in {time.perf_counter() - t0:.1f} s: {base.scene_dir} "
          f"({base.renderer.scene.num_points / 1e6:.1f} M points); scenario {sc.name}: {sc.description}")
     run_dir = Path(out) / f"demo-{sc.name}"
-    row = run_episode(sc, agent, run_dir, video=True, env=env, progress=True)
-    write_results([row], run_dir, agent)
+    with atomic_directory(run_dir) as tmp:  # built aside and moved into place: never half a demo, never two mixed
+        row = run_episode(sc, agent, tmp, video=True, env=env, progress=True)
+        write_results([row], tmp, agent)
     echo(format_table([row], ("scenario", "agent", "success", "steps", "termination_reason", "route_completion",
                               "pdms", "driving_score", "ade")))
     echo(f"video:   {run_dir / 'video.mp4'}\nmetrics: {run_dir / 'results.csv'} (scores), "

@@ -138,6 +138,15 @@ def load_record(run_dir: str | os.PathLike) -> tuple[dict, np.ndarray]:
                            f"{record.get('format')} v{record.get('version')}")
     if not (run_dir / "actions.npy").is_file():
         raise EvalError(f"{run_dir}: actions.npy is missing")
-    return record, np.load(run_dir / "actions.npy", allow_pickle=False)
+    try:
+        actions = np.load(run_dir / "actions.npy", allow_pickle=False)
+    except Exception as e:  # noqa: BLE001 - truncated or garbled (numpy's parsers raise many kinds): name the file
+        raise EvalError(f"{run_dir / 'actions.npy'}: not a readable .npy array ({type(e).__name__}: "
+                        f"{str(e).splitlines()[0][:120] if str(e) else ''})") from None
+    expected = len(record.get("obs_hashes", [])) - 1  # one observation hash per step, plus the reset's
+    if actions.ndim < 2 or len(actions) != expected:
+        raise EvalError(f"{run_dir / 'actions.npy'}: expected {expected} recorded actions (one per step of "
+                        f"record.json), got an array of shape {actions.shape}")
+    return record, actions
 
 
