@@ -160,49 +160,12 @@ def trajectory_summary(world, trace, row) -> dict:
 
 
 def ttc_series(ep) -> np.ndarray:
-    """(T,) time to collision [s] at every step of the :class:`~stag_sim.metrics.EpisodeTrace` ``ep``, by the TTC
-    metric's own rules and projections (:func:`stag_sim.metrics.time_to_collision`): the smallest projection
-    offset (0, 0.3, 0.6, 0.9 s) at which the ego would overlap a relevant agent, 0 at an at-fault collision step,
-    NaN where nothing is projected within the horizon. The TTC score is 0 exactly when some step is finite."""
-    from stag_sim.metrics.collisions import AGENT_BEHIND_ANGLE, _bearing, _find_collisions, _overlaps
-    from stag_sim.metrics.ttc import TTC_OFFSETS, TTC_STOPPED_SPEED, _agents_ahead, _ego_ahead
+    """(T,) time to collision [s] at every step of the :class:`~stag_sim.metrics.EpisodeTrace` ``ep``: the TTC
+    metric's own per-step projection (:func:`stag_sim.metrics.ttc.ttc_per_step`; NaN where nothing is projected
+    within the horizon, 0 at an at-fault collision step)."""
+    from stag_sim.metrics.ttc import ttc_per_step
 
-    ego, ag = ep.ego, ep.agents
-    T, K = ag.valid.shape
-    out = np.full(T, np.nan)
-    collisions = _find_collisions(ep)
-    for c in collisions:
-        if c.at_fault:
-            out[c.step] = 0.0
-    if K == 0:
-        return out
-    first_hit = np.full(K, T)
-    for c in collisions:
-        first_hit[c.agent] = c.step
-    # the relevant agents, as time_to_collision selects them (see its docstring)
-    relevant = ag.valid & (np.arange(T)[:, None] < first_hit[None, :]) & (ego.speed > TTC_STOPPED_SPEED)[:, None]
-    where = np.where(ag.valid[..., None], ag.xy, 0.0)
-    relevant &= _bearing(ego.xy[:, None, :], ego.yaw[:, None], where) <= AGENT_BEHIND_ANGLE
-    rel = where - ego.xy[:, None, :]
-    lateral = np.abs(-np.sin(ego.yaw)[:, None] * rel[..., 0] + np.cos(ego.yaw)[:, None] * rel[..., 1])
-    ag_yaw = np.where(ag.valid, ag.yaw, 0.0)
-    oncoming = np.cos(ag_yaw - ego.yaw[:, None]) < np.cos(np.deg2rad(100.0))
-    relevant &= ~(oncoming & (lateral > (ego.width + ag.sizes[None, :, 1]) / 2.0))
-    if not relevant.any():
-        return out
-    ag_speed = np.where(ag.valid, ag.speed, 0.0)
-    ag_rate = np.zeros_like(ag_yaw)
-    dt = float(ego.time_s[1] - ego.time_s[0]) if T > 1 else 1.0
-    if T > 1:
-        both = ag.valid[1:] & ag.valid[:-1]
-        ag_rate[1:] = np.where(both, ((np.diff(ag_yaw, axis=0) + np.pi) % (2 * np.pi) - np.pi) / dt, 0.0)
-    ego_dir = np.stack([np.cos(ego.yaw), np.sin(ego.yaw)], axis=-1)
-    for tau in sorted(TTC_OFFSETS, reverse=True):  # the smallest offset is written last
-        future, centre = _ego_ahead(ego, ego_dir, tau, dt)
-        ag_future, ag_centre = _agents_ahead(ag, ag_yaw, ag_speed, ag_rate, tau)
-        hit = _overlaps(future, centre, ag_future, ag_centre, relevant).any(axis=1)
-        out[hit & ~(out == 0.0)] = tau
-    return out
+    return ttc_per_step(ep)[0]
 
 
 def logged_ego(world, time_s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

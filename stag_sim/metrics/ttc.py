@@ -41,17 +41,32 @@ def time_to_collision(trace: EpisodeTrace) -> MetricResult:
     box touches ours counts even when nuPlan would skip it).
     """
     trace.validate()
-    ego, ag = trace.ego, trace.agents
-    T, K = ag.valid.shape
-    collisions = _find_collisions(trace)
-    at_fault = [c for c in collisions if c.at_fault]
+    at_fault = [c for c in _find_collisions(trace) if c.at_fault]
     details = {"violation": None, "step": None, "id": None, "offset_s": None}
     if at_fault:
         c = at_fault[0]
-        details.update(violation="at_fault_collision", step=c.step, id=ag.ids[c.agent], offset_s=0.0)
+        details.update(violation="at_fault_collision", step=c.step, id=trace.agents.ids[c.agent], offset_s=0.0)
         return MetricResult(0.0, details)
-    if K == 0:
+    offset, agent = ttc_per_step(trace)
+    hits = np.flatnonzero(np.isfinite(offset))
+    if not len(hits):
         return MetricResult(1.0, details)
+    t = int(hits[0])
+    details.update(violation="projected_collision", step=t, id=trace.agents.ids[agent[t]], offset_s=float(offset[t]))
+    return MetricResult(0.0, details)
+
+
+def ttc_per_step(trace: EpisodeTrace) -> tuple[np.ndarray, np.ndarray]:
+    """Per step of ``trace``, by :func:`time_to_collision`'s rules: (T,) the smallest projection offset [s] of
+    :data:`TTC_OFFSETS` at which the ego would overlap a relevant agent (0 at an at-fault collision step, NaN where
+    nothing is projected within the horizon) and (T,) that agent's index (-1: none). The TTC score is 0 exactly
+    when some step is finite."""
+    ego, ag = trace.ego, trace.agents
+    T, K = ag.valid.shape
+    offset, agent = np.full(T, np.nan), np.full(T, -1)
+    collisions = _find_collisions(trace)
+    if K == 0:
+        return offset, agent
     first_hit = np.full(K, T)
     for c in collisions:
         first_hit[c.agent] = c.step
@@ -66,30 +81,27 @@ def time_to_collision(trace: EpisodeTrace) -> MetricResult:
     lateral = np.abs(-np.sin(ego.yaw)[:, None] * rel[..., 0] + np.cos(ego.yaw)[:, None] * rel[..., 1])
     oncoming = np.cos(np.where(ag.valid, ag.yaw, 0.0) - ego.yaw[:, None]) < np.cos(np.deg2rad(100.0))
     relevant &= ~(oncoming & (lateral > (ego.width + ag.sizes[None, :, 1]) / 2.0))
-    if not relevant.any():
-        return MetricResult(1.0, details)
-    ego_dir = np.stack([np.cos(ego.yaw), np.sin(ego.yaw)], axis=-1)
-    ag_yaw = np.where(ag.valid, ag.yaw, 0.0)
-    ag_speed = np.where(ag.valid, ag.speed, 0.0)
-    ag_rate = np.zeros_like(ag_yaw)  # [rad/s] yaw rate from consecutive valid steps (0 where unknown)
-    if T > 1:
-        both = ag.valid[1:] & ag.valid[:-1]
-        d_yaw = (np.diff(ag_yaw, axis=0) + np.pi) % (2 * np.pi) - np.pi
-        ag_rate[1:] = np.where(both, d_yaw / (ego.time_s[1] - ego.time_s[0]), 0.0)
-    best = None  # (step, offset index, agent)
-    dt = float(ego.time_s[1] - ego.time_s[0]) if T > 1 else 1.0
-    for i, tau in enumerate(TTC_OFFSETS):
-        future, centre = _ego_ahead(ego, ego_dir, tau, dt)
-        ag_future, ag_centre = _agents_ahead(ag, ag_yaw, ag_speed, ag_rate, tau)
-        hit = _overlaps(future, centre, ag_future, ag_centre, relevant)
-        if hit.any():
-            t, k = np.argwhere(hit)[0]
-            if best is None or t < best[0]:
-                best = (int(t), i, int(k))
-    if best is None:
-        return MetricResult(1.0, details)
-    details.update(violation="projected_collision", step=best[0], id=ag.ids[best[2]], offset_s=TTC_OFFSETS[best[1]])
-    return MetricResult(0.0, details)
+    if relevant.any():
+        ego_dir = np.stack([np.cos(ego.yaw), np.sin(ego.yaw)], axis=-1)
+        ag_yaw = np.where(ag.valid, ag.yaw, 0.0)
+        ag_speed = np.where(ag.valid, ag.speed, 0.0)
+        ag_rate = np.zeros_like(ag_yaw)  # [rad/s] yaw rate from consecutive valid steps (0 where unknown)
+        if T > 1:
+            both = ag.valid[1:] & ag.valid[:-1]
+            d_yaw = (np.diff(ag_yaw, axis=0) + np.pi) % (2 * np.pi) - np.pi
+            ag_rate[1:] = np.where(both, d_yaw / (ego.time_s[1] - ego.time_s[0]), 0.0)
+        dt = float(ego.time_s[1] - ego.time_s[0]) if T > 1 else 1.0
+        for tau in sorted(TTC_OFFSETS, reverse=True):  # the smallest offset is written last
+            future, centre = _ego_ahead(ego, ego_dir, tau, dt)
+            ag_future, ag_centre = _agents_ahead(ag, ag_yaw, ag_speed, ag_rate, tau)
+            hit = _overlaps(future, centre, ag_future, ag_centre, relevant)
+            steps = hit.any(axis=1)
+            offset[steps] = tau
+            agent[steps] = hit[steps].argmax(axis=1)  # the first agent hit at that offset
+    for c in collisions:
+        if c.at_fault:
+            offset[c.step], agent[c.step] = 0.0, c.agent
+    return offset, agent
 
 
 def _ego_ahead(ego: EgoTrace, ego_dir: np.ndarray, tau: float, dt: float) -> tuple[EgoTrace, np.ndarray]:
