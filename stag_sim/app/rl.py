@@ -4,7 +4,7 @@ PDMS), learning curves, and behaviour cloning of a teacher into a camera policy.
 The recipes that use them run unmodified: ``examples/ppo_state.py`` (SB3 PPO on ``state`` or ``bev``),
 ``examples/ppo_batched.py`` (PPO on the native batched vector env) and ``examples/distill_camera.py`` (DAgger from
 the log expert or a PPO teacher into a camera policy); ``benchmarks/rl_bench.py`` prints and plots their curves.
-Stable-Baselines3 and matplotlib come with the ``rl`` extra (``pip install -e ".[rl]"``).
+Stable-Baselines3 comes with the ``rl`` extra (``pip install -e ".[rl]"``); matplotlib with the base install.
 """
 
 from __future__ import annotations
