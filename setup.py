@@ -24,7 +24,7 @@ EXTRAS = {
     "driver": ["carla-driver-interface>=2.3,<3"],
     # RL recipes (examples/, stag_sim.app.rl); their learning-curve plots use the base install's matplotlib
     "rl": ["stable-baselines3>=2.3"],
-    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3"],
+    "dev": ["pytest>=7.4", "pytest-timeout>=2.2", "stable-baselines3>=2.3", "ruff>=0.17,<0.18"],
 }
 
 setup(

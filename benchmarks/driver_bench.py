@@ -107,7 +107,7 @@ def closed_loop(target: str, scenarios: list[str]) -> list[dict]:
             rows = evaluate(paths, spec, Path(tmp) / label, progress=False, env_overrides=overrides)
             res[label] = (rows, time.perf_counter() - t0)
     out = []
-    for i, path in enumerate(paths):
+    for i in range(len(paths)):
         r = {"scenario": res["pure_pursuit"][0][i]["scenario"]}
         for label in res:
             row = res[label][0][i]

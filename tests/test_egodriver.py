@@ -21,7 +21,7 @@ from click.testing import CliRunner
 
 cdi = pytest.importorskip("carla_driver_interface", reason="needs the driver extra: pip install 'stag-sim[driver]'")
 
-from carla_driver_interface.driver import BaseDriver, DriveResult  # noqa: E402
+from carla_driver_interface.driver import DriveResult  # noqa: E402
 from carla_driver_interface.geometry import Pose, Trajectory, optical_to_body  # noqa: E402
 from carla_driver_interface.policies import RouteFollowerPolicy  # noqa: E402
 from carla_driver_interface.server import serving  # noqa: E402
@@ -29,7 +29,7 @@ from carla_driver_interface.testing import FakeCamera, FakeLoop  # noqa: E402
 
 from stag_sim.agents import check_agent, make_agent  # noqa: E402
 from stag_sim.agents.egodriver import driver_spec, parse_driver_spec  # noqa: E402
-from stag_sim.app import evaluate, run_episode  # noqa: E402
+from stag_sim.app import run_episode  # noqa: E402
 from stag_sim.app.episode import make_env  # noqa: E402
 from stag_sim.app.serve import check_served, make_policy  # noqa: E402
 from stag_sim.cache import write_scene_cache  # noqa: E402

@@ -121,7 +121,7 @@ def test_drivable_source_settings(tiny):
 def test_steering_hard_off_a_real_road_is_offroad(dgp02):
     w = World.build(dgp02)
     st = reset(w, speed=5.0)
-    for n in range(1, 41):
+    for n in range(1, 41):  # noqa: B007 - n is read after the loop
         st = step(w, st, 0.0, -0.6)  # hard right
         if st.events["offroad"]:
             break

@@ -14,7 +14,8 @@ from stag_sim.scene4d_types import SourceViews
 from stag_sim.testing import tiny_scene_log
 
 
-def _view(depth: np.ndarray, T=np.eye(4), f: float = 50.0) -> tuple:
+def _view(depth: np.ndarray, T=None, f: float = 50.0) -> tuple:
+    T = np.eye(4) if T is None else T
     h, w = depth.shape
     return (0, 0, T, (f, f, (w - 1) / 2, (h - 1) / 2), np.zeros((h, w, 3), np.uint8), depth)
 

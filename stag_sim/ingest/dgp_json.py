@@ -226,7 +226,7 @@ def _plan(scene_json: Path, cameras, lidar: str | None) -> _Plan:
     name = str(scene.get("name") or "").strip() or root.resolve().name
     plan = _Plan(scene_json, root, name, scene, lidar, camera_names, T_ego_from[lidar], intrinsics,
                  {n: T_ego_from[n] for n in camera_names})
-    for s, sensors in enumerate(sample_sensors):
+    for sensors in sample_sensors:
         lidar_datum = _sensor(data, sensors[lidar][1], root, scene_json, lidar)
         plan.frames.append((lidar_datum, [_sensor(data, sensors[n][1], root, scene_json, n) for n in camera_names]))
 

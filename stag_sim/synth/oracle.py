@@ -78,7 +78,7 @@ class TownOracle:
 
     def __init__(self, town: Town) -> None:
         self.town = town
-        town.ground_mips  # rasterised now (once per town), so forked render workers share them
+        town.ground_mips  # noqa: B018 - rasterised now (once per town), so forked render workers share them
         hs = town.box_half_sizes
         signs = np.array([[sx, sy, sz] for sx in (-1, 1) for sy in (-1, 1) for sz in (-1, 1)], np.float64)
         self._static_corners = town.box_centres[:, None] + np.einsum("nij,nkj->nki", town.box_rotations,
