@@ -118,6 +118,8 @@ def small_town():
     return synth.generate_scene(seed=0, duration_s=2.0, width=160, height=90, workers=1)
 
 
+@pytest.mark.slow  # ~7 s (a 2 s town, its 4D build from 108 views); shifted views against an oracle stay in the
+# default suite in tests/test_render.py (test_held_out_frame_matches_the_oracle)
 def test_fidelity_on_a_small_synthetic_town(small_town):
     log = small_town
     rows = fidelity_report(log, synthetic_oracle(log), shifts=(0.0, 1.0, 3.0), holdout_every=10,

@@ -4,7 +4,9 @@ On the DGP sample ``scene_02`` (6 surround cameras, 3 frames, the ego origin 12.
 reproduce the logged frame (the rig on the logged ground, every pixel coloured from the logged images that see it),
 and a log-replay drive must score every step against the logged frame. ``benchmarks/realdata_bench.py`` prints the
 figures at the env's defaults (304 x 484, 0.05 m voxel): reset 26.6 dB mean (23.3 to 30.1 per camera), replay
-28.3 / 26.8 dB (the replayed ego is at the logged poses, so these are in-sample renders). The default suite checks a cheap build (0.1 m voxel, 242 x 152); the full-size floors are ``slow``.
+28.3 / 26.8 dB (the replayed ego is at the logged poses, so these are in-sample renders). A cheap build (0.1 m
+voxel, 242 x 152) is checked on ``scene_01`` in the default suite and on ``scene_02`` (~8 s) in the slow one, with
+the full-size floors.
 
 Fusion: a held-out view rendered from a build with every other frame must score at least as well as from the nearest
 frame alone, on the real sample and on a synthetic town whose poses carry 5 cm / 0.3 deg of noise.
@@ -68,6 +70,7 @@ def _drive(log, scene_dir, **kw):
 
 
 @needs_realdata
+@pytest.mark.slow  # ~8 s (the 4D build of 6 cameras x 3 frames); scene_01's drive below stays in the default suite
 def test_reset_and_log_replay_reproduce_the_logged_frames_cheaply(dgp02):
     """A cheap build (0.1 m voxel, 242 x 152): measured reset 28.6 dB mean (24.5 to 32.2 per camera), replay
     31.1 / 28.8 dB; the episode pays 0.668 + 0.332 and ends at the log's end."""

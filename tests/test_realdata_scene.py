@@ -36,7 +36,8 @@ needs_realdata = pytest.mark.skipif(
 HOLD_OUT = 1
 SIZE = (304, 484)  # (height, width) of the renders: the 1936 x 1216 images at the build's working width
 CFG = Scene4DConfig(voxel_size=0.02, max_image_width=484)
-CHEAP = Scene4DConfig(voxel_size=0.1, max_image_width=320)  # for the tests that need a build, not its fidelity
+# for the tests that need a build, not its fidelity: images at the width those tests render (242 x 152)
+CHEAP = Scene4DConfig(voxel_size=0.1, max_image_width=242)
 FRONT, REAR = "CAMERA_01", "CAMERA_09"
 
 
