@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from stag_sim.app.cli import demo, eval_cmd, export_cmd, replay_cmd, serve_cmd
-from stag_sim.cli_args import require
+from stag_sim.cli_args import check_time_in_log, require
 from stag_sim.cli_errors import one_line_errors
 from stag_sim.errors import OutputError
 from stag_sim.fsutil import check_writable
@@ -77,8 +77,7 @@ def info(scene: Path, time_s: float, sheet: Path | None, no_verify: bool) -> Non
         require(sheet.suffix.lower() == ".png", "--sheet", "a file ending in .png", str(sheet))
         check_writable(sheet, "--sheet", directory=False)
     log = load_scene_cache(scene, verify=not no_verify)
-    end = (log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
-    require(0.0 <= time_s <= end, "--time", f"a time within the log (0 to {end:.1f} s)", time_s)
+    check_time_in_log(log, time_s)
     click.echo(scene_summary(log, scene))
     if sheet is None:
         return

@@ -61,3 +61,10 @@ def require(condition: bool, option: str, expected: str, value) -> None:
     """One line ``<option>: expected <expected>, got <value>`` unless ``condition``."""
     if not condition:
         raise ValidationError(f"{option}: expected {expected}, got {value!r}")
+
+
+def check_time_in_log(log, time_s: float, option: str = "--time") -> float:
+    """``time_s`` [s after the log's first frame], unless it lies outside the log: one line naming ``option``."""
+    end = (log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
+    require(0.0 <= time_s <= end, option, f"a time within the log {log.name!r} (0 to {end:.1f} s)", time_s)
+    return time_s

@@ -101,7 +101,7 @@ def evaluate(scenario_paths, agent_spec: str, out: str | os.PathLike, *, workers
         from stag_sim.carla_bridge.bridge import check_server
 
         check_server(carla, carla_timeout)
-    out = check_writable(out, "out")
+    out = check_writable(out, "--out")
     several = int(seeds) > 1
     args = [(p, agent_spec, str(out), video, env_overrides, carla, sc.seed + k if several else None,
              f"{sc.name}-seed{sc.seed + k}" if several else None)

@@ -78,14 +78,13 @@ def check_scenario(scenario, overrides: dict | None = None, scene=None) -> None:
             log = load_scene_cache(scene, verify=False)
         else:
             log = scene_facts(scenario)
-        env_settings(scenario, log)  # the start time within the log
+        settings, _ = env_settings(scenario, log)  # the start time within the log
         if cfg.cameras != ():
             cfg.camera_names(log.rig)
             if log.layout_only and scenario.scene.path is not None:
                 raise ScenarioError(f"scene {log.name!r} has no camera images: set env cameras: [] (camera-free)")
         if scenario.route != "logged":
-            start = int(np.searchsorted((np.asarray(log.timestamps_us) - log.timestamps_us[0]) * 1e-6,
-                                        scenario.start_time_s + 1e-6, side="right") - 1)
+            start = settings["world"]["start_frame"]
             lane_route(log, tuple(scenario.route), np.asarray(log.ego_poses[start])[:2, 3])
         known = set(log.objects.instance_ids)
         for i, ev in enumerate(scenario.events):

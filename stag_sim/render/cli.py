@@ -32,7 +32,7 @@ def render(scene: Path, mode: str, time_s: float, shift_m: float, out: Path, vox
     import math
 
     from stag_sim.cache import load_scene_cache
-    from stag_sim.cli_args import require
+    from stag_sim.cli_args import check_time_in_log, require
     from stag_sim.env_config import RENDERED_SOURCES, VOXEL_BY_KIND
     from stag_sim.fsutil import check_writable
     from stag_sim.render.demos import write_demo
@@ -45,21 +45,12 @@ def render(scene: Path, mode: str, time_s: float, shift_m: float, out: Path, vox
     require(math.isfinite(shift_m), "--shift", "a finite distance [m]", shift_m)
     check_writable(out, "--out", directory=False)
     log = load_scene_cache(scene)
-    _check_time(log, time_s)
+    check_time_in_log(log, time_s)
     if voxel is None:
         voxel = VOXEL_BY_KIND["rendered" if log.source in RENDERED_SOURCES else "real"]
     scene4d = load_scene4d(scene, Scene4DConfig(voxel_size=voxel), progress=True, log=log)
     path = write_demo(log, PointRenderer(scene4d), mode, out, time_s=time_s, shift_m=shift_m, fps=fps, progress=True)
     click.echo(f"wrote {path}")
-
-
-def _check_time(log, time_s: float) -> None:
-    """One line unless ``time_s`` [s after the first frame] lies within the log."""
-    end = (log.timestamps_us[-1] - log.timestamps_us[0]) * 1e-6
-    if not 0.0 <= time_s <= end:
-        from stag_sim.errors import ValidationError
-
-        raise ValidationError(f"--time: {time_s:g} s is outside the log {log.name!r} (0 to {end:.1f} s)")
 
 
 @click.command("fidelity")
