@@ -107,7 +107,9 @@ def test_render_command_bad_time_is_one_line(tmp_path):
     scene_dir = write_scene_cache(tiny_scene_log(num_frames=2, width=32, height=18), tmp_path / "tiny")
     result = CliRunner().invoke(render, [str(scene_dir), "--mode", "freeze-view", "--time", "99",
                                          "--voxel", "0.5", "--out", str(tmp_path / "x.mp4")])
-    assert result.exit_code == 1 and "outside the log" in result.output
+    assert result.exit_code == 1, result.output
+    assert result.output.count("\n") == 1 and "--time" in result.output and "within the log" in result.output
+    assert "99" in result.output and not (tmp_path / "x.mp4").exists()
 
 
 FLOORS_SMALL = {0.0: 21.0, 1.0: 21.0, 3.0: 20.5}  # [dB]; measured 22.95, 22.87, 22.61 (160x90, 2 s)
