@@ -33,8 +33,9 @@ from typing import Any
 import numpy as np
 
 from stag_sim.camera import Camera, CameraIntrinsics, CameraRig
-from stag_sim.errors import SceneError, StagSimError
+from stag_sim.errors import SceneError, StagSimError, ValidationError
 from stag_sim.fsutil import atomic_directory
+from stag_sim.road_rules import TrafficLight, map_rules_json
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
 
 FORMAT_NAME = "stag_sim.scene_cache"
@@ -100,6 +101,7 @@ def _map_to_json(m: SceneMap) -> dict[str, Any]:
         "lane_ids": list(m.lane_ids),
         "lanes": [ln.wkb_hex for ln in m.lanes],
         "successors": [list(s) for s in m.successors],
+        **map_rules_json(m),
     }
 
 
@@ -111,7 +113,11 @@ def _map_from_json(d: dict[str, Any]) -> SceneMap:
         lane_ids=tuple(d["lane_ids"]),
         lanes=tuple(wkb.loads(h, hex=True) for h in d["lanes"]),
         successors=tuple(tuple(s) for s in d["successors"]),
-    )
+        in_intersection=tuple(bool(v) for v in d.get("in_intersection", ())),
+        speed_limits=tuple(float("nan") if v is None else float(v) for v in d.get("speed_limits", ())),
+        traffic_lights=tuple(TrafficLight.from_json(lt) for lt in d.get("traffic_lights", ())),
+        lights_complete=bool(d.get("lights_complete", False)),
+    ).validate()
 
 
 def _atomic_target(out_dir: Path, overwrite: bool) -> None:
@@ -227,6 +233,8 @@ def _load_map(path: Path) -> SceneMap:
     """The scene map of ``map.json``; one :class:`SceneError` line naming that file if it is not a map."""
     try:
         return _map_from_json(json.loads(path.read_text()))
+    except ValidationError as e:
+        raise SceneError(f"{path}: {e}") from None
     except StagSimError:
         raise
     except Exception as e:  # noqa: BLE001 - bad JSON, missing keys, bad geometry: all say which file

@@ -270,12 +270,22 @@ class SceneMap:
         lane_ids: (L,) str.
         lanes: (L,) shapely LineString lane centrelines in driving direction.
         successors: (L,) tuples of lane ids that a lane connects to (may be empty).
+        in_intersection: (L,) bool, the lane lies inside an intersection; empty: unknown.
+        speed_limits: (L,) float [m/s], NaN where unknown; empty: none known.
+        traffic_lights: the signals (:class:`~stag_sim.road_rules.TrafficLight`: stop line, controlled lanes,
+            states over time).
+        lights_complete: ``traffic_lights`` lists every signal of the scene (no lights then means no signals);
+            False: the map may not list them (traffic-light compliance is not scored). See :mod:`stag_sim.road_rules`.
     """
 
     drivable_area: Any
     lane_ids: tuple[str, ...] = ()
     lanes: tuple[Any, ...] = ()
     successors: tuple[tuple[str, ...], ...] = ()
+    in_intersection: tuple[bool, ...] = ()
+    speed_limits: tuple[float, ...] = ()
+    traffic_lights: tuple[Any, ...] = ()
+    lights_complete: bool = False
 
     def validate(self) -> "SceneMap":
         from shapely.geometry import LineString, MultiPolygon, Polygon
@@ -292,6 +302,9 @@ class SceneMap:
             unknown = [s for s in succ if s not in known]
             if unknown:
                 raise ValidationError(f"SceneMap: lane {lid!r} has unknown successor(s) {unknown}")
+        from stag_sim.road_rules import check_map_rules
+
+        check_map_rules(self)
         return self
 
     def lane(self, lane_id: str):
@@ -474,4 +487,9 @@ class SceneLog:
                     or m1.successors != m2.successors
                     or any(not a.equals_exact(b, 0.0) for a, b in zip(m1.lanes, m2.lanes))):
                 out.append("map")
+            else:
+                from stag_sim.road_rules import map_rules_json
+
+                if map_rules_json(m1) != map_rules_json(m2):
+                    out.append("map.rules")
         return out

@@ -19,6 +19,7 @@ from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, Scripte
 from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
 from stag_sim.errors import ScenarioError, ValidationError
 from stag_sim.ground import GroundModel
+from stag_sim.road_rules import LightOverride, RoadRules, episode_lights
 from stag_sim.geometry import interpolate_poses, matrix_to_quat, yaw_of
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
@@ -52,6 +53,8 @@ class WorldConfig:
             map; none without one), ``"lidar"`` (the LiDAR ground connected to the driven corridor,
             :func:`stag_sim.drivable.lidar_drivable_area`; an error without LiDAR), ``"auto"`` (the map where the
             log has one, else the LiDAR ground where it has LiDAR, else none) or ``"none"`` (nothing is off-road).
+        lights: a scenario's schedules for some of the map's traffic lights (:class:`~stag_sim.road_rules.
+            LightOverride`, times after the episode start).
     """
 
     dt: float = 0.1  # [s]
@@ -65,6 +68,7 @@ class WorldConfig:
     route_max_length: float | None = None  # [m]
     events: tuple[AgentEvent, ...] = ()
     drivable_source: str = "auto"
+    lights: tuple[LightOverride, ...] = ()
 
     def validate(self) -> "WorldConfig":
         if not (np.isfinite(self.dt) and self.dt > 0):
@@ -84,6 +88,10 @@ class WorldConfig:
             if not isinstance(e, AgentEvent):
                 raise ValidationError(f"WorldConfig.events: expected AgentEvent items, got {type(e).__name__}")
             e.validate()
+        for o in self.lights:
+            if not isinstance(o, LightOverride):
+                raise ValidationError(f"WorldConfig.lights: expected LightOverride items, got {type(o).__name__}")
+            o.validate()
         return self
 
     @classmethod
@@ -155,6 +163,8 @@ class World:
             height, roll and pitch near the logged path, the LiDAR ground away from it); None for a planar log.
         drivable_area: the drivable area (shapely Polygon / MultiPolygon, world xy [m]) or None (nothing is
             off-road); drivable_source: where it came from, ``"map"`` or ``"lidar ground"`` (None without one).
+        rules: lanes, lane graph, speed limits and traffic lights with this episode's schedules
+            (:class:`~stag_sim.road_rules.RoadRules`), or None for a log without a lane map.
     """
 
     log: SceneLog
@@ -169,6 +179,7 @@ class World:
     ground: GroundModel | None = None
     drivable_area: object = None
     drivable_source: str | None = None
+    rules: RoadRules | None = None
 
     @classmethod
     def build(cls, log: SceneLog, config: WorldConfig | None = None, agents: AgentSource | None = None) -> "World":
@@ -208,10 +219,17 @@ class World:
             _LOG_FACTS[log] = (GroundModel.from_log(log), matrix_to_quat(ego[:, :3, :3]))
         ground, ego_quats = _LOG_FACTS[log]
         area, source, drivable = _drivable(log, config, ground)
+        rules = None
+        if log.map is not None:
+            start_s = float(log.timestamps_us[config.start_frame] - log.timestamps_us[0]) * 1e-6
+            rules = RoadRules.from_map(log.map, episode_lights(log.map.traffic_lights, config.lights, start_s))
+        elif config.lights:
+            raise ValidationError(f"WorldConfig.lights: the scene has no map, so no traffic lights "
+                                  f"(got {config.lights[0].light!r})")
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),
-                   drivable, agents, ego_quats, ground, area, source)
+                   drivable, agents, ego_quats, ground, area, source, rules)
 
     def with_agents(self, agents: AgentSource) -> "World":
         """The same world with another agent source."""

@@ -127,7 +127,8 @@ _LOGS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
 ROW_FILL = {"route_pts": 0.0, "route_dir": 0.0, "route_seg": 0.0, "route_s": np.inf, "route_heading": 0.0,
             "route_nseg": 1, "usable": 1.0, "start_time_s": 0.0, "t0_us": 0.0, "sizes": 0.0, "removed": False,
             "simulated": False, "sim_mask": False, "sim_idx": 0, "brake_at": np.inf, "brake_decel": 0.0, "path_pts": 0.0, "path_dir": 0.0,
-            "path_seg": 0.0, "path_s": np.inf, "path_heading": 0.0, "path_nseg": 1}
+            "path_seg": 0.0, "path_s": np.inf, "path_heading": 0.0, "path_nseg": 1, "stop_s": np.inf, "stop_light": 0,
+            "light_change": np.inf, "light_code": 0, "light_n": 1, "light_period": 0.0}
 LOG_FILL = {"ts": np.inf, "T": 1, "xy": 0.0, "yaw": 0.0, "valid": False, "quat": 0.0}
 
 
@@ -170,8 +171,32 @@ def _pack(world: World) -> dict:
                brake_decel=np.array([agents.brakes[k].decel if k in agents.brakes else 0.0 for k in sim]),
                path_nseg=np.array([p["nseg"] for p in paths], int))
     row.update({"path_" + k: _stack_paths(paths, k) for k in ("pts", "dir", "seg", "s", "heading")})
+    row.update(_light_arrays(world, [agents.agent_paths[k] for k in sim]))
     _PACKS[world] = {"batched": batched, "row": row, "single": {k: v[None] for k, v in row.items()}}
     return _PACKS[world]
+
+
+def _light_arrays(world: World, paths: list) -> dict:
+    """The traffic lights of ``world`` as a row's arrays: per simulated agent the stop lines its path crosses
+    (``stop_s`` (S, M) arc length [m], ``stop_light`` (S, M) light index) and per light its schedule
+    (``light_change`` (L, C) [s], ``light_code`` (L, C), ``light_n`` (L,), ``light_period`` (L,) [s])."""
+    from stag_sim.road_rules import stop_crossings
+
+    lights = world.rules.lights if world.rules is not None else ()
+    stops = [stop_crossings(p.points, lights) for p in paths]
+    if any(stops):
+        stop_s = _pad_stack([np.array([c[0] for c in st] or [np.inf]) for st in stops], np.inf)
+        stop_light = _pad_stack([np.array([c[1] for c in st] or [0]) for st in stops], 0)
+    else:
+        stop_s, stop_light = np.full((len(paths), 1), np.inf), np.zeros((len(paths), 1), int)
+    if lights:
+        change = _pad_stack([np.asarray(lt.change_s, float) for lt in lights], np.inf)
+        code = _pad_stack([lt.codes for lt in lights], 0)
+    else:
+        change, code = np.full((1, 1), np.inf), np.zeros((1, 1), int)
+    return {"stop_s": stop_s, "stop_light": stop_light, "light_change": change, "light_code": code,
+            "light_n": np.array([len(lt.states) for lt in lights] or [1]),
+            "light_period": np.array([lt.period_s for lt in lights] or [0.0])}
 
 
 def row_arrays(world: World) -> dict:
@@ -205,7 +230,8 @@ class WorldBatch:
             the row's source moves along paths (every row, arrays or not); per log: ``log_*`` (L, T, K, ...) the
             logged object tracks (timestamps padded with +inf); per row, the simulated (IDM) agents: ``sim_mask``,
             ``sim_idx`` (N, S), ``brake_at`` [s] / ``brake_decel`` [m/s^2] (N, S), ``path_*`` (N, S, P[+1], ...)
-            their paths; ``drivable``: (N,) each row's prepared drivable area or None.
+            their paths, ``stop_s`` / ``stop_light`` (N, S, M) the stop lines on them; per row, its traffic lights'
+            schedules ``light_change`` / ``light_code`` (N, L, C), ``light_n`` / ``light_period`` (N, L); ``drivable``: (N,) each row's prepared drivable area or None.
     """
 
     worlds: tuple

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
 
 #: find_leaders' lateral tolerance and horizon [m] (:func:`stag_sim.traffic.find_leaders` defaults)
 LEADER_LATERAL, LEADER_HORIZON = 1.8, 100.0
+STOP_LINE_SLACK = 0.5  # [m] an agent this far past a stop line when its light turns red still stops; farther, it goes on
 
 
 def bicycle(state: "BatchState", accel, steer, dt: float, v) -> dict:
@@ -161,6 +162,36 @@ def leaders(A: dict, s0, obs_xy, obs_len, obs_speed, obs_yaw, obs_ok) -> tuple[n
     return gap, lead
 
 
+def light_codes(A: dict, time_s) -> np.ndarray:
+    """(N, L) state codes (:mod:`stag_sim.road_rules`) of every row's traffic lights at ``time_s`` (N,) [s]
+    (:meth:`~stag_sim.road_rules.TrafficLight.code_at` of all of them)."""
+    period = A["light_period"]
+    t = np.asarray(time_s, np.float64)[:, None]
+    t = np.where(period > 0, np.mod(t, np.where(period > 0, period, 1.0)), t)
+    i = np.sum(A["light_change"] <= t[..., None], axis=-1) - 1
+    i = np.where(i < 0, np.where(period > 0, A["light_n"] - 1, 0), i)
+    return np.take_along_axis(A["light_code"], i[..., None], axis=-1)[..., 0]
+
+
+def light_gaps(A: dict, s0, time_s, speed, decel_comfort: float) -> np.ndarray:
+    """(N, S) gap [m] from each simulated agent's front to the first stop line ahead on its path whose light tells
+    it to stop (+inf where none): red, or yellow where it can still stop at ``decel_comfort`` [m/s^2]
+    (``gap >= v^2 / 2b``). An agent whose front is past a stop line (by more than :data:`STOP_LINE_SLACK`) goes on."""
+    from stag_sim.road_rules import RED, YELLOW
+
+    stop_s = A["stop_s"]
+    if not np.isfinite(stop_s).any():
+        return np.full(np.shape(s0), np.inf)
+    front = np.asarray(s0) + np.take_along_axis(A["sizes"][..., 0], A["sim_idx"], 1) / 2.0
+    gap = stop_s - front[..., None]
+    code = light_codes(A, time_s)
+    N = code.shape[0]
+    c = np.take_along_axis(code, A["stop_light"].reshape(N, -1), 1).reshape(stop_s.shape)
+    v = np.asarray(speed, np.float64)[..., None]
+    stop = (c == RED) | ((c == YELLOW) & (gap >= v * v / (2.0 * decel_comfort)))
+    return np.where(stop & (gap >= -STOP_LINE_SLACK), np.maximum(gap, 0.0), np.inf).min(axis=-1)
+
+
 def advance_agents(wb: "WorldBatch", state: "BatchState") -> tuple[np.ndarray, np.ndarray]:
     """(N, K) ``agent_s`` and ``agent_speed`` one step after ``state`` (:meth:`ScriptedAgents.advance`: IDM, or a
     scripted hard brake)."""
@@ -172,6 +203,8 @@ def advance_agents(wb: "WorldBatch", state: "BatchState") -> tuple[np.ndarray, n
     dt, idx, mask = cfg.dt, A["sim_idx"], A["sim_mask"]
     s0, v0 = np.take_along_axis(state.agent_s, idx, 1), np.take_along_axis(state.agent_speed, idx, 1)
     gap, lead = _leaders(wb, state)
+    at_light = light_gaps(A, s0, state.time_s, v0, cfg.idm.decel_comfort)
+    gap, lead = np.minimum(gap, at_light), np.where(at_light < gap, 0.0, lead)
     a = idm_acceleration(v0, gap, lead, cfg.idm)
     v1 = v0 + a * dt
     with np.errstate(divide="ignore", invalid="ignore"):

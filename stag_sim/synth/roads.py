@@ -168,7 +168,9 @@ def loop_from_lanes(lanes: dict, ids: list[str]) -> LoopPath:
     return LoopPath.from_points(np.concatenate([lanes[i] for i in ids]))
 
 
-def build_scene_map(lanes: dict, successors: dict, road_lines):
+def build_scene_map(lanes: dict, successors: dict, road_lines, rules: tuple = ((), (), ())):
+    """The town's SceneMap; ``rules``: (traffic_lights, in_intersection, speed_limits) (:func:`~stag_sim.synth.
+    signals.town_rules`), every signal listed (``lights_complete``)."""
     from shapely.geometry import LineString
     from shapely.ops import unary_union
 
@@ -177,4 +179,5 @@ def build_scene_map(lanes: dict, successors: dict, road_lines):
     drivable = unary_union([ln.buffer(ROAD_HALF_WIDTH, cap_style="flat", join_style="round") for ln in road_lines])
     ids = tuple(lanes)
     return SceneMap(drivable_area=drivable, lane_ids=ids, lanes=tuple(LineString(lanes[i]) for i in ids),
-                    successors=tuple(successors[i] for i in ids)).validate()
+                    successors=tuple(successors[i] for i in ids), traffic_lights=tuple(rules[0]),
+                    in_intersection=tuple(rules[1]), speed_limits=tuple(rules[2]), lights_complete=True).validate()

@@ -17,6 +17,7 @@ from stag_sim.geometry import pose_xy_yaw
 from stag_sim.synth.ground import NOISE_TILE, ground_albedo, ground_noise, ground_origin, periodic_noise
 from stag_sim.synth.props import place_props
 from stag_sim.synth.roads import LANE_WIDTH, LoopPath, build_scene_map, lane_graph, loop_from_lanes
+from stag_sim.synth.signals import town_rules
 from stag_sim.synth.traffic import place_traffic
 
 EGO_START_BEFORE_CURVE = 15.0  # [m] the ego starts this far before the south-east curve, then meets junction jE
@@ -32,7 +33,8 @@ class Town:
     Attributes:
         seed: the seed it was built from.
         half_extent: (W, H) [m] ring road half-extents; ``corner_radius`` R [m].
-        scene_map: the :class:`~stag_sim.scene_log.SceneMap` (drivable area, lanes, successors).
+        scene_map: the :class:`~stag_sim.scene_log.SceneMap` (drivable area, lanes, successors, signals, speed
+            limits: :mod:`~stag_sim.synth.signals`).
         loops: closed traffic loops; ``loops[0]`` is the ego's route.
         ego_s0, ego_speed: ego arc length at time 0 [m] on ``loops[0]`` and its constant speed [m/s].
         box_centres, box_rotations, box_half_sizes: (N, 3), (N, 3, 3), (N, 3) float64 static boxes (world frame) [m].
@@ -119,8 +121,6 @@ def build_town(seed: int = 0) -> Town:
     R = float(rng.uniform(16.0, 24.0))
     lanes, successors, ring = lane_graph(W, H, R)
     road_lines = [LineString(np.concatenate([ring[:, :2], ring[:1, :2]])), LineString([(-W, 0.0), (W, 0.0)])]
-    scene_map = build_scene_map(lanes, successors, [LinearRing(ring[:, :2]), road_lines[1]])
-
     def conn(j, a, b):
         return f"{j}:{a}>{b}"
 
@@ -139,6 +139,11 @@ def build_town(seed: int = 0) -> Town:
     loop_speeds = (ego_speed, cw_speed, cw_speed, cw_speed)
     # start on the bottom straight, EGO_START_BEFORE_CURVE before the south-east curve, heading east
     ego_s0 = loops[0].project((W - R - EGO_START_BEFORE_CURVE, -H - LANE_WIDTH / 2))
+    # signals: each junction mid-green when the logged ego first reaches its stop line
+    green_at = {j: np.mod(loops[0].project(lanes[lane][-1]) - ego_s0, loops[0].length) / ego_speed
+                for j, lane in (("jE", "ring-ccw-s"), ("jW", "ring-ccw-n"))}
+    scene_map = build_scene_map(lanes, successors, [LinearRing(ring[:, :2]), road_lines[1]],
+                                town_rules(lanes, successors, green_at))
 
     grain, stain = ground_noise(rng)  # the ground albedo's draws, in order; the rasterisation waits for a render
     noise_tile = periodic_noise(rng, NOISE_TILE, 3.0)
