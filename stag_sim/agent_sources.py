@@ -17,7 +17,7 @@ holds one, and :func:`stag_sim.world.step` asks it to advance the agents. Two so
 from __future__ import annotations
 
 import weakref
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Mapping, Protocol
 
@@ -48,8 +48,15 @@ class AgentEvent:
             of the scene, moved away from its logged place); for the others also the ``name`` of an insert.
         name: (insert) a name other events can refer to, e.g. ``lead``.
         at_s: (hard_brake, cut_in) when it starts, after the episode start [s].
-        ahead_m: (insert) distance along the ego route from the ego's start [m].
+        ahead_m: (insert) distance along the ego route from the ego's start [m] (with ``lanes``: along those lanes
+            from their start).
         lateral_m: (insert) offset to the left of the route [m] (e.g. 3.5 = the next lane on the left).
+        lanes: (insert) map lane ids the agent drives along (centrelines joined in order) instead of the ego route:
+            cross traffic, oncoming traffic on a mapped road.
+        yaw_deg: (insert) heading relative to the route at the insertion point [deg], counter-clockwise; 0 drives
+            along the route; 180 drives the route backwards (oncoming, offset ``lateral_m`` to the route's left);
+            any other angle drives a straight line from the insertion point (e.g. 90 / -90 crossing from the right
+            / left).
         speed: (insert) initial speed [m/s].
         behavior: (insert) ``idm`` (follows whatever is ahead), ``constant`` (keeps its speed) or ``stopped``.
         decel: (hard_brake) deceleration until standstill [m/s^2].
@@ -68,13 +75,17 @@ class AgentEvent:
     decel: float = 6.0  # [m/s^2]
     duration_s: float = 2.0  # [s]
     to_lateral_m: float = 0.0  # [m]
+    lanes: tuple[str, ...] = ()
+    yaw_deg: float = 0.0  # [deg]
 
     def validate(self) -> "AgentEvent":
         if self.type not in EVENT_TYPES:
             raise ValidationError(f"event type: {self.type!r} is not one of {', '.join(EVENT_TYPES)}")
         if self.behavior not in BEHAVIORS:
             raise ValidationError(f"event behavior: {self.behavior!r} is not one of {', '.join(BEHAVIORS)}")
-        for name in ("at_s", "ahead_m", "lateral_m", "speed", "decel", "duration_s", "to_lateral_m"):
+        if self.lanes and self.yaw_deg:
+            raise ValidationError("event insert: give lanes or yaw_deg, not both")
+        for name in ("at_s", "ahead_m", "lateral_m", "speed", "decel", "duration_s", "to_lateral_m", "yaw_deg"):
             if not np.isfinite(getattr(self, name)):
                 raise ValidationError(f"event {self.type}.{name}: must be finite, got {getattr(self, name)}")
         for name in ("at_s", "speed"):
@@ -142,7 +153,9 @@ class ScriptedAgents:
         simulated: (K,) bool, moved along its path by this source (IDM mode, or touched by an event).
         removed: (K,) bool, taken out by a ``remove`` event.
         inserted, brakes, cut_ins: agent index -> its ``insert`` / ``hard_brake`` / ``cut_in`` event.
-        route_path: the ego route extended past its end (inserted agents drive along it).
+        route_path: the ego route extended past its end (inserted agents drive along it by default).
+        insert_start: inserted agent index -> (arc length [m] on its path at the episode start, offset [m] to the
+            left of its path).
     """
 
     agent_paths: tuple[PolylinePath | None, ...]
@@ -153,6 +166,7 @@ class ScriptedAgents:
     brakes: Mapping[int, AgentEvent]
     cut_ins: Mapping[int, AgentEvent]
     route_path: PolylinePath
+    insert_start: Mapping[int, tuple[float, float]] = field(default_factory=lambda: MappingProxyType({}))
 
     @classmethod
     def build(cls, log: "SceneLog", config: "WorldConfig", route: PolylinePath) -> "ScriptedAgents":
@@ -166,8 +180,12 @@ class ScriptedAgents:
         removed = np.zeros(K, bool)
         route_path = extended_path(route.points, PATH_EXTENSION)  # inserted agents drive past its end
         inserted, brakes, cut_ins = _resolve_events(log, config, P, V, moving, simulated, removed, paths, route_path)
+        logged_start_s = float(route_path.project(np.asarray(log.ego_poses[config.start_frame])[:2, 3][None])[0][0])
+        starts = {}
+        for k, e in inserted.items():
+            paths[k], starts[k] = _insert_path(log, e, route_path, logged_start_s)
         return cls(tuple(paths), moving, simulated, removed, MappingProxyType(inserted), MappingProxyType(brakes),
-                   MappingProxyType(cut_ins), route_path)
+                   MappingProxyType(cut_ins), route_path, MappingProxyType(starts))
 
     def lateral_offset(self, world: "World", k: int, time_s: float) -> tuple[float, float]:
         """Offset [m] of inserted agent ``k`` to the left of the route at ``time_s`` [s], and its rate [m/s]
@@ -178,7 +196,7 @@ class ScriptedAgents:
         cut = self.cut_ins.get(k)
         t_rel = time_s - world.start_time_s
         if cut is None or t_rel <= cut.at_s:
-            return ins.lateral_m, 0.0
+            return self.insert_start[k][1], 0.0
         u = min((t_rel - cut.at_s) / cut.duration_s, 1.0)
         delta = cut.to_lateral_m - ins.lateral_m
         rate = delta * 0.5 * np.pi * np.sin(np.pi * u) / cut.duration_s if u < 1.0 else 0.0
@@ -186,16 +204,14 @@ class ScriptedAgents:
 
     def initial(self, world: "World", time_s: float) -> tuple[np.ndarray, np.ndarray]:
         log, cfg = world.log, world.config
-        f = cfg.start_frame
         K = len(log.objects)
         agent_s = np.zeros(K)
         agent_speed = np.zeros(K)
         poses, _ = world.logged_object_poses(time_s)
         later, _ = world.logged_object_poses(time_s + cfg.dt)
-        logged_start_s = float(self.route_path.project(log.ego_poses[f][:2, 3][None])[0][0])
         for k in np.flatnonzero(self.simulated):
             if k in self.inserted:
-                agent_s[k] = logged_start_s + self.inserted[k].ahead_m
+                agent_s[k] = self.insert_start[k][0]
                 agent_speed[k] = 0.0 if self.inserted[k].behavior == "stopped" else self.inserted[k].speed
             else:
                 agent_s[k] = self.agent_paths[k].project(poses[k, :2, 3][None])[0][0]
@@ -297,6 +313,27 @@ class ExternalAgents:
         return state.agent_s.copy(), state.agent_speed.copy()
 
 
+def _insert_path(log, e: AgentEvent, route_path: PolylinePath, logged_start_s: float):
+    """The path an inserted agent drives and (arc length at the episode start [m], offset to its left [m])
+    (see :class:`AgentEvent`: the route, map lanes, the route backwards, or a straight line)."""
+    from stag_sim.road_rules import lane_polyline
+
+    if e.lanes:
+        return extended_path(lane_polyline(log.map, e.lanes, "event insert.lanes", log.name), PATH_EXTENSION), \
+            (e.ahead_m, e.lateral_m)
+    s0 = logged_start_s + e.ahead_m
+    if not e.yaw_deg:
+        return route_path, (s0, e.lateral_m)
+    if abs(abs(e.yaw_deg) - 180.0) < 1e-9:  # oncoming along the road: the route backwards
+        back = PolylinePath(route_path.points[::-1])
+        return back, (route_path.length - s0, -e.lateral_m)
+    xy, route_yaw = route_path.interpolate(np.array([s0]))
+    h = float(route_yaw[0])
+    start = xy[0] + e.lateral_m * np.array([-np.sin(h), np.cos(h)])
+    d = np.array([np.cos(h + np.deg2rad(e.yaw_deg)), np.sin(h + np.deg2rad(e.yaw_deg))])
+    return PolylinePath(np.stack([start, start + d * PATH_EXTENSION])), (0.0, 0.0)
+
+
 def _resolve_events(log, config, P, V, moving, simulated, removed, paths, route_path):
     """Apply ``config.events`` to the agent arrays (in place) and return the inserted / brakes / cut-ins maps."""
     ids = list(log.objects.instance_ids)
@@ -351,5 +388,8 @@ def _resolve_events(log, config, P, V, moving, simulated, removed, paths, route_
         elif e.type == "cut_in":
             if k not in inserted:
                 raise ScenarioError(f"event cut_in: agent {ids[k]!r} must be inserted by an earlier insert event")
+            if inserted[k].yaw_deg or inserted[k].lanes:
+                raise ScenarioError(f"event cut_in: agent {ids[k]!r} must be inserted along the ego route "
+                                    "(no lanes / yaw_deg) to cut in")
             cut_ins[k] = e
     return inserted, brakes, cut_ins

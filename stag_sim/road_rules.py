@@ -262,6 +262,20 @@ class RoadRules:
         return {lid: j for j, lt in enumerate(self.lights) for lid in lt.lane_ids}
 
 
+def lane_polyline(scene_map, lane_ids, what: str, scene_name: str) -> np.ndarray:
+    """(N, 2) [m] the centrelines of map lanes ``lane_ids`` joined in order; a ScenarioError naming ``what`` and
+    the scene where the scene has no map or a lane is not in it."""
+    from stag_sim.errors import ScenarioError
+
+    if scene_map is None:
+        raise ScenarioError(f"{what}: scene {scene_name!r} has no map")
+    known = list(scene_map.lane_ids)
+    missing = [lid for lid in lane_ids if lid not in known]
+    if missing:
+        raise ScenarioError(f"{what}: {', '.join(map(repr, missing))} not in the map of scene {scene_name!r}")
+    return np.concatenate([np.asarray(scene_map.lanes[known.index(lid)].coords)[:, :2] for lid in lane_ids])
+
+
 def episode_lights(lights: tuple[TrafficLight, ...], overrides, start_time_s: float) -> tuple[TrafficLight, ...]:
     """``lights`` with the schedules of ``overrides`` (:class:`LightOverride`, times after the episode start at
     ``start_time_s`` [s]) put in; an override naming no light is a ValidationError listing the known ones."""

@@ -2,8 +2,10 @@
 
 A scenario names a scene (the synthetic town by seed, or a scene cache path), a start time and duration, the ego's
 start (the logged pose plus an offset and a speed), the route (the logged ego path or a list of map lanes), how the
-other agents move (log replay or IDM) plus scripted events (insert a vehicle, remove one, a hard brake, a cut-in),
-success criteria and the metrics to compute. The shipped ones live in ``scenarios/`` (installed as
+other agents move (log replay or IDM) plus scripted events (insert a vehicle, remove one, a hard brake, a cut-in;
+an insert may drive map ``lanes`` or come at a ``yaw_deg`` to the route), schedules for the scene's traffic
+``lights`` (``- {light: "jE:ring-ccw-s", states: [red, green], at_s: [0, 9]}``, times after the start), success
+criteria and the metrics to compute. The shipped ones live in ``scenarios/`` (installed as
 ``stag_sim.scenarios``)::
 
     name: lead_hard_brake
@@ -35,6 +37,7 @@ from stag_sim.agent_sources import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEve
 from stag_sim.config import field_kinds, from_mapping
 from stag_sim.env_config import EnvConfig
 from stag_sim.errors import ScenarioError, StagSimError
+from stag_sim.road_rules import LightOverride
 from stag_sim.world import logged_mean_speed
 
 #: Where the shipped scenarios are (``scenarios/`` of the repository, installed as ``stag_sim.scenarios``).
@@ -94,6 +97,8 @@ class Scenario:
         route: ``"logged"`` or a tuple of map lane ids.
         agents: ``log_replay`` or ``idm``.
         events: scripted agent events.
+        lights: schedules for some of the scene's traffic lights (times after the episode start; see
+            :class:`~stag_sim.road_rules.LightOverride`).
         success: success criteria.
         metrics: metric groups to report (``pdms``, ``driving_score``, ``log_divergence``).
         seed: the episode seed (env reset, random agents).
@@ -110,6 +115,7 @@ class Scenario:
     route: str | tuple[str, ...] = "logged"
     agents: str = "log_replay"
     events: tuple[AgentEvent, ...] = ()
+    lights: tuple[LightOverride, ...] = ()
     success: SuccessSpec = field(default_factory=SuccessSpec)
     metrics: tuple[str, ...] = METRIC_NAMES
     seed: int = 0
@@ -129,6 +135,8 @@ class Scenario:
             "duration_s": self.duration_s, "ego": {f.name: getattr(self.ego, f.name) for f in fields(self.ego)},
             "route": self.route if isinstance(self.route, str) else {"lanes": list(self.route)},
             "agents": self.agents, "events": events,
+            "lights": [{"light": o.light, "states": list(o.states), "at_s": list(o.at_s), "period_s": o.period_s}
+                       for o in self.lights],
             "success": {f.name: getattr(self.success, f.name) for f in fields(self.success)},
             "metrics": list(self.metrics), "seed": self.seed, "env": dict(self.env),
         }
@@ -140,7 +148,7 @@ _NUM, _INT, _STR, _BOOL = "number", "integer", "string", "boolean"
 _TOP = {
     "name": (_STR, False), "description": (_STR, False), "scene": ("scene", True), "start_time_s": (_NUM, False),
     "duration_s": (_NUM, True), "ego": ("ego", False), "route": ("route", False), "agents": (_STR, False),
-    "events": ("events", False), "success": ("success", False), "metrics": ("metrics", False),
+    "events": ("events", False), "lights": ("lights", False), "success": ("success", False), "metrics": ("metrics", False),
     "seed": (_INT, False), "env": ("env", False),
 }
 _EGO = {"longitudinal": (_NUM, False), "lateral": (_NUM, False), "yaw": (_NUM, False), "speed": (_NUM + "|null", False)}
@@ -148,7 +156,7 @@ _SUCCESS = {"min_route_completion": (_NUM, False), "allow_collision": (_BOOL, Fa
 #: event fields and their kinds, from :class:`~stag_sim.agent_sources.AgentEvent` (``type`` is required)
 _EVENT = {k: (kind, k == "type") for k, kind in field_kinds(AgentEvent).items()}
 _EVENT_KEYS = {  # which keys each event type takes (besides type)
-    "insert": {"agent", "name", "ahead_m", "lateral_m", "speed", "behavior"},
+    "insert": {"agent", "name", "ahead_m", "lateral_m", "speed", "behavior", "lanes", "yaw_deg"},
     "remove": {"agent"},
     "hard_brake": {"agent", "at_s", "decel"},
     "cut_in": {"agent", "at_s", "duration_s", "to_lateral_m"},
@@ -156,7 +164,7 @@ _EVENT_KEYS = {  # which keys each event type takes (besides type)
 _EVENT_REQUIRED = {"remove": {"agent"}, "hard_brake": {"agent", "at_s"}, "cut_in": {"agent", "at_s"}}
 #: StagDrive-v0 settings the scenario itself sets: not allowed in its ``env:`` block.
 SCENARIO_OWNED = ("max_steps",)
-SCENARIO_OWNED_WORLD = ("agents", "start_frame", "events", "route_lanes", "route_max_length")
+SCENARIO_OWNED_WORLD = ("agents", "start_frame", "events", "route_lanes", "route_max_length", "lights")
 #: StagDrive-v0 settings a scenario may set in its ``env:`` block: the fields of :class:`EnvConfig` it does not own.
 ENV_KEYS = tuple(f.name for f in fields(EnvConfig) if f.name not in SCENARIO_OWNED)
 
@@ -294,10 +302,16 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
         if "behavior" in ev and ev["behavior"] not in BEHAVIORS:
             raise where.error(path + ("behavior",), f"expected one of {', '.join(BEHAVIORS)}, got {ev['behavior']!r}")
         try:
-            events.append(AgentEvent(**{k: (float(v) if _check_kind(v, _NUM) and not isinstance(v, str) else v)
+            events.append(AgentEvent(**{k: (float(v) if _check_kind(v, _NUM) and not isinstance(v, str)
+                                            else tuple(v) if isinstance(v, list) else v)
                                         for k, v in ev.items()}).validate())
         except StagSimError as e:
             raise where.error(path, str(e)) from None
+
+    raw_lights = data.get("lights") or []
+    if not isinstance(raw_lights, list):
+        raise where.error(("lights",), f"expected a list of light schedules, got {type(raw_lights).__name__}")
+    lights = tuple(from_mapping(LightOverride, lt, ("lights", i), where.error) for i, lt in enumerate(raw_lights))
 
     metrics = data.get("metrics", list(METRIC_NAMES))
     if not isinstance(metrics, list) or not all(m in METRIC_NAMES for m in metrics):
@@ -311,7 +325,7 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
     owned = sorted(set(env.get("world") or {}) & set(SCENARIO_OWNED_WORLD)) if isinstance(env.get("world"), dict) else []
     if owned:
         raise where.error(("env", "world", owned[0]), "set by the scenario itself (agents:, start_time_s, events:, "
-                                                      "route:, duration_s), not in its env block")
+                                                      "lights:, route:, duration_s), not in its env block")
     from_mapping(EnvConfig, env, ("env",), where.error)  # gym.make's checks, with the file's lines
 
     for key in ("start_time_s", "duration_s"):
@@ -321,7 +335,7 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
     return Scenario(
         name=data.get("name") or name or Path(source).stem, description=data.get("description", ""), scene=scene,
         start_time_s=float(data.get("start_time_s", 0.0)), duration_s=float(data["duration_s"]), ego=ego, route=route,
-        agents=agents, events=tuple(events), success=success, metrics=tuple(metrics), seed=int(data.get("seed", 0)),
+        agents=agents, events=tuple(events), lights=lights, success=success, metrics=tuple(metrics), seed=int(data.get("seed", 0)),
         env=dict(env), source=source,
     )
 
@@ -389,7 +403,7 @@ def env_settings(scenario: Scenario, log, dt: float = 0.1) -> tuple[dict[str, An
     # "route completed" means "got where the log got, in time"
     mean_speed = logged_mean_speed(log)  # [m/s]
     world = dict(scenario.env.get("world", {}))
-    world.update(start_frame=start_frame, events=scenario.events,
+    world.update(start_frame=start_frame, events=scenario.events, lights=scenario.lights,
                  route_lanes=() if scenario.route == "logged" else tuple(scenario.route),
                  route_max_length=max(mean_speed * scenario.duration_s, 2.0))
     world["agents"] = scenario.agents

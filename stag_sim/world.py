@@ -17,7 +17,7 @@ import numpy as np
 
 from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, ScriptedAgents, extended_path
 from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
-from stag_sim.errors import ScenarioError, ValidationError
+from stag_sim.errors import ValidationError
 from stag_sim.ground import GroundModel
 from stag_sim.road_rules import LightOverride, RoadRules, episode_lights
 from stag_sim.geometry import interpolate_poses, matrix_to_quat, yaw_of
@@ -351,13 +351,9 @@ def _drivable_area(log: SceneLog, config: WorldConfig, ground: GroundModel | Non
 
 def lane_route(log: SceneLog, lane_ids, start_xy) -> PolylinePath:
     """The route along the named map lanes (centrelines joined in order), from the ego's start projection on."""
-    if log.map is None:
-        raise ScenarioError(f"route lanes: scene {log.name!r} has no map")
-    known = list(log.map.lane_ids)
-    missing = [lid for lid in lane_ids if lid not in known]
-    if missing:
-        raise ScenarioError(f"route lanes: {', '.join(map(repr, missing))} not in the map of scene {log.name!r}")
-    pts = np.concatenate([np.asarray(log.map.lanes[known.index(lid)].coords)[:, :2] for lid in lane_ids])
+    from stag_sim.road_rules import lane_polyline
+
+    pts = lane_polyline(log.map, lane_ids, "route lanes", log.name)
     full = PolylinePath(pts)
     s0 = float(full.project(np.asarray(start_xy)[None])[0][0])
     s = np.concatenate([[s0], full.s[full.s > s0 + 0.05]])
