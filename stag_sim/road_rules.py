@@ -180,6 +180,19 @@ class LightOverride:
         return self
 
 
+@dataclass(frozen=True)
+class LaneLimit:
+    """A scenario's speed limit for one map lane (``world.speed_limits`` in a scenario: a work or school zone)."""
+
+    lane: str
+    limit_mps: float  # [m/s]
+
+    def validate(self) -> "LaneLimit":
+        if not (np.isfinite(self.limit_mps) and self.limit_mps > 0):
+            raise ValidationError(f"speed_limits.{self.lane}: limit_mps must be > 0 m/s, got {self.limit_mps}")
+        return self
+
+
 def stop_crossings(path_xy: np.ndarray, lights) -> list[tuple[float, int]]:
     """Where a path crosses stop lines in their controlled direction: (arc length [m] along ``path_xy`` (N, 2),
     light index) pairs sorted by arc length. A crossing counts when the path's direction there has a positive
@@ -231,17 +244,27 @@ class RoadRules:
     lane_width: float = LANE_WIDTH
 
     @classmethod
-    def from_map(cls, scene_map, lights: tuple[TrafficLight, ...] | None = None) -> "RoadRules | None":
+    def from_map(cls, scene_map, lights: tuple[TrafficLight, ...] | None = None,
+                 limits: tuple[LaneLimit, ...] = ()) -> "RoadRules | None":
         """The rules of a :class:`~stag_sim.scene_log.SceneMap` (None for None or a map without lanes); ``lights``
-        replaces the map's lights (an episode's schedules, :func:`episode_lights`)."""
+        replaces the map's lights (an episode's schedules, :func:`episode_lights`), ``limits`` some lanes' speed
+        limits (a lane not in the map is a ValidationError listing a few that are)."""
         if scene_map is None or not scene_map.lanes:
+            if limits:
+                raise ValidationError(f"speed_limits: the scene has no lane map (got lane {limits[0].lane!r})")
             return None
         n = len(scene_map.lanes)
         inter = np.asarray(scene_map.in_intersection, bool) if len(scene_map.in_intersection) == n else None
-        limits = (np.asarray(scene_map.speed_limits, np.float64) if len(scene_map.speed_limits) == n
-                  else np.full(n, np.nan))
+        limits_mps = (np.array(scene_map.speed_limits, np.float64) if len(scene_map.speed_limits) == n
+                      else np.full(n, np.nan))
+        for lim in limits:
+            lim.validate()
+            if lim.lane not in scene_map.lane_ids:
+                raise ValidationError(f"speed_limits: lane {lim.lane!r} is not in the map (it has "
+                                      f"{', '.join(scene_map.lane_ids[:4])}{', ...' if n > 4 else ''})")
+            limits_mps[scene_map.lane_ids.index(lim.lane)] = lim.limit_mps
         succ = scene_map.successors if scene_map.successors else tuple(() for _ in range(n))
-        return cls(tuple(scene_map.lane_ids), tuple(scene_map.lanes), tuple(succ), inter, limits,
+        return cls(tuple(scene_map.lane_ids), tuple(scene_map.lanes), tuple(succ), inter, limits_mps,
                    tuple(scene_map.traffic_lights if lights is None else lights), bool(scene_map.lights_complete))
 
     @property

@@ -4,8 +4,8 @@ A scenario names a scene (the synthetic town by seed, or a scene cache path), a 
 start (the logged pose plus an offset and a speed), the route (the logged ego path or a list of map lanes), how the
 other agents move (log replay or IDM) plus scripted events (insert a vehicle, remove one, a hard brake, a cut-in;
 an insert may drive map ``lanes`` or come at a ``yaw_deg`` to the route), schedules for the scene's traffic
-``lights`` (``- {light: "jE:ring-ccw-s", states: [red, green], at_s: [0, 9]}``, times after the start), success
-criteria and the metrics to compute. The shipped ones live in ``scenarios/`` (installed as
+``lights`` (``- {light: "jE:ring-ccw-s", states: [red, green], at_s: [0, 9]}``, times after the start), lane
+``speed_limits`` (``- {lane: ring-ccw-n, limit_mps: 5.56}``), success criteria and the metrics to compute. The shipped ones live in ``scenarios/`` (installed as
 ``stag_sim.scenarios``)::
 
     name: lead_hard_brake
@@ -37,11 +37,11 @@ from stag_sim.agent_sources import AGENT_MODES, BEHAVIORS, EVENT_TYPES, AgentEve
 from stag_sim.config import field_kinds, from_mapping
 from stag_sim.env_config import EnvConfig
 from stag_sim.errors import ScenarioError, StagSimError
-from stag_sim.road_rules import LightOverride
+from stag_sim.road_rules import LaneLimit, LightOverride
 from stag_sim.world import logged_mean_speed
 
 #: Where the shipped scenarios are (``scenarios/`` of the repository, installed as ``stag_sim.scenarios``).
-METRIC_NAMES = ("pdms", "driving_score", "log_divergence")
+METRIC_NAMES = ("pdms", "epdms", "speed_limit_compliance", "driving_score", "log_divergence")
 
 
 def shipped_dir() -> Path:
@@ -99,6 +99,7 @@ class Scenario:
         events: scripted agent events.
         lights: schedules for some of the scene's traffic lights (times after the episode start; see
             :class:`~stag_sim.road_rules.LightOverride`).
+        speed_limits: speed limits for some map lanes (:class:`~stag_sim.road_rules.LaneLimit`: a zone).
         success: success criteria.
         metrics: metric groups to report (``pdms``, ``driving_score``, ``log_divergence``).
         seed: the episode seed (env reset, random agents).
@@ -116,6 +117,7 @@ class Scenario:
     agents: str = "log_replay"
     events: tuple[AgentEvent, ...] = ()
     lights: tuple[LightOverride, ...] = ()
+    speed_limits: tuple[LaneLimit, ...] = ()
     success: SuccessSpec = field(default_factory=SuccessSpec)
     metrics: tuple[str, ...] = METRIC_NAMES
     seed: int = 0
@@ -137,6 +139,7 @@ class Scenario:
             "agents": self.agents, "events": events,
             "lights": [{"light": o.light, "states": list(o.states), "at_s": list(o.at_s), "period_s": o.period_s}
                        for o in self.lights],
+            "speed_limits": [{"lane": lim.lane, "limit_mps": lim.limit_mps} for lim in self.speed_limits],
             "success": {f.name: getattr(self.success, f.name) for f in fields(self.success)},
             "metrics": list(self.metrics), "seed": self.seed, "env": dict(self.env),
         }
@@ -148,7 +151,8 @@ _NUM, _INT, _STR, _BOOL = "number", "integer", "string", "boolean"
 _TOP = {
     "name": (_STR, False), "description": (_STR, False), "scene": ("scene", True), "start_time_s": (_NUM, False),
     "duration_s": (_NUM, True), "ego": ("ego", False), "route": ("route", False), "agents": (_STR, False),
-    "events": ("events", False), "lights": ("lights", False), "success": ("success", False), "metrics": ("metrics", False),
+    "events": ("events", False), "lights": ("lights", False),
+    "speed_limits": ("speed_limits", False), "success": ("success", False), "metrics": ("metrics", False),
     "seed": (_INT, False), "env": ("env", False),
 }
 _EGO = {"longitudinal": (_NUM, False), "lateral": (_NUM, False), "yaw": (_NUM, False), "speed": (_NUM + "|null", False)}
@@ -164,7 +168,8 @@ _EVENT_KEYS = {  # which keys each event type takes (besides type)
 _EVENT_REQUIRED = {"remove": {"agent"}, "hard_brake": {"agent", "at_s"}, "cut_in": {"agent", "at_s"}}
 #: StagDrive-v0 settings the scenario itself sets: not allowed in its ``env:`` block.
 SCENARIO_OWNED = ("max_steps",)
-SCENARIO_OWNED_WORLD = ("agents", "start_frame", "events", "route_lanes", "route_max_length", "lights")
+SCENARIO_OWNED_WORLD = ("agents", "start_frame", "events", "route_lanes", "route_max_length", "lights",
+                        "speed_limits")
 #: StagDrive-v0 settings a scenario may set in its ``env:`` block: the fields of :class:`EnvConfig` it does not own.
 ENV_KEYS = tuple(f.name for f in fields(EnvConfig) if f.name not in SCENARIO_OWNED)
 
@@ -308,10 +313,12 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
         except StagSimError as e:
             raise where.error(path, str(e)) from None
 
-    raw_lights = data.get("lights") or []
-    if not isinstance(raw_lights, list):
-        raise where.error(("lights",), f"expected a list of light schedules, got {type(raw_lights).__name__}")
-    lights = tuple(from_mapping(LightOverride, lt, ("lights", i), where.error) for i, lt in enumerate(raw_lights))
+    rules = {}
+    for key, cls in (("lights", LightOverride), ("speed_limits", LaneLimit)):
+        raw = data.get(key) or []
+        if not isinstance(raw, list):
+            raise where.error((key,), f"expected a list, got {type(raw).__name__}")
+        rules[key] = tuple(from_mapping(cls, item, (key, i), where.error) for i, item in enumerate(raw))
 
     metrics = data.get("metrics", list(METRIC_NAMES))
     if not isinstance(metrics, list) or not all(m in METRIC_NAMES for m in metrics):
@@ -325,7 +332,7 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
     owned = sorted(set(env.get("world") or {}) & set(SCENARIO_OWNED_WORLD)) if isinstance(env.get("world"), dict) else []
     if owned:
         raise where.error(("env", "world", owned[0]), "set by the scenario itself (agents:, start_time_s, events:, "
-                                                      "lights:, route:, duration_s), not in its env block")
+                                                      "lights:, speed_limits:, route:, duration_s), not in its env block")
     from_mapping(EnvConfig, env, ("env",), where.error)  # gym.make's checks, with the file's lines
 
     for key in ("start_time_s", "duration_s"):
@@ -335,7 +342,7 @@ def load_scenario_text(text: str, source: str = "<string>", name: str | None = N
     return Scenario(
         name=data.get("name") or name or Path(source).stem, description=data.get("description", ""), scene=scene,
         start_time_s=float(data.get("start_time_s", 0.0)), duration_s=float(data["duration_s"]), ego=ego, route=route,
-        agents=agents, events=tuple(events), lights=lights, success=success, metrics=tuple(metrics), seed=int(data.get("seed", 0)),
+        agents=agents, events=tuple(events), **rules, success=success, metrics=tuple(metrics), seed=int(data.get("seed", 0)),
         env=dict(env), source=source,
     )
 
@@ -404,6 +411,7 @@ def env_settings(scenario: Scenario, log, dt: float = 0.1) -> tuple[dict[str, An
     mean_speed = logged_mean_speed(log)  # [m/s]
     world = dict(scenario.env.get("world", {}))
     world.update(start_frame=start_frame, events=scenario.events, lights=scenario.lights,
+                 speed_limits=scenario.speed_limits,
                  route_lanes=() if scenario.route == "logged" else tuple(scenario.route),
                  route_max_length=max(mean_speed * scenario.duration_s, 2.0))
     world["agents"] = scenario.agents

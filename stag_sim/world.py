@@ -19,7 +19,7 @@ from stag_sim.agent_sources import AGENT_MODES, AgentEvent, AgentSource, Scripte
 from stag_sim.dynamics import EgoState, VehicleParameters, bicycle_step, expert_action
 from stag_sim.errors import ValidationError
 from stag_sim.ground import GroundModel
-from stag_sim.road_rules import LightOverride, RoadRules, episode_lights
+from stag_sim.road_rules import LaneLimit, LightOverride, RoadRules, episode_lights
 from stag_sim.geometry import interpolate_poses, matrix_to_quat, yaw_of
 from stag_sim.scene_log import SceneLog
 from stag_sim.traffic import IDMParameters, PolylinePath
@@ -55,6 +55,7 @@ class WorldConfig:
             log has one, else the LiDAR ground where it has LiDAR, else none) or ``"none"`` (nothing is off-road).
         lights: a scenario's schedules for some of the map's traffic lights (:class:`~stag_sim.road_rules.
             LightOverride`, times after the episode start).
+        speed_limits: a scenario's speed limits for some map lanes (:class:`~stag_sim.road_rules.LaneLimit`).
     """
 
     dt: float = 0.1  # [s]
@@ -69,6 +70,7 @@ class WorldConfig:
     events: tuple[AgentEvent, ...] = ()
     drivable_source: str = "auto"
     lights: tuple[LightOverride, ...] = ()
+    speed_limits: tuple[LaneLimit, ...] = ()
 
     def validate(self) -> "WorldConfig":
         if not (np.isfinite(self.dt) and self.dt > 0):
@@ -92,6 +94,10 @@ class WorldConfig:
             if not isinstance(o, LightOverride):
                 raise ValidationError(f"WorldConfig.lights: expected LightOverride items, got {type(o).__name__}")
             o.validate()
+        for lim in self.speed_limits:
+            if not isinstance(lim, LaneLimit):
+                raise ValidationError(f"WorldConfig.speed_limits: expected LaneLimit items, got {type(lim).__name__}")
+            lim.validate()
         return self
 
     @classmethod
@@ -222,10 +228,12 @@ class World:
         rules = None
         if log.map is not None:
             start_s = float(log.timestamps_us[config.start_frame] - log.timestamps_us[0]) * 1e-6
-            rules = RoadRules.from_map(log.map, episode_lights(log.map.traffic_lights, config.lights, start_s))
-        elif config.lights:
-            raise ValidationError(f"WorldConfig.lights: the scene has no map, so no traffic lights "
-                                  f"(got {config.lights[0].light!r})")
+            rules = RoadRules.from_map(log.map, episode_lights(log.map.traffic_lights, config.lights, start_s),
+                                       config.speed_limits)
+        elif config.lights or config.speed_limits:
+            what = config.lights[0].light if config.lights else config.speed_limits[0].lane
+            raise ValidationError(f"WorldConfig.{'lights' if config.lights else 'speed_limits'}: the scene has no "
+                                  f"map (got {what!r})")
         if agents is None:
             agents = ScriptedAgents.build(log, config, route)
         return cls(log, config, int(log.timestamps_us[0]), route, route.length, np.asarray(log.objects.sizes),

@@ -180,3 +180,20 @@ def test_bad_rules_in_a_scenario_are_one_clear_error(extra, match):
     text = "name: bad\nscene: {synthetic: {seed: 0}}\nduration_s: 5.0\n" + extra
     with pytest.raises((ScenarioError, ValidationError), match=match):
         _scenario_world(text, duration_s=6.0)
+
+
+def test_scenario_speed_limits_replace_a_lanes_limit_and_name_a_bad_lane():
+    w = _scenario_world("""
+name: zone
+scene: {synthetic: {seed: 0}}
+duration_s: 5.0
+speed_limits:
+  - {lane: ring-ccw-n, limit_mps: 5.56}
+""", duration_s=6.0)
+    r = w.rules
+    assert r.speed_limits[r.lane_index("ring-ccw-n")] == 5.56
+    assert r.speed_limits[r.lane_index("ring-ccw-s")] == pytest.approx(50 / 3.6)
+    for extra, match in (("  - {lane: nowhere, limit_mps: 5.0}\n", "lane 'nowhere' is not in the map"),
+                         ("  - {lane: ring-ccw-n, limit_mps: -1.0}\n", "must be > 0 m/s")):
+        with pytest.raises((ScenarioError, ValidationError), match=match):
+            _scenario_world("name: z\nscene: {synthetic: {seed: 0}}\nduration_s: 5.0\nspeed_limits:\n" + extra, 6.0)

@@ -2,7 +2,8 @@
 ``act(obs) -> action``). Installed as ``stag_sim.agents``.
 
 Agents are found by name in a registry (``stag-sim eval --agent NAME``): the built-ins ``log_replay`` (the expert:
-the log's own actions), ``pure_pursuit`` (route follower), ``constant_velocity`` and ``random``; any registered
+the log's own actions), ``pure_pursuit`` (route follower), ``rule_following`` (route follower that keeps lights,
+speed limits, distance and right of way), ``constant_velocity`` and ``random``; any registered
 with :func:`register_agent`; and those third-party packages declare as entry points of the ``stag_sim.agents``
 group (``[project.entry-points."stag_sim.agents"] my_planner = "my_pkg.planner:Planner"``). Any other policy is
 given as ``pkg.module:Class``, and a planner served over AlpaSim's egodriver gRPC contract as
@@ -80,6 +81,12 @@ def _constant_velocity(env, seed):
     return ConstantVelocityAgent(c.action_mode, c.num_waypoints, c.waypoint_dt)
 
 
+def _rule_following(env, seed):
+    from stag_sim.agents.rule_following import RuleFollowingAgent
+
+    return RuleFollowingAgent(env)
+
+
 def _random(env, seed):
     from stag_sim.agents.random_agent import RandomAgent
 
@@ -87,7 +94,8 @@ def _random(env, seed):
 
 
 for _name, _factory in (("log_replay", _log_replay), ("pure_pursuit", _pure_pursuit),
-                        ("constant_velocity", _constant_velocity), ("random", _random)):
+                        ("rule_following", _rule_following), ("constant_velocity", _constant_velocity),
+                        ("random", _random)):
     register_agent(_name, _factory)
 #: The built-in agents' names.
 BUILTIN_AGENTS = tuple(_REGISTRY)
