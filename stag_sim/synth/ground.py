@@ -67,9 +67,10 @@ def ground_noise(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return grain, stain
 
 
-def ground_albedo(W, H, road_lines, grain, stain) -> tuple[np.ndarray, ...]:
-    """Ground albedo mip chain (grass, sidewalk tiles, kerb, asphalt, markings) from :func:`ground_origin` on, with
-    the :func:`ground_noise` tiles ``grain`` and ``stain`` (a pure function of its arguments: no random draws)."""
+def ground_albedo(W, H, road_lines, grain, stain, stop_lines=()) -> tuple[np.ndarray, ...]:
+    """Ground albedo mip chain (grass, sidewalk tiles, kerb, asphalt, markings and the painted ``stop_lines``, each
+    (2, 2) world xy end points [m]) from :func:`ground_origin` on, with the :func:`ground_noise` tiles ``grain`` and
+    ``stain`` (a pure function of its arguments: no random draws)."""
     import cv2
     from shapely.geometry import LineString, box
     from shapely.ops import substring, unary_union
@@ -92,7 +93,7 @@ def ground_albedo(W, H, road_lines, grain, stain) -> tuple[np.ndarray, ...]:
             d = substring(ln, a, a + DASH_LENGTH)
             if not d.intersects(junction_boxes):
                 dashes.append(d)
-    stops = [LineString([(s * (W - jr), 0.0), (s * (W - jr), -s * LANE_WIDTH)]) for s in (1, -1)]
+    stops = [LineString(np.asarray(line, np.float64)) for line in stop_lines]
     m_walk = _raster_geoms([walk], shape, origin, GROUND_RES)
     m_kerb = _raster_geoms([kerb], shape, origin, GROUND_RES)
     m_road = _raster_geoms([road], shape, origin, GROUND_RES)

@@ -1,7 +1,7 @@
 """The oracle: exact ray casting of the synthetic town for any camera or LiDAR pose at any time.
 
 The town is a textured ground plane (z = 0) plus oriented boxes (buildings, tree trunks and crowns, street lights,
-vehicle bodies and cabins). A view is rendered by casting one ray per pixel (numpy, float32):
+traffic signals, vehicle bodies and cabins). A view is rendered by casting one ray per pixel (numpy, float32):
 
 1. Ground: analytic plane intersection; colour from the town's ground albedo mip chain (bilinear ``cv2.remap``,
    trilinear blend between the two mip levels that match the pixel's ground footprint, which keeps distant
@@ -10,7 +10,8 @@ vehicle bodies and cabins). A view is rendered by casting one ray per pixel (num
    and by occlusion (the box's nearest possible depth is behind everything already drawn in its window); the
    survivors run a vectorised slab test over the pixels of their window only, into a z-buffer.
 3. Shading: face textures from face (u, v) coordinates in metres (facade windows and plaster noise, roofs,
-   glass cabins, lamps), Lambertian light from a fixed sun, and a light distance haze. Rays that hit nothing
+   glass cabins, lamps), Lambertian light from a fixed sun, and a light distance haze. Signal lamps are emissive
+   (unlit by the sun), coloured by their light's state at the render time (:func:`~stag_sim.synth.props.lamp_colors`). Rays that hit nothing
    within :data:`RENDER_RANGE` show the sky gradient and get depth 0.
 
 Camera rays are parametrised by camera z (the direction has camera-frame z = 1), so the ray parameter of the hit
@@ -28,7 +29,8 @@ from stag_sim.camera import CameraIntrinsics
 from stag_sim.errors import RendererError
 from stag_sim.geometry import check_transform, invert_transform, pose_xy_yaw
 from stag_sim.synth.ground import GROUND_MIP_FACTOR, GROUND_RES, NOISE_TILE
-from stag_sim.synth.props import KIND_BUILDING, KIND_CAR_BODY, KIND_CAR_CABIN, KIND_CROWN, KIND_TRUNK, car_parts
+from stag_sim.synth.props import (KIND_BUILDING, KIND_CAR_BODY, KIND_CAR_CABIN, KIND_CROWN, KIND_LAMP, KIND_TRUNK,
+                                   car_parts, lamp_colors)
 from stag_sim.synth.town import Town, build_town
 
 RENDER_RANGE = 200.0  # [m] nothing farther is drawn (depth 0, sky colour); below the 255.99 m of depth-png16
@@ -237,6 +239,10 @@ class TownOracle:
         near = np.linalg.norm(tw.box_centres - origin, axis=1) - self._static_radius < max_range
         cen, rot, hs = [tw.box_centres[near]], [tw.box_rotations[near]], [tw.box_half_sizes[near]]
         kind, col, par = [tw.box_kinds[near]], [tw.box_colors[near]], [tw.box_params[near]]
+        lamp = kind[0] == KIND_LAMP
+        if lamp.any():  # signal lamps: lit or dark by their light's state now
+            col[0] = col[0].copy()
+            col[0][lamp] = lamp_colors(par[0][lamp], tw.scene_map.traffic_lights, time_s)
         obj = [np.full(int(near.sum()), -1, np.int64)]
         uid = [np.flatnonzero(near)]  # stable box identity (texture offsets), independent of culling
         corners = [self._static_corners[near]]
@@ -397,9 +403,10 @@ class TownOracle:
             c = base * (1 + np.float32(0.05) * n)[:, None]
             c = self._facades(c, kind, side, local, hs, axis, p, boxes["params"][b], uid, n)
             c = self._vehicles(c, kind, side, local, hs, axis, sign, n)
-            for k, amp in ((KIND_CROWN, 0.16), (KIND_TRUNK, 0.12)):
+            for k, amp in ((KIND_CROWN, 0.16), (KIND_TRUNK, 0.12), (KIND_LAMP, 0.0)):
                 m = kind == k
                 c[m] = base[m] * (1 + np.float32(amp) * n[m])[:, None]
+            light[sel[kind == KIND_LAMP]] = 1.0  # emissive
             albedo[sel] = c
         return albedo.reshape(shape + (3,)), light.reshape(shape), cosi.reshape(shape)
 

@@ -1,6 +1,7 @@
 """Static scenery of the synthetic town, all oriented boxes: buildings along the straight roads (outside the
-sidewalks), trees and street lights on the sidewalks, parked cars in the parking strips, and the boxes a car is drawn
-with (:func:`car_parts`, all inside its tracked box, so its box in :class:`~stag_sim.scene_log.ObjectTracks` is exact).
+sidewalks), trees and street lights on the sidewalks, a traffic signal (pole, head, three lamps) at each stop line,
+parked cars in the parking strips, and the boxes a car is drawn with (:func:`car_parts`, all inside its tracked box,
+so its box in :class:`~stag_sim.scene_log.ObjectTracks` is exact).
 """
 
 from __future__ import annotations
@@ -8,13 +9,23 @@ from __future__ import annotations
 import numpy as np
 
 from stag_sim.geometry import pose_xy_yaw
+from stag_sim.road_rules import GREEN, RED, YELLOW
 from stag_sim.synth.roads import JUNCTION_REACH, LANE_WIDTH, PARKING_WIDTH, ROAD_HALF_WIDTH, SIDEWALK_WIDTH
 
 BUILDING_SETBACK = ROAD_HALF_WIDTH + SIDEWALK_WIDTH + 1.0  # [m] centreline to the nearest building front
 MAX_PARKED = 24
 
 # Box kinds (materials) understood by the oracle's shader.
-KIND_BUILDING, KIND_TRUNK, KIND_CROWN, KIND_POLE, KIND_CAR_BODY, KIND_CAR_CABIN = range(6)
+# KIND_LAMP: a signal lamp, emissive; its box params are (light index, the state code it shows), and its colour at a
+# time is :func:`lamp_colors`'s.
+KIND_BUILDING, KIND_TRUNK, KIND_CROWN, KIND_POLE, KIND_CAR_BODY, KIND_CAR_CABIN, KIND_LAMP = range(7)
+
+SIGNAL_GREY = (44, 46, 48)  # signal pole and head housing albedo
+LAMP_LIT = np.zeros((4, 3), np.float32)  # lit lamp colour per state code (unknown: none lit)
+LAMP_LIT[[RED, YELLOW, GREEN]] = [[255, 36, 24], [255, 184, 16], [40, 236, 112]]
+LAMP_DARK = 0.16  # [-] an unlit lamp's colour as a fraction of its lit one
+HEAD_HALF = (0.15, 0.2, 0.5)  # [m] signal head half depth (along the traffic), width, height
+LAMP_HALF, LAMP_PITCH = 0.12, 0.32  # [m] lamp half side and the vertical distance between lamp centres
 
 
 def car_parts(size) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -73,8 +84,35 @@ CAR_COLORS = np.array([[200, 30, 30], [30, 60, 160], [225, 225, 225], [25, 25, 2
                        [30, 110, 60], [220, 170, 30], [90, 40, 110], [170, 90, 40]], np.float32)
 
 
-def place_props(rng, W, H, R, road_lines, jcentres):
-    """Buildings, trees and street lights (static boxes) and parked car poses/sizes."""
+def signal_boxes(boxes: "_BoxList", lights) -> None:
+    """Add a signal for each :class:`~stag_sim.road_rules.TrafficLight` of ``lights`` to ``boxes``: a pole up to a
+    head centred at ``head_xyz``, its lamps (red, yellow, green from the top) on the face turned to the traffic it
+    controls (against ``stop_direction``). No random draws."""
+    hd, hw, hh = HEAD_HALF
+    for j, light in enumerate(lights):
+        d = light.stop_direction
+        yaw = float(np.arctan2(d[1], d[0]))
+        x, y, z = (float(v) for v in light.head_xyz)
+        boxes.add(x, y, z, yaw, HEAD_HALF, KIND_POLE, SIGNAL_GREY)
+        boxes.add(x, y, (z - hh) / 2, yaw, (0.08, 0.08, (z - hh) / 2), KIND_POLE, SIGNAL_GREY)
+        fx, fy = np.array([x, y]) - d * (hd + 0.02)
+        for k, code in enumerate((RED, YELLOW, GREEN)):
+            boxes.add(fx, fy, z + (1 - k) * LAMP_PITCH, yaw, (0.025, LAMP_HALF, LAMP_HALF), KIND_LAMP,
+                      LAMP_LIT[code] * LAMP_DARK, (j, code))
+
+
+def lamp_colors(params: np.ndarray, lights, time_s: float) -> np.ndarray:
+    """(n, 3) float32 albedo of n lamps (box ``params`` (n, 2): light index, state code) at ``time_s`` [s]: lit in
+    its colour where its light shows its state, dark otherwise (all dark while a light's state is unknown)."""
+    idx, code = params[:, 0].astype(np.int64), params[:, 1].astype(np.int64)
+    now = np.array([int(lt.code_at(float(time_s))) for lt in lights], np.int64)
+    lit = now[idx] == code
+    return LAMP_LIT[code] * np.where(lit, np.float32(1), np.float32(LAMP_DARK))[:, None]
+
+
+def place_props(rng, W, H, R, road_lines, jcentres, lights=()):
+    """Buildings, trees, street lights and the traffic signals of ``lights`` (static boxes) and parked car
+    poses/sizes."""
     from shapely.geometry import Point, Polygon
     from shapely.ops import unary_union
 
@@ -164,4 +202,5 @@ def place_props(rng, W, H, R, road_lines, jcentres):
     if len(parked) > MAX_PARKED:
         keep = np.sort(rng.choice(len(parked), MAX_PARKED, replace=False))
         parked = [parked[i] for i in keep]
+    signal_boxes(boxes, lights)
     return boxes.arrays(), parked

@@ -39,7 +39,9 @@ class Town:
         ego_s0, ego_speed: ego arc length at time 0 [m] on ``loops[0]`` and its constant speed [m/s].
         box_centres, box_rotations, box_half_sizes: (N, 3), (N, 3, 3), (N, 3) float64 static boxes (world frame) [m].
         box_kinds: (N,) int8 material (``KIND_*``); box_colors: (N, 3) float32 base albedo [0..255];
-        box_params: (N, 2) float32 per-box shading parameters (buildings: window spacing, floor height [m]).
+        box_params: (N, 2) float32 per-box shading parameters (buildings: window spacing, floor height [m];
+            signal lamps, ``KIND_LAMP``: the index of their light in ``scene_map.traffic_lights``, the state code
+            they show).
         instance_ids, categories: tracked objects (moving vehicles first, then parked cars).
         sizes: (K, 3) float64 (length, width, height) [m].
         object_colors: (K, 3) float32 paint albedo.
@@ -47,8 +49,8 @@ class Town:
         parked_poses: (K, 4, 4) float64 ``T_world_from_object`` of parked cars (identity for moving ones).
         ground_mips: (a property) albedo maps (rows along world y, columns along world x) of the ground, uint8 RGB,
             level l at ``GROUND_RES * GROUND_MIP_FACTOR**l`` [m/texel], rasterised on first use (~2-3 s, ~45 MB:
-            only rendering needs them, a layout-only scene never does) from ``road_lines`` and ``ground_noise``
-            (the grain and stain tiles); ground_origin: (x0, y0) [m] of texel edge 0.
+            only rendering needs them, a layout-only scene never does) from ``road_lines``, the signals' stop lines
+            and ``ground_noise`` (the grain and stain tiles); ground_origin: (x0, y0) [m] of texel edge 0.
         noise_tile: (NOISE_TILE, NOISE_TILE) float32 zero-mean periodic noise for box-face textures.
     """
 
@@ -81,7 +83,8 @@ class Town:
     @functools.cached_property
     def ground_mips(self) -> tuple[np.ndarray, ...]:
         W, H = self.half_extent
-        return tuple(_readonly(m) for m in ground_albedo(W, H, self.road_lines, *self.ground_noise))
+        stop_lines = [lt.stop_line for lt in self.scene_map.traffic_lights]
+        return tuple(_readonly(m) for m in ground_albedo(W, H, self.road_lines, *self.ground_noise, stop_lines))
 
     @property
     def num_objects(self) -> int:
@@ -148,7 +151,7 @@ def build_town(seed: int = 0) -> Town:
     grain, stain = ground_noise(rng)  # the ground albedo's draws, in order; the rasterisation waits for a render
     noise_tile = periodic_noise(rng, NOISE_TILE, 3.0)
     jcentres = [np.array([W, 0.0]), np.array([-W, 0.0])]
-    (bc, bR, bh, bk, bcol, bpar), parked = place_props(rng, W, H, R, road_lines, jcentres)
+    (bc, bR, bh, bk, bcol, bpar), parked = place_props(rng, W, H, R, road_lines, jcentres, scene_map.traffic_lights)
     moving = place_traffic(rng, loops, loop_speeds, ego_s0, ego_speed)
 
     K = len(moving) + len(parked)
