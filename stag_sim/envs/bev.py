@@ -1,4 +1,5 @@
-"""Bird's-eye view of an episode: map, route, ego trail, boxes (ego-centred, north-up is not assumed: ego up)."""
+"""Bird's-eye view of an episode: map, route, traffic lights' stop lines coloured by their state now, ego trail,
+boxes (ego-centred, north-up is not assumed: ego up)."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ _COLORS = {  # RGB
     "background": (24, 26, 30), "drivable": (70, 72, 78), "lane": (120, 124, 132), "route": (60, 140, 255),
     "trail": (80, 220, 120), "agent": (255, 170, 60), "hit": (255, 60, 60), "ego": (90, 230, 255),
 }
+_LIGHT_COLORS = ((60, 220, 90), (250, 205, 40), (235, 50, 50), (160, 160, 160))  # RGB by state code: green ... unknown
 
 
 def bev_image(world, state, agent_poses, agent_valid, trail, size: int = 448, view_range: float = BEV_RANGE) -> np.ndarray:
@@ -37,6 +39,10 @@ def bev_image(world, state, agent_poses, agent_valid, trail, size: int = 448, vi
         for lane in m.lanes:
             cv2.polylines(img, [px(lane.coords)], False, _COLORS["lane"], 1, cv2.LINE_AA)
     cv2.polylines(img, [px(world.route.points)], False, _COLORS["route"], 2, cv2.LINE_AA)
+    for light in world.rules.lights if world.rules is not None else ():
+        a, b = px(light.stop_line)
+        color = _LIGHT_COLORS[int(light.code_at(state.time_s))]
+        cv2.line(img, (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), color, max(2, int(round(scale))), cv2.LINE_AA)
     if len(trail) > 1:
         cv2.polylines(img, [px(trail)], False, _COLORS["trail"], 2, cv2.LINE_AA)
     hits = set(state.events.get("collided_with", []))

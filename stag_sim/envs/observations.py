@@ -12,8 +12,11 @@ present flag (0 for empty slots). Values beyond a scale are clipped.
 
 ``bev`` (uint8, (C, S, S), 0 or 255, channels :data:`BEV_CHANNELS`): an ego-centred top view, ego heading up,
 ``resolution_m`` metres per pixel, the ego ``ego_row_fraction`` of the way down: drivable area, lane centrelines,
-the route, the other agents now, where they will be in ``motion_horizon_s`` at their current velocity, and the ego.
-The static layers are rasterised once per world into a world-aligned image and warped per step.
+the route, the other agents now, where they will be in ``motion_horizon_s`` at their current velocity, the ego, and
+the traffic lights' stop lines at the state's time (:attr:`stag_sim.world.World.rules`, the episode's schedules),
+each a line :data:`STOP_LINE_WIDTH` thick across its lane: ``light_stop`` those of red and yellow lights,
+``light_go`` those of green ones (a light of unknown state is in neither; a world without a map or lights leaves
+both empty). The static layers are rasterised once per world into a world-aligned image and warped per step.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ import numpy as np
 
 from stag_sim.env_config import BevConfig
 
-BEV_CHANNELS = ("drivable", "lanes", "route", "agents", "agents_future", "ego")
+BEV_CHANNELS = ("drivable", "lanes", "route", "agents", "agents_future", "ego", "light_stop", "light_go")
+STOP_LINE_WIDTH = 1.0  # [m] drawn width of a stop line in the bev (at least 2 px)
 AGENT_FEATURES = 9
 AGENT_RANGE = 50.0  # [m]
 SPEED_SCALE, ACCEL_SCALE, YAW_RATE_SCALE, ROUTE_SCALE, LATERAL_SCALE = 20.0, 5.0, 1.0, 50.0, 5.0
@@ -170,7 +174,30 @@ class BevRasterizer:
         v = self.world.config.vehicle
         centre = np.array([[e.x + v.centre_offset * np.cos(e.yaw), e.y + v.centre_offset * np.sin(e.yaw)]])
         cv2.fillPoly(out[5], list(_boxes(centre, np.array([e.yaw]), np.array([[v.length, v.width]]), Mw, bw)), 255)
+        self._draw_lights(out, state.time_s, np.array([e.x, e.y]), Mw, bw, reach)
         return out
+
+    def _draw_lights(self, out, time_s: float, ego_xy: np.ndarray, Mw: np.ndarray, bw: np.ndarray, reach: float):
+        """The stop lines (centres) within ``reach`` [m] of ``ego_xy`` into ``light_stop`` / ``light_go`` by their
+        state at ``time_s`` [s]."""
+        import cv2
+
+        from stag_sim.road_rules import GREEN, RED, YELLOW
+
+        rules = self.world.rules
+        if rules is None or not rules.lights:
+            return
+        th = max(2, int(round(STOP_LINE_WIDTH / self.config.resolution_m)))
+        channel = {RED: BEV_CHANNELS.index("light_stop"), YELLOW: BEV_CHANNELS.index("light_stop"),
+                   GREEN: BEV_CHANNELS.index("light_go")}
+        for light in rules.lights:
+            line = np.asarray(light.stop_line, np.float64)
+            if np.abs(line.mean(0) - ego_xy).max() > reach:
+                continue
+            ch = channel.get(int(light.code_at(time_s)))
+            if ch is not None:
+                a, b = np.round(line @ Mw.T + bw).astype(np.int32)
+                cv2.line(out[ch], (int(a[0]), int(a[1])), (int(b[0]), int(b[1])), 255, th)
 
 
 def _boxes(xy: np.ndarray, yaw: np.ndarray, size: np.ndarray, Mw: np.ndarray, bw: np.ndarray) -> np.ndarray:
