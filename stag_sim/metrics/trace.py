@@ -14,6 +14,7 @@ import shapely
 
 from stag_sim.errors import ValidationError
 from stag_sim.geometry import check_finite, check_positive
+from stag_sim.road_rules import RoadRules
 
 AGENT_CLASSES = ("vehicle", "pedestrian", "static")  # the collision classes :func:`agent_class` returns
 
@@ -190,6 +191,15 @@ class EpisodeTrace:
         route_completed: the episode reached the route's end.
         drivable_source: where ``drivable_area`` came from (``"map"``, ``"lidar ground"``:
             :func:`stag_sim.drivable.lidar_drivable_area`), or None where the caller did not say.
+        rules: the episode's road rules (:class:`~stag_sim.road_rules.RoadRules`: lanes in driving direction,
+            intersections, speed limits, lights with this episode's schedules), or None (a map-less log: driving
+            direction, traffic lights, lane keeping and speed limits are not scored).
+        human: the logged (human) ego over the same times (``time_s`` equal to ``ego.time_s``), for NAVSIM v2's
+            human filter (:func:`stag_sim.metrics.epdms.epdms`); None: no filter.
+        plans: (T, H, 2) float [m] world-frame positions the agent planned at each step, the k-th waypoint
+            ``(k + 1) * plan_dt`` after that step (as the env's ``trajectory`` action); a step without a plan (the
+            last one) is all NaN. None: the agent gave controls, not trajectories (extended comfort not scored).
+        plan_dt: [s] > 0, the spacing of ``plans``' waypoints; None without plans.
     """
 
     ego: EgoTrace
@@ -202,6 +212,10 @@ class EpisodeTrace:
     logged_valid: np.ndarray
     route_completed: bool = False
     drivable_source: str | None = None
+    rules: RoadRules | None = None
+    human: EgoTrace | None = None
+    plans: np.ndarray | None = None
+    plan_dt: float | None = None
 
     @property
     def route_length(self) -> float:
@@ -239,4 +253,31 @@ class EpisodeTrace:
             raise ValidationError(
                 f"EpisodeTrace.drivable_source: expected str or None, got {type(self.drivable_source).__name__}"
             )
+        self._validate_rules_human_plans(T)
         return self
+
+    def _validate_rules_human_plans(self, T: int) -> None:
+        if self.rules is not None and not isinstance(self.rules, RoadRules):
+            raise ValidationError(f"EpisodeTrace.rules: expected a RoadRules or None, got {type(self.rules).__name__}")
+        if self.human is not None:
+            if not isinstance(self.human, EgoTrace):
+                raise ValidationError(f"EpisodeTrace.human: expected an EgoTrace or None, got {type(self.human).__name__}")
+            self.human.validate()
+            if self.human.num_steps != T or not np.allclose(self.human.time_s, self.ego.time_s, rtol=0, atol=1e-6):
+                raise ValidationError(f"EpisodeTrace.human: expected the ego's {T} times, got {self.human.num_steps} "
+                                      f"steps from {float(self.human.time_s[0])} s")
+        if self.plans is None:
+            if self.plan_dt is not None:
+                raise ValidationError(f"EpisodeTrace.plan_dt: expected None without plans, got {self.plan_dt}")
+            return
+        _check_array(self.plans, "EpisodeTrace.plans", (T, None, 2))
+        if self.plans.shape[1] < 1:
+            raise ValidationError("EpisodeTrace.plans: expected at least 1 waypoint per plan, got 0")
+        finite = np.isfinite(self.plans).reshape(T, -1)
+        partial = np.flatnonzero(finite.any(axis=1) & ~finite.all(axis=1))
+        if len(partial):
+            raise ValidationError(f"EpisodeTrace.plans: step {int(partial[0])} is partly non-finite (a plan is all "
+                                  "finite, or all NaN where the step has none)")
+        if not (isinstance(self.plan_dt, (int, float, np.floating, np.integer)) and np.isfinite(self.plan_dt)
+                and self.plan_dt > 0):
+            raise ValidationError(f"EpisodeTrace.plan_dt: expected a waypoint spacing > 0 s with plans, got {self.plan_dt}")
