@@ -33,7 +33,11 @@ def obs_digest(obs: dict) -> str:
 
 @dataclass
 class TraceRecorder:
-    """Per-step quantities the metrics need, collected while the episode runs."""
+    """Per-step quantities the metrics need, collected while the episode runs.
+
+    ``plan_dt`` [s]: the waypoint spacing of the agent's trajectory actions (``config.waypoint_dt``), None when the
+    agent gives controls; then :meth:`add_plan` records, for the step :meth:`add` recorded last, the plan the agent
+    gave there (extended comfort, :func:`stag_sim.metrics.extended_comfort.extended_comfort`)."""
 
     time_s: list = field(default_factory=list)
     ego: list = field(default_factory=list)  # (x, y, yaw, speed)
@@ -42,6 +46,8 @@ class TraceRecorder:
     agent_valid: list = field(default_factory=list)
     route_s: list = field(default_factory=list)
     events: list = field(default_factory=list)  # what the world recorded at each step (SimState.events)
+    plan_dt: float | None = None
+    plans: list = field(default_factory=list)  # per step: (H, 2) world-frame plan [m], or None
 
     def add(self, world, state) -> None:
         poses, valid = world.agent_poses(state)
@@ -53,6 +59,26 @@ class TraceRecorder:
         self.agent_valid.append(valid.copy())
         self.route_s.append(state.route_s)
         self.events.append(state.events)
+        self.plans.append(None)
+
+    def add_plan(self, ego, waypoints) -> None:
+        """The plan the agent gave at the last recorded step: ``waypoints`` (H, 2) [m] in the frame of ``ego`` (the
+        planar :class:`~stag_sim.dynamics.EgoState` there: x forward, y left from the rear axle), kept in the world
+        frame."""
+        wp = np.asarray(waypoints, np.float64)[:, :2]
+        c, s = np.cos(ego.yaw), np.sin(ego.yaw)
+        self.plans[-1] = np.stack([ego.x + c * wp[:, 0] - s * wp[:, 1], ego.y + s * wp[:, 0] + c * wp[:, 1]], axis=-1)
+
+    def plan_array(self) -> np.ndarray | None:
+        """(T, H, 2) [m] the recorded plans (NaN at steps without one), or None when none was recorded."""
+        given = [p for p in self.plans if p is not None]
+        if self.plan_dt is None or not given:
+            return None
+        out = np.full((len(self.plans),) + given[0].shape, np.nan)
+        for k, p in enumerate(self.plans):
+            if p is not None:
+                out[k] = p
+        return out
 
 
 def reference_progress(world, duration_s: float) -> float:
@@ -66,7 +92,10 @@ def reference_progress(world, duration_s: float) -> float:
 
 
 def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s: float):
-    """The :class:`stag_sim.metrics.EpisodeTrace` of a finished episode."""
+    """The :class:`stag_sim.metrics.EpisodeTrace` of a finished episode: with the world's road rules
+    (``world.rules``), the logged (human) ego at the same times (pose from ``world.logged_ego_pose``, held at the
+    log's end; speed from finite differences) and the agent's plans where it gave trajectories."""
+    from stag_sim.app.report_data import logged_ego
     from stag_sim.metrics import AgentTrace, EgoTrace, EpisodeTrace
 
     v = world.config.vehicle
@@ -84,15 +113,19 @@ def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s
     log = world.log
     area = world.drivable_area
     drivable = area.buffer(world.config.offroad_tolerance) if area is not None else None
-    logged = np.stack([world.logged_ego_pose(min(ti, world.end_time_s))[:2, 3] for ti in t])
+    logged, logged_yaw, logged_speed = logged_ego(world, t)
+    length = v.front_length + v.rear_length
+    plans = trace.plan_array()
     return EpisodeTrace(
-        ego=EgoTrace(t, ego[:, :2], ego[:, 2], ego[:, 3], v.front_length + v.rear_length, v.width, v.centre_offset),
+        ego=EgoTrace(t, ego[:, :2], ego[:, 2], ego[:, 3], length, v.width, v.centre_offset),
         agents=AgentTrace(tuple(log.objects.instance_ids), tuple(log.objects.categories), np.asarray(world.sizes, np.float64),
                           xy, np.stack(trace.agent_yaw).astype(np.float64), speed, valid),
         drivable_area=drivable, route=np.asarray(world.route.points, np.float64),
         route_progress=np.asarray(trace.route_s, np.float64), reference_progress=reference_progress(world, duration_s),
         logged_xy=logged, logged_valid=t <= world.end_time_s + 1e-9, route_completed=bool(route_completed),
-        drivable_source=world.drivable_source,
+        drivable_source=world.drivable_source, rules=world.rules,
+        human=EgoTrace(t, logged, logged_yaw, logged_speed, length, v.width, v.centre_offset),
+        plans=plans, plan_dt=float(trace.plan_dt) if plans is not None else None,
     )
 
 
@@ -152,7 +185,8 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
     base = env.unwrapped
     agent = None if actions is not None else make_agent(agent_spec, env, seed=sc.seed)
     world = base.world
-    trace = TraceRecorder()
+    plan_mode = getattr(getattr(base, "config", None), "action_mode", "control") == "trajectory"
+    trace = TraceRecorder(plan_dt=float(base.config.waypoint_dt) if plan_mode else None)
     hashes: list[str] = []
     taken: list[np.ndarray] = []
     steps: list[dict] = []
@@ -188,6 +222,8 @@ def run_episode(scenario, agent_spec: str, out_dir: str | os.PathLike | None = N
                     if not np.all(np.isfinite(action)):
                         raise _AgentFailure(f"agent returned a non-finite action {np.asarray(action).tolist()}")
                 taken.append(np.array(action, copy=True))
+                if plan_mode:  # the plan from the state the last trace.add recorded
+                    trace.add_plan(base.state.ego, action)
                 obs, reward, terminated, truncated, info = env.step(action)
                 total += reward
                 hashes.append(obs_digest(obs))

@@ -36,7 +36,7 @@ class ResultRow(TypedDict, total=False):
     (``ok`` / ``failed``), ``reason`` (why it failed), ``success``, ``steps``, ``termination_reason``,
     ``route_completion`` [0..1] (the env's: route progress / the usable route, its length less the completion
     margin), ``return``, ``collision``, ``offroad``, ``obs_hash`` (sha256 over every step's observation), ``wall_s``
-    [s], and the metric columns (``pdms``, ``driving_score``, ``ds_route_completion`` [0..1] (the driving score's:
+    [s], and the metric columns (``pdms``, ``epdms``, ``driving_score``, ``ds_route_completion`` [0..1] (the driving score's:
     furthest progress / the whole route), ``ade`` [m], ...). An evaluation adds ``run_dir``: the run directory,
     relative to its output directory (``runs/<scenario>`` or ``runs/<scenario>-seed<k>``).
     """
@@ -65,6 +65,11 @@ METRIC_GROUPS = {
     "driving_score": ("driving_score", "route_completion", "infraction_penalty", "collisions_vehicle",
                       "collisions_pedestrian", "collisions_static", "offroad_fraction", "unscored"),
     "log_divergence": ("ade", "fde", "max_displacement"),
+    # NAVSIM v2 EPDMS with its sub-scores (the agent's own, before the human filter) and the sub-metrics the human
+    # filter lifted; nuPlan's speed limit compliance is a group of its own (not part of EPDMS)
+    "epdms": ("epdms", "nc", "dac", "ddc", "tlc", "ep", "ttc", "lk", "hc", "ec", "epdms_human_filtered",
+              "oncoming_progress", "red_light_crossings", "unscored"),
+    "speed_limit_compliance": ("speed_limit_compliance", "max_overspeed", "unscored"),
 }
 
 
