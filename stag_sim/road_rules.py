@@ -270,11 +270,12 @@ class RoadRules:
     @property
     def lights_scorable(self) -> str | None:
         """None when traffic-light compliance can be scored, else the reason it cannot."""
-        if not self.lights_complete:
-            return "the map does not list its traffic lights"
         unknown = [lt.light_id for lt in self.lights if "unknown" in lt.states]
         if unknown:
-            return f"light states unknown ({', '.join(unknown[:3])}{', ...' if len(unknown) > 3 else ''})"
+            return (f"the log has no traffic-light states ({len(unknown)} light(s) of unknown state, e.g. "
+                    f"{unknown[0]!r})")
+        if not self.lights_complete:
+            return "the map does not list its traffic lights"
         return None
 
     def lane_index(self, lane_id: str) -> int:

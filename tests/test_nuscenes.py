@@ -30,13 +30,19 @@ VERSION = "v1.0-mini"
 
 @pytest.fixture(scope="module")
 def source():
-    """The tiny log, with lane successors and a three-point lane so the map round trip has something to show."""
+    """The tiny log, with lane successors, a three-point lane inside an intersection and a signal controlling it, so
+    the map round trip has something to show."""
+    from stag_sim.road_rules import TrafficLight
+
     log = tiny_scene_log(num_frames=4, width=64, height=36)
     m = log.map
+    light = TrafficLight("sig", ("lane-turn",), np.array([[80.0, -3.5], [80.0, 0.0]]), np.array([81.0, -4.0, 3.0]),
+                         np.array([0.0, 5.0]), ("red", "green"))
     scene_map = SceneMap(
         m.drivable_area, m.lane_ids + ("lane-turn",),
         m.lanes + (LineString([(80.0, -1.75), (85.0, 0.0), (80.0, 1.75)]),),
-        (("lane-turn",), (), ("lane-west",)),
+        (("lane-turn",), (), ("lane-west",)), in_intersection=(False, False, True), traffic_lights=(light,),
+        lights_complete=True,
     )
     return dataclasses.replace(log, map=scene_map).validate()
 
@@ -86,6 +92,14 @@ def test_map_round_trip(source, ingested):
         # The devkit discretises the arcline paths: same polyline, more vertices along it.
         assert lb.hausdorff_distance(la) < 1e-9
         np.testing.assert_allclose([lb.coords[0], lb.coords[-1]], [la.coords[0], la.coords[-1]], atol=1e-9)
+    # intersection lanes travel as lane connectors; a signal as a TRAFFIC_LIGHT stop line, without its states
+    assert mb.in_intersection == ma.in_intersection == (False, False, True)
+    (light,) = mb.traffic_lights
+    assert light.lane_ids == ("lane-turn",) and light.states == ("unknown",) and not mb.lights_complete
+    assert np.linalg.norm(light.stop_line.mean(axis=0) - [80.0, -1.75]) < 0.5
+    from stag_sim.road_rules import RoadRules
+
+    assert "no traffic-light states" in RoadRules.from_map(mb).lights_scorable
 
 
 def test_sweep_clock_on_a_keyframe_only_dataset_gives_the_same_frames(source, dataroot, ingested):

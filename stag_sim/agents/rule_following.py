@@ -162,6 +162,7 @@ class RuleFollowingAgent:
         simulated = np.asarray(getattr(src, "simulated", np.zeros(K, bool)), bool)
         paths = getattr(src, "agent_paths", None)
         lights = world.rules.lights if world.rules is not None else ()
+        logged = None
         for k in np.flatnonzero(valid):
             if simulated[k] and paths is not None and paths[k] is not None:
                 s_k = state.agent_s[k] + speeds[k] * t
@@ -174,9 +175,10 @@ class RuleFollowingAgent:
                         ok[k, t * max(speeds[k], 0.1) > s_cross] = False  # waits at the line, out of the junction
                         break
             elif not simulated[k]:
-                for i, ti in enumerate(t):
-                    P, V = world.logged_object_poses(state.time_s + ti)
-                    xy[k, i], ok[k, i] = P[k, :2, 3], ok[k, i] & V[k]
+                if logged is None:  # every logged agent's future at once
+                    logged = [world.logged_object_poses(state.time_s + ti) for ti in t]
+                xy[k] = [P[k, :2, 3] for P, _ in logged]
+                ok[k] &= np.array([V[k] for _, V in logged])
             else:
                 yaw = np.arctan2(poses[k, 1, 0], poses[k, 0, 0])
                 xy[k] = poses[k, :2, 3] + speeds[k] * t[:, None] * np.array([np.cos(yaw), np.sin(yaw)])

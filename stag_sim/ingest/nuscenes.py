@@ -39,7 +39,9 @@ ones, ``sizes`` are (length, width, height) [m] (nuScenes stores (width, length,
 instance's annotations. Map: when ``<dataroot>/maps/expansion/<location>.json`` exists, the drivable-area
 polygons and the lane and lane-connector centrelines (``NuScenesMap.discretize_lanes`` at
 :data:`LANE_RESOLUTION` [m]) intersecting the ego path's bounding box grown by ``map_margin`` [m], with
-successors from the map's connectivity (restricted to the lanes kept); otherwise ``map`` is None. Images
+successors from the map's connectivity (restricted to the lanes kept), lane connectors marked as intersection lanes,
+and the signalised stop lines as traffic lights of state ``unknown`` (nuScenes records no signal states, so
+traffic-light compliance is not scored on it; no speed limits either); otherwise ``map`` is None. Images
 keep their original JPEG bytes; ``depth`` is None (nuScenes has LiDAR).
 """
 
@@ -60,6 +62,7 @@ from stag_sim.ingest.nuscenes_export import LIDAR_CHANNEL, TABLES
 from stag_sim.scene_log import FrameStore, LidarSweeps, ObjectTracks, SceneLog, SceneMap
 
 LANE_RESOLUTION = 0.5  # [m] spacing of the points of discretised lane centrelines (the devkit's own default)
+STOP_LINE_REACH = 3.0  # [m] a lane connector starting this close to a signalised stop line is controlled by it
 MAP_MARGIN = 100.0  # [m] map records within this distance of the ego path's bounding box are kept
 _CODECS = {"jpg": "jpeg", "jpeg": "jpeg", "png": "png"}  # sample_data fileformat -> FrameStore codec
 _MAX_NAMES_LISTED = 8
@@ -365,7 +368,8 @@ def _scene_map(root: Path, location: str, ego_poses: np.ndarray, margin: float) 
     nmap = NuScenesMap(dataroot=str(root), map_name=location)
     xy = ego_poses[:, :2, 3]
     patch = (*(xy.min(axis=0) - margin), *(xy.max(axis=0) + margin))
-    records = nmap.get_records_in_patch(patch, ["drivable_area", "lane", "lane_connector"], mode="intersect")
+    records = nmap.get_records_in_patch(patch, ["drivable_area", "lane", "lane_connector", "stop_line"],
+                                        mode="intersect")
     polygons = [nmap.extract_polygon(p) for tok in records["drivable_area"]
                 for p in nmap.get("drivable_area", tok)["polygon_tokens"]]
     if not polygons:
@@ -381,4 +385,37 @@ def _scene_map(root: Path, location: str, ego_poses: np.ndarray, margin: float) 
             lanes.append(LineString(pts))
     kept = set(lane_ids)
     successors = tuple(tuple(s for s in nmap.connectivity.get(tok, {}).get("outgoing", []) if s in kept) for tok in lane_ids)
-    return SceneMap(drivable, tuple(lane_ids), tuple(lanes), successors)
+    connectors = set(records["lane_connector"])
+    lights = _signals(nmap, records["stop_line"], [(t, ln) for t, ln in zip(lane_ids, lanes) if t in connectors])
+    return SceneMap(drivable, tuple(lane_ids), tuple(lanes), successors,
+                    in_intersection=tuple(t in connectors for t in lane_ids), traffic_lights=lights)
+
+
+def _signals(nmap, stop_line_tokens, connectors) -> tuple:
+    """The map's signalised stop lines (``stop_line_type`` TRAFFIC_LIGHT) as traffic lights of state ``unknown``
+    (nuScenes has no signal states): each controls the lane connectors that start within
+    :data:`STOP_LINE_REACH` of it; a stop line that controls none is left out."""
+    from shapely.geometry import Point
+
+    from stag_sim.road_rules import TrafficLight
+
+    lights = []
+    for tok in stop_line_tokens:
+        record = nmap.get("stop_line", tok)
+        if record.get("stop_line_type") != "TRAFFIC_LIGHT":
+            continue
+        poly = nmap.extract_polygon(record["polygon_token"])
+        starts = [(lid, np.asarray(line.coords)[:2]) for lid, line in connectors
+                  if poly.distance(Point(line.coords[0])) <= STOP_LINE_REACH]
+        if not starts:
+            continue
+        d = np.mean([p[1] - p[0] for _, p in starts], axis=0)
+        d = d / max(float(np.linalg.norm(d)), 1e-9)  # the controlled traffic's direction
+        right = np.array([d[1], -d[0]])
+        corners = np.asarray(poly.minimum_rotated_rectangle.exterior.coords)[:4]
+        c = np.asarray(poly.centroid.coords[0])
+        half = float(np.abs((corners - c) @ right).max())
+        line = np.stack([c + right * half, c - right * half])
+        lights.append(TrafficLight(tok, tuple(lid for lid, _ in starts), line, np.append(c + right * (half + 1.0), 3.0),
+                                   np.zeros(1), ("unknown",)).validate())
+    return tuple(lights)

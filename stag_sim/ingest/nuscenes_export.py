@@ -29,10 +29,12 @@ What is written, and what is not:
 * ``maps/<token>.png`` is a 1x1 background mask: the devkit requires the legacy raster semantic prior to
   exist but loads it lazily; the vector map expansion replaces it.
 * The map expansion (format version 1.3) holds the layers NuScenesMap loads, most of them empty: one
-  ``drivable_area`` record (one polygon per part), one ``lane`` per centreline with a polygon (the centreline
-  buffered by :data:`LANE_WIDTH` / 2), an ``arcline_path_3`` entry per lane (one straight arcline path per
-  polyline segment, so the devkit's ``discretize_lanes`` reproduces the centreline) and ``connectivity`` from
-  the lane successors. Lane dividers, road segments/blocks, crossings, walkways, stop lines, car parks and
+  ``drivable_area`` record (one polygon per part), one ``lane`` (or ``lane_connector`` for a lane inside an
+  intersection) per centreline with a polygon (the centreline buffered by :data:`LANE_WIDTH` / 2), an
+  ``arcline_path_3`` entry per lane (one straight arcline path per polyline segment, so the devkit's
+  ``discretize_lanes`` reproduces the centreline), ``connectivity`` from the lane successors, and a
+  ``TRAFFIC_LIGHT`` ``stop_line`` per traffic light (its stop line grown by 0.5 m; nuScenes has no signal
+  states, so the schedules are lost). Lane dividers, road segments/blocks, crossings, walkways, car parks and
   traffic lights are empty layers.
 """
 
@@ -244,7 +246,7 @@ def _add_annotations(log: SceneLog, tables, token, sample_tokens: list[str]) -> 
 
 def map_expansion(scene_map: SceneMap, location: str) -> dict[str, Any]:
     """The nuScenes map-expansion JSON (version 1.3) for ``scene_map``: see the module docstring for its layers."""
-    from shapely.geometry import Polygon
+    from shapely.geometry import LineString, Polygon
 
     doc: dict[str, Any] = {"version": MAP_EXPANSION_VERSION}
     for layer in ("polygon", "line", "node", "drivable_area", "road_segment", "road_block", "lane", "ped_crossing",
@@ -279,12 +281,22 @@ def map_expansion(scene_map: SceneMap, location: str) -> dict[str, Any]:
     for lid, succ in zip(scene_map.lane_ids, successors):
         for s in succ:
             incoming[s].append(lid)
-    for lid, lane, succ in zip(scene_map.lane_ids, scene_map.lanes, successors):
+    inter = scene_map.in_intersection or tuple(False for _ in scene_map.lane_ids)
+    for lid, lane, succ, connector in zip(scene_map.lane_ids, scene_map.lanes, successors, inter):
         poly_token = add_polygon(lane.buffer(LANE_WIDTH / 2, cap_style="flat"), f"lane-{lid}")
-        doc["lane"].append({"token": lid, "polygon_token": poly_token, "lane_type": "CAR",
-                            "left_lane_divider_segments": [], "right_lane_divider_segments": []})
+        if connector:
+            doc["lane_connector"].append({"token": lid, "polygon_token": poly_token})
+        else:
+            doc["lane"].append({"token": lid, "polygon_token": poly_token, "lane_type": "CAR",
+                                "left_lane_divider_segments": [], "right_lane_divider_segments": []})
         doc["arcline_path_3"][lid] = _straight_arcline_paths(np.asarray(lane.coords, dtype=np.float64)[:, :2])
         doc["connectivity"][lid] = {"incoming": incoming[lid], "outgoing": list(succ)}
+    for light in scene_map.traffic_lights:  # signalised stop lines (nuScenes has no signal states)
+        a, b = np.asarray(light.stop_line, np.float64)
+        line = LineString([a, b]).buffer(0.5, cap_style="flat")
+        doc["stop_line"].append({"token": light.light_id, "polygon_token": add_polygon(line, f"stop-{light.light_id}"),
+                                 "stop_line_type": "TRAFFIC_LIGHT", "ped_crossing_tokens": [],
+                                 "traffic_light_tokens": [], "road_block_token": ""})
     x_max, y_max = area.bounds[2], area.bounds[3]
     doc["canvas_edge"] = [max(float(x_max), 1.0), max(float(y_max), 1.0)]  # [m] map extent from the origin
     return doc
