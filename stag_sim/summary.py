@@ -59,8 +59,27 @@ def scene_summary(log: SceneLog, scene_dir: str | Path | None = None) -> str:
             f"map        drivable area {log.map.drivable_area.area:.0f} m^2, extent x [{x0:.0f}, {x1:.0f}] "
             f"y [{y0:.0f}, {y1:.0f}] m ({x1 - x0:.0f} x {y1 - y0:.0f} m), {len(log.map.lanes)} lanes"
         )
+        lines.append(f"rules      {_rules_line(log.map)}")
     else:
-        lines.append("map        none")
+        lines.append("map        none (lanes, lights and speed limits unknown: those metrics are not scored)")
     if scene_dir is not None:
         lines.append(f"on disk    {_mib(dir_size_bytes(scene_dir))} at {scene_dir}")
     return "\n".join(lines)
+
+
+def _rules_line(m) -> str:
+    """One line on a map's road rules: lights (and whether their states are known), intersections, speed limits."""
+    import numpy as np
+
+    n = len(m.traffic_lights)
+    known = sum("unknown" not in lt.states for lt in m.traffic_lights)
+    if n:
+        lights = f"{_count(n, 'traffic light')} ({known} with states)"
+    else:
+        lights = "no traffic lights" if m.lights_complete else "traffic lights not listed"
+    inter = f"{sum(m.in_intersection)} intersection lanes" if len(m.in_intersection) else "intersections unknown"
+    limits = np.asarray(m.speed_limits, float)
+    known_limits = limits[np.isfinite(limits)]
+    speed = (f"speed limits on {len(known_limits)} lanes ({known_limits.min() * 3.6:.0f}-{known_limits.max() * 3.6:.0f}"
+             " km/h)" if len(known_limits) else "no speed limits")
+    return f"{lights}, {inter}, {speed}"
