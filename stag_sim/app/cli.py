@@ -39,9 +39,19 @@ def _render_options(f):
                    "(pip install 'stag-sim[driver]'; checked once before the first scenario).")
 @click.option("--driver-timeout", default=10.0, show_default=True,
               help="Seconds each call to the --driver server may take; a slower policy fails its scenario.")
-@click.option("--scenarios", "scenarios", multiple=True, required=True,
+@click.option("--scenarios", "scenarios", multiple=True,
               help="Scenario file, directory of *.yaml, or shipped scenario name (repeatable; more may follow).")
 @click.argument("more_scenarios", nargs=-1)
+@click.option("--suite", type=click.Choice(["safety"]), default=None,
+              help="A built-in suite instead of --scenarios: safety (NeuroNCAP-style stationary / frontal / side "
+                   "collisions, scored 0-5; docs/safety.md).")
+@click.option("--variations", type=int, default=None, help="--suite: variations per family [default: 100].")
+@click.option("--families", default=None, help="--suite: comma-separated families [default: stationary,frontal,side].")
+@click.option("--scene", default=None, metavar="PATH", help="--suite: base scene cache [default: the synthetic town].")
+@click.option("--actor", default=None,
+              help="--suite: instance id of the scene vehicle inserted as the target [default: auto, a parked one].")
+@click.option("--suite-seed", type=int, default=None, help="--suite: seed of the first variation [default: 0].")
+@click.option("--ray", "use_ray", is_flag=True, help="Same as --backend ray.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=Path("stag-runs/eval"), show_default=True)
 @click.option("--workers", default=1, show_default=True, help="Scenarios run in parallel.")
 @click.option("--seeds", default=1, show_default=True,
@@ -56,16 +66,19 @@ def _render_options(f):
 @_render_options
 @one_line_errors
 def eval_cmd(agent: str | None, driver: str | None, driver_timeout: float, scenarios: tuple[str, ...],
-             more_scenarios: tuple[str, ...], out: Path, workers: int, seeds: int, backend: str, video: bool, carla: str | None,
-             carla_timeout: float, image_size: str | None, cameras: str | None, voxel_size: float | None,
-             renderer: str | None, refiner_path: str | None) -> None:
+             more_scenarios: tuple[str, ...], suite: str | None, variations: int, families: str | None,
+             scene: str | None, actor: str | None, suite_seed: int | None, use_ray: bool, out: Path, workers: int,
+             seeds: int, backend: str, video: bool, carla: str | None, carla_timeout: float, image_size: str | None,
+             cameras: str | None, voxel_size: float | None, renderer: str | None, refiner_path: str | None) -> None:
     """Run an agent on scenarios; write results.csv/json, report.html and a run record per scenario.
 
     Exit status: 0 when every scenario ran (whatever the scores); 1 when any could not (a bad scenario file, an
     agent that does not import or that raised, an unreachable CARLA server), with the list on stderr.
 
     Examples: stag-sim eval --agent pure_pursuit --scenarios scenarios/ --out runs/pp;
-    stag-sim eval --driver localhost:50051 --scenarios lane_follow (a planner served over gRPC)
+    stag-sim eval --driver localhost:50051 --scenarios lane_follow (a planner served over gRPC);
+    stag-sim eval --suite safety --agent pure_pursuit --variations 100 --out runs/safety (results.json,
+    variations.csv and a summary: mean score 0-5 and collision rate per family, with 95 % intervals)
     """
     from stag_sim.agents.egodriver import driver_spec
     from stag_sim.app.evaluate import evaluate
@@ -83,6 +96,20 @@ def eval_cmd(agent: str | None, driver: str | None, driver_timeout: float, scena
     if carla is not None:
         check_host_port(carla, "--carla")
     overrides = _env_overrides(image_size, cameras, voxel_size, renderer, refiner_path)
+    backend = "ray" if use_ray else backend
+    if suite is not None:
+        from stag_sim.app.safety_suite import run_from_cli
+
+        run_from_cli(agent, out, scenarios + more_scenarios, variations=variations, families=families, scene=scene,
+                     actor=actor, seed=suite_seed, workers=workers, backend=backend, seeds=seeds, video=video,
+                     carla=carla, env_overrides=overrides, echo=click.echo)
+        return
+    if not scenarios + more_scenarios:
+        raise ValidationError("eval: give --scenarios FILE|DIR|NAME (or --suite safety)")
+    for name, value in (("--variations", variations), ("--families", families), ("--scene", scene),
+                        ("--actor", actor), ("--suite-seed", suite_seed)):
+        if value is not None:
+            raise ValidationError(f"{name}: only with --suite safety (got {value!r} without it)")
     rows = evaluate(find_scenarios(scenarios + more_scenarios), agent, out, workers=workers, backend=backend,
                     video=video, env_overrides=overrides, carla=carla, carla_timeout=carla_timeout, seeds=seeds)
     click.echo(format_table(rows))
