@@ -191,8 +191,12 @@ def test_pdms_of_a_mapless_log_without_a_drivable_area_lists_what_it_cannot_scor
 
 def test_pdms_of_a_mapless_log_scores_dac_on_the_lidar_ground(tiny):
     results, row = run_expert(tiny)
-    assert row["dac"] == 1.0 and row["dac_source"] == LIDAR_GROUND and "unscored" not in row
+    assert row["dac"] == 1.0 and row["dac_source"] == LIDAR_GROUND
     assert row["offroad_fraction"] == 0.0 and results["pdms"].details["unscored"] == {}
+    # what a map-less log cannot support is listed, never scored 1: lanes, directions, lights, speed limits
+    unscored = dict(part.split(": ", 1) for part in row["unscored"].split("; "))
+    assert "dac" not in unscored and {"ddc", "tlc", "lk"} <= set(unscored), unscored
+    assert row["ddc"] is None and row["tlc"] is None and row["lk"] is None
 
 
 def test_reports_say_n_a_for_what_is_not_scored():

@@ -3,8 +3,8 @@
 Steering is :class:`~stag_sim.agents.pure_pursuit.PurePursuitAgent`'s. The speed is the lowest of four IDM-style
 commands (:func:`stag_sim.traffic.idm_acceleration`):
 
-* the free road, at the speed limit (``target_speed`` where none is known); a lower limit ahead is met in time (the
-  allowed speed at arc length ``s`` ahead is ``sqrt(limit(s)^2 + 2 b s)``);
+* the free road, at 97 % of the speed limit (``target_speed`` where none is known) and slow enough for the route's curves;
+  a lower limit ahead is met in time (the allowed speed at arc length ``s`` ahead is ``sqrt(limit(s)^2 + 2 b s)``);
 * the nearest vehicle ahead on the route (:func:`stag_sim.traffic.find_leaders`);
 * the next stop line on the route whose light is red, or yellow where the ego can still stop at ``decel_comfort``;
 * yielding: before it enters an intersection lane, the ego waits at the lane's entry while a moving agent will be
@@ -32,6 +32,10 @@ from stag_sim.road_rules import RED, YELLOW, stop_crossings
 from stag_sim.traffic import IDMParameters, Obstacle, find_leaders, idm_acceleration
 
 SAMPLE_M = 1.0  # [m] spacing of the route samples the rules are looked up at
+LIMIT_MARGIN = 0.97  # [-] it drives at this fraction of a speed limit (a speedometer's margin)
+SPEED_GAIN = 1.5  # [1/s] above the allowed speed, the ego brakes at this gain times the excess
+BRAKE_START = 0.6  # [-] braking for a lower speed ahead starts when it needs this fraction of decel_comfort
+CURVE_SPAN_M = 3.0  # [m] the route's curvature is its heading change over this far either side
 LANE_MATCH_M = 2.5  # [m] a route sample belongs to the nearest lane within this, of compatible direction
 CONFLICT_M = 3.0  # [m] an agent this close to the ego's route inside an intersection is in conflict with it
 YIELD_LOOK_M = 40.0  # [m] intersections farther ahead than this are not checked yet
@@ -75,7 +79,12 @@ def route_rules(world) -> dict:
         stops = stop_crossings(route.points, rules.lights)
     edges = np.flatnonzero(np.diff(np.concatenate([[0], inter.astype(np.int8), [0]])))
     spans = [(float(s[a]), float(s[min(b, len(s) - 1)])) for a, b in zip(edges[::2], edges[1::2])]
-    _PLANS[world] = {"s": s, "limit": limit, "inter": inter, "stops": stops, "spans": spans}
+    # curvature [1/m] from the heading change over +-CURVE_SPAN_M (the route's polyline kinks averaged out)
+    k = max(1, int(round(CURVE_SPAN_M / SAMPLE_M)))
+    h = np.unwrap(heading)
+    curv = np.abs(h[np.minimum(np.arange(len(s)) + k, len(s) - 1)] - h[np.maximum(np.arange(len(s)) - k, 0)]) / (
+        2 * k * SAMPLE_M)
+    _PLANS[world] = {"s": s, "limit": limit, "inter": inter, "stops": stops, "spans": spans, "curv": curv}
     return _PLANS[world]
 
 
@@ -85,7 +94,7 @@ class RuleFollowingAgent:
     before a stop line its front stops."""
 
     def __init__(self, env, target_speed: float = 8.0, decel_comfort: float = 2.5, stop_margin: float = 1.0,
-                 idm: IDMParameters | None = None) -> None:
+                 lateral_accel: float = 2.5, idm: IDMParameters | None = None) -> None:
         self.env = env.unwrapped
         if self.env.config.action_mode != "control":
             raise AgentError("agent rule_following: needs action_mode='control'")
@@ -94,6 +103,7 @@ class RuleFollowingAgent:
         self.target_speed = float(target_speed)
         self.decel_comfort = float(decel_comfort)
         self.stop_margin = float(stop_margin)
+        self.lateral_accel = float(lateral_accel)
         self.idm = idm or IDMParameters(target_speed=self.target_speed, min_gap=2.0, headway=1.2, accel_max=2.0,
                                         decel_comfort=self.decel_comfort)
         self.accept_accel = self.idm.accel_max  # [m/s^2] the gap acceptance assumes this acceleration
@@ -117,7 +127,8 @@ class RuleFollowingAgent:
         front = state.route_s + v.front_length
         ahead = plan["s"] - front
         # free road: the target, or what the limits ahead allow
-        cruise = np.where(np.isfinite(plan["limit"]), plan["limit"], self.target_speed)
+        cruise = np.where(np.isfinite(plan["limit"]), LIMIT_MARGIN * plan["limit"], self.target_speed)
+        cruise = np.minimum(cruise, np.sqrt(self.lateral_accel / np.maximum(plan["curv"], 1e-6)))  # curves
         allowed = np.sqrt(cruise ** 2 + 2.0 * self.decel_comfort * np.maximum(ahead, 0.0))
         near = ahead > -v.length
         v_free = float(allowed[near].min() if near.any() else self.target_speed)
@@ -148,7 +159,15 @@ class RuleFollowingAgent:
             gaps.append(max(entry - front - self.stop_margin, 0.0))
             leads.append(0.0)
         i = int(np.argmin(gaps))
-        return float(idm_acceleration(speed, gaps[i], leads[i], params))
+        accel = float(idm_acceleration(speed, gaps[i], leads[i], params))
+        # a lower limit or a curve ahead: once reaching its speed there needs BRAKE_START of decel_comfort, brake
+        # exactly to it ((v_lim^2 - v^2) / 2d); IDM's free-road term alone brakes too gently above its target
+        ahead_ok = ahead > 0.5
+        if ahead_ok.any():
+            need = (cruise[ahead_ok] ** 2 - speed * speed) / (2.0 * ahead[ahead_ok])
+            if need.min() <= -BRAKE_START * self.decel_comfort:
+                accel = min(accel, float(need.min()))
+        return min(accel, SPEED_GAIN * (v_free - speed)) if speed > v_free else accel
 
     def _predict(self, world, state, poses, valid, speeds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The other agents over the next :data:`PREDICT_S`: times (T,) [s], positions (K, T, 2) [m] and (K, T) bool

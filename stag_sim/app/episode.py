@@ -91,10 +91,19 @@ def reference_progress(world, duration_s: float) -> float:
     return float(min(logged_mean_speed(world.log) * duration_s, world.usable_route_length))
 
 
+def edits_the_log(world) -> bool:
+    """The scenario changed what the logged driver met (inserted / removed / scripted agents, light schedules,
+    speed limits): the logged human is then no reference, and EPDMS's human filter stays off (otherwise a human who
+    "ran" a light the scenario turned red, or "hit" a car the scenario inserted, would excuse the agent)."""
+    c = world.config
+    return bool(c.events or c.lights or c.speed_limits)
+
+
 def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s: float):
     """The :class:`stag_sim.metrics.EpisodeTrace` of a finished episode: with the world's road rules
     (``world.rules``), the logged (human) ego at the same times (pose from ``world.logged_ego_pose``, held at the
-    log's end; speed from finite differences) and the agent's plans where it gave trajectories."""
+    log's end; speed from finite differences; None where the scenario edits the log, :func:`edits_the_log`) and
+    the agent's plans where it gave trajectories."""
     from stag_sim.app.report_data import logged_ego
     from stag_sim.metrics import AgentTrace, EgoTrace, EpisodeTrace
 
@@ -124,7 +133,8 @@ def episode_trace(world, trace: TraceRecorder, route_completed: bool, duration_s
         route_progress=np.asarray(trace.route_s, np.float64), reference_progress=reference_progress(world, duration_s),
         logged_xy=logged, logged_valid=t <= world.end_time_s + 1e-9, route_completed=bool(route_completed),
         drivable_source=world.drivable_source, rules=world.rules,
-        human=EgoTrace(t, logged, logged_yaw, logged_speed, length, v.width, v.centre_offset),
+        human=EgoTrace(t, logged, logged_yaw, logged_speed, length, v.width, v.centre_offset)
+        if not edits_the_log(world) else None,
         plans=plans, plan_dt=float(trace.plan_dt) if plans is not None else None,
     )
 

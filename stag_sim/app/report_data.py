@@ -196,6 +196,6 @@ def log_expert_scores(world, ep, groups) -> dict:
     xy, yaw, speed = logged_ego(world, ep.ego.time_s)
     progress = np.maximum.accumulate(np.asarray(world.route.project(xy)[0], np.float64))
     expert = replace(ep, ego=replace(ep.ego, xy=xy, yaw=yaw, speed=speed), route_progress=progress,
-                     route_completed=bool(progress[-1] >= world.usable_route_length))
+                     route_completed=bool(progress[-1] >= world.usable_route_length), plans=None, plan_dt=None)
     cols = metric_columns([g for g in groups if g != "log_divergence"], summarize(compute_metrics(expert)))
     return {**cols, "steps": int(len(xy) - 1), "note": LOG_EXPERT_NOTE}

@@ -33,7 +33,8 @@ EPDMS_TERMS = {
 }
 HUMAN_FILTERED = ("nc", "dac", "ddc", "tlc", "ttc", "lk", "hc")
 
-NO_HUMAN = "no logged human trace: the human filter is off"
+NO_HUMAN = ("no logged human trace (none given, or the scenario edits what the logged driver met): the human "
+            "filter is off")
 
 
 def human_scores(trace: EpisodeTrace) -> dict[str, float | None]:
