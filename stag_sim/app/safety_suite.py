@@ -27,7 +27,7 @@ from stag_sim.errors import EvalError, StagSimError, ValidationError
 from stag_sim.safety import FAMILIES
 
 #: agents that read no camera (built-ins): their suite runs camera-free
-CAMERA_FREE_AGENTS = ("log_replay", "pure_pursuit", "constant_velocity", "random")
+CAMERA_FREE_AGENTS = ("log_replay", "pure_pursuit", "rule_following", "constant_velocity", "random")
 #: the camera-free env settings (``ego`` + ``route``: what the built-ins read)
 CAMERA_FREE_ENV = {"cameras": (), "observations": ("ego", "route"), "expert_action": False}
 CSV_COLUMNS = ("family", "seed", "status", "score", "collision", "collided_with", "impact_speed", "impact_time_s",
