@@ -13,7 +13,8 @@ commands (:func:`stag_sim.traffic.idm_acceleration`):
   others are predicted from what the ego may know in a simulator: agents on a path keep their speed along it and
   stop at red lights, logged agents follow their log.
 
-It is privileged: it reads the episode's rules (:attr:`stag_sim.world.World.rules`: lanes, speed limits, lights) and
+The command changes by at most :data:`JERK_MAX` per second (comfort) unless it must brake harder than
+:data:`EMERGENCY_DECEL`. It is privileged: it reads the episode's rules (:attr:`stag_sim.world.World.rules`: lanes, speed limits, lights) and
 the other agents' poses from the env, as CARLA's rule-based autopilot and nuPlan's PDM planners read the map. On a
 log without a map it is a route follower that keeps its distance. ``control`` action mode only.
 """
@@ -34,7 +35,9 @@ from stag_sim.traffic import IDMParameters, Obstacle, find_leaders, idm_accelera
 SAMPLE_M = 1.0  # [m] spacing of the route samples the rules are looked up at
 LIMIT_MARGIN = 0.97  # [-] it drives at this fraction of a speed limit (a speedometer's margin)
 SPEED_GAIN = 1.5  # [1/s] above the allowed speed, the ego brakes at this gain times the excess
-BRAKE_START = 0.6  # [-] braking for a lower speed ahead starts when it needs this fraction of decel_comfort
+JERK_MAX = 2.5  # [m/s^3] the most the commanded acceleration changes per second (nuPlan's comfort bound: 4.13)
+EMERGENCY_DECEL = 3.0  # [m/s^2] a harder brake than this for a car, light or crossing is applied at once
+BRAKE_START = 0.3  # [-] braking for a lower speed ahead starts when it needs this fraction of decel_comfort
 CURVE_SPAN_M = 3.0  # [m] the route's curvature is its heading change over this far either side
 LANE_MATCH_M = 2.5  # [m] a route sample belongs to the nearest lane within this, of compatible direction
 CONFLICT_M = 3.0  # [m] an agent this close to the ego's route inside an intersection is in conflict with it
@@ -159,7 +162,8 @@ class RuleFollowingAgent:
             gaps.append(max(entry - front - self.stop_margin, 0.0))
             leads.append(0.0)
         i = int(np.argmin(gaps))
-        accel = float(idm_acceleration(speed, gaps[i], leads[i], params))
+        follow = float(idm_acceleration(speed, gaps[i], leads[i], params))  # road, leader, light, yield
+        accel = follow
         # a lower limit or a curve ahead: once reaching its speed there needs BRAKE_START of decel_comfort, brake
         # exactly to it ((v_lim^2 - v^2) / 2d); IDM's free-road term alone brakes too gently above its target
         ahead_ok = ahead > 0.5
@@ -167,7 +171,13 @@ class RuleFollowingAgent:
             need = (cruise[ahead_ok] ** 2 - speed * speed) / (2.0 * ahead[ahead_ok])
             if need.min() <= -BRAKE_START * self.decel_comfort:
                 accel = min(accel, float(need.min()))
-        return min(accel, SPEED_GAIN * (v_free - speed)) if speed > v_free else accel
+        if speed > v_free:
+            accel = min(accel, SPEED_GAIN * (v_free - speed))
+        if follow < -EMERGENCY_DECEL:  # a car, a light or a crossing needs hard braking now: no comfort limit
+            return min(accel, follow)
+        # comfort: the acceleration changes by at most JERK_MAX per second
+        prev, step = float(state.ego.accel), JERK_MAX * world.config.dt
+        return float(np.clip(accel, prev - step, prev + step))
 
     def _predict(self, world, state, poses, valid, speeds) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The other agents over the next :data:`PREDICT_S`: times (T,) [s], positions (K, T, 2) [m] and (K, T) bool
