@@ -12,7 +12,8 @@ import math
 CLASS_COLOURS = {"vehicle": "#1f77b4", "pedestrian": "#9467bd", "static": "#8c564b"}
 INFRACTION_COLOUR = "#d62728"
 #: bar labels of the metric bars: key -> label
-BARS = {"pdms": "PDMS", "nc": "NC", "dac": "DAC", "ep": "EP", "ttc": "TTC", "comfort": "comfort",
+BARS = {"pdms": "PDMS", "epdms": "EPDMS", "nc": "NC", "dac": "DAC", "ddc": "DDC", "tlc": "TLC", "ep": "EP",
+        "ttc": "TTC", "lk": "LK", "comfort": "comfort",
         "driving_score": "driving score", "route_completion": "route completion (env)",
         "ds_route_completion": "route completion (DS)"}
 

@@ -35,16 +35,17 @@ def write_results(rows: list[dict], out: Path, agent_spec: str = "") -> dict[str
 
 
 def mean_scores(rows: list[dict]) -> dict[str, float]:
-    """Mean PDMS, driving score, success rate over all rows (a failed episode scores what it reached)."""
+    """Mean PDMS, EPDMS, driving score, success rate over all rows (a failed episode scores what it reached)."""
     def mean(key):
         return round(float(np.mean([float(r.get(key) or 0.0) for r in rows])), 4) if rows else 0.0
 
-    return {"pdms": mean("pdms"), "driving_score": mean("driving_score"), "success_rate": mean("success"),
+    return {"pdms": mean("pdms"), "epdms": mean("epdms"), "driving_score": mean("driving_score"),
+            "success_rate": mean("success"),
             "route_completion": mean("route_completion")}
 
 
 #: what :func:`scenario_spread` summarises: row key -> label (``collision`` as a rate)
-SPREAD = {"route_completion": "route completion (env)", "pdms": "PDMS", "driving_score": "driving score",
+SPREAD = {"route_completion": "route completion (env)", "pdms": "PDMS", "epdms": "EPDMS", "driving_score": "driving score",
           "collision": "collision rate"}
 
 
@@ -69,7 +70,7 @@ def scenario_spread(rows: list[dict]) -> dict[str, dict]:
 
 
 def format_table(rows: list[dict], cols=("scenario", "status", "success", "steps", "route_completion", "pdms",
-                                         "driving_score", "ade")) -> str:
+                                         "epdms", "driving_score", "ade")) -> str:
     """A plain-text table of result rows (for the terminal); a value that is None (not scored) reads n/a."""
     cells = [[str(_fmt(r.get(c, ""))) for c in cols] for r in rows]
     widths = [max(len(c), *(len(x[i]) for x in cells)) if cells else len(c) for i, c in enumerate(cols)]
