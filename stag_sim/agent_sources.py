@@ -271,11 +271,11 @@ class ScriptedAgents:
 
     def _leaders(self, world, state, poses, valid, ego: Obstacle) -> tuple[dict, dict]:
         """Gap [m] and leader speed [m/s] of every simulated agent (index -> value): the nearest of the other
-        agents, the ego and a stop line whose light says stop (:func:`stag_sim.world_batch_ops.light_gaps`) ahead
+        agents, the ego and a stop line whose light says stop (:func:`stag_sim.world_batch_ops.stop_at_lights`) ahead
         on its path (:func:`stag_sim.world_batch_ops.leaders`, all agents at once; the
         rule of :func:`~stag_sim.traffic.find_leaders`)."""
         from stag_sim.world_batch import row_arrays
-        from stag_sim.world_batch_ops import leaders, light_gaps
+        from stag_sim.world_batch_ops import leaders, stop_at_lights
 
         A = row_arrays(world)
         ks = A["sim_idx"][0]
@@ -285,9 +285,8 @@ class ScriptedAgents:
         obs_yaw = np.append(yaw_of(poses), ego.yaw)[None]
         s0 = np.asarray(state.agent_s)[ks][None]
         gap, lead = leaders(A, s0, obs_xy, obs_len, obs_speed, obs_yaw, np.append(valid, True)[None])
-        at_light = light_gaps(A, s0, np.array([state.time_s]), np.asarray(state.agent_speed)[ks][None],
-                              world.config.idm.decel_comfort)
-        gap, lead = np.minimum(gap, at_light), np.where(at_light < gap, 0.0, lead)
+        gap, lead = stop_at_lights(A, s0, np.array([state.time_s]), np.asarray(state.agent_speed)[ks][None],
+                                   world.config.idm.decel_comfort, gap, lead)
         return dict(zip(ks.tolist(), gap[0].tolist())), dict(zip(ks.tolist(), lead[0].tolist()))
 
 

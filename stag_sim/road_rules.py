@@ -33,6 +33,14 @@ GREEN, YELLOW, RED, UNKNOWN = 0, 1, 2, 3  # state codes: indices into LIGHT_STAT
 LANE_WIDTH = 3.5  # [m] lane width where the map gives none
 
 
+def must_stop(code, gap, speed, decel):
+    """Whether traffic ``gap`` [m] before a stop line at ``speed`` [m/s] stops for a light showing ``code``: at red,
+    and at yellow where it can still stop at ``decel`` [m/s^2] (``gap >= v^2 / 2 decel``). Scalars or arrays
+    (broadcast)."""
+    code, gap, speed = np.asarray(code), np.asarray(gap, np.float64), np.asarray(speed, np.float64)
+    return (code == RED) | ((code == YELLOW) & (gap >= speed * speed / (2.0 * decel)))
+
+
 def light_code(state: str, where: str = "light state") -> int:
     """The code of ``state`` (an entry of :data:`LIGHT_STATES`); a ValidationError naming ``where`` otherwise."""
     if state not in LIGHT_STATES:

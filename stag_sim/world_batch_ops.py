@@ -173,11 +173,19 @@ def light_codes(A: dict, time_s) -> np.ndarray:
     return np.take_along_axis(A["light_code"], i[..., None], axis=-1)[..., 0]
 
 
-def light_gaps(A: dict, s0, time_s, speed, decel_comfort: float) -> np.ndarray:
-    """(N, S) gap [m] from each simulated agent's front to the first stop line ahead on its path whose light tells
-    it to stop (+inf where none): red, or yellow where it can still stop at ``decel_comfort`` [m/s^2]
-    (``gap >= v^2 / 2b``). An agent whose front is past a stop line (by more than :data:`STOP_LINE_SLACK`) goes on."""
-    from stag_sim.road_rules import RED, YELLOW
+def stop_at_lights(A: dict, s0, time_s, speed, decel_comfort: float, gap, lead) -> tuple[np.ndarray, np.ndarray]:
+    """Each simulated agent's leader (``gap`` [m] / ``lead`` speed [m/s], (N, S), from :func:`leaders`) with the
+    first stop line ahead on its path whose light tells it to stop as a standing leader where it is nearer: red, or
+    yellow where it can still stop at ``decel_comfort`` [m/s^2] (:func:`stag_sim.road_rules.must_stop`). An agent
+    whose front is past a stop line (by more than :data:`STOP_LINE_SLACK`) goes on. ``s0`` (N, S) [m], ``time_s``
+    (N,) [s], ``speed`` (N, S) [m/s]."""
+    at_light = _light_gaps(A, s0, time_s, speed, decel_comfort)
+    return np.minimum(gap, at_light), np.where(at_light < gap, 0.0, lead)
+
+
+def _light_gaps(A: dict, s0, time_s, speed, decel_comfort: float) -> np.ndarray:
+    """(N, S) gap [m] from each simulated agent's front to the stop line it must stop at (+inf where none)."""
+    from stag_sim.road_rules import must_stop
 
     stop_s = A["stop_s"]
     if not np.isfinite(stop_s).any():
@@ -187,8 +195,7 @@ def light_gaps(A: dict, s0, time_s, speed, decel_comfort: float) -> np.ndarray:
     code = light_codes(A, time_s)
     N = code.shape[0]
     c = np.take_along_axis(code, A["stop_light"].reshape(N, -1), 1).reshape(stop_s.shape)
-    v = np.asarray(speed, np.float64)[..., None]
-    stop = (c == RED) | ((c == YELLOW) & (gap >= v * v / (2.0 * decel_comfort)))
+    stop = must_stop(c, gap, np.asarray(speed, np.float64)[..., None], decel_comfort)
     return np.where(stop & (gap >= -STOP_LINE_SLACK), np.maximum(gap, 0.0), np.inf).min(axis=-1)
 
 
@@ -203,8 +210,7 @@ def advance_agents(wb: "WorldBatch", state: "BatchState") -> tuple[np.ndarray, n
     dt, idx, mask = cfg.dt, A["sim_idx"], A["sim_mask"]
     s0, v0 = np.take_along_axis(state.agent_s, idx, 1), np.take_along_axis(state.agent_speed, idx, 1)
     gap, lead = _leaders(wb, state)
-    at_light = light_gaps(A, s0, state.time_s, v0, cfg.idm.decel_comfort)
-    gap, lead = np.minimum(gap, at_light), np.where(at_light < gap, 0.0, lead)
+    gap, lead = stop_at_lights(A, s0, state.time_s, v0, cfg.idm.decel_comfort, gap, lead)
     a = idm_acceleration(v0, gap, lead, cfg.idm)
     v1 = v0 + a * dt
     with np.errstate(divide="ignore", invalid="ignore"):

@@ -29,7 +29,7 @@ import numpy as np
 
 from stag_sim.agents.pure_pursuit import PurePursuitAgent
 from stag_sim.errors import AgentError
-from stag_sim.road_rules import RED, YELLOW, stop_crossings
+from stag_sim.road_rules import must_stop, stop_crossings
 from stag_sim.traffic import IDMParameters, Obstacle, find_leaders, idm_acceleration
 
 SAMPLE_M = 1.0  # [m] spacing of the route samples the rules are looked up at
@@ -152,7 +152,7 @@ class RuleFollowingAgent:
             if d < -0.5:
                 continue
             code = int(rules.lights[j].code_at(state.time_s))
-            if code == RED or (code == YELLOW and d >= speed * speed / (2.0 * self.decel_comfort)):
+            if must_stop(code, d, speed, self.decel_comfort):
                 gaps.append(max(d - self.stop_margin, 0.0))
                 leads.append(0.0)
             break  # only the next stop line matters
@@ -200,7 +200,7 @@ class RuleFollowingAgent:
                 xy[k] = pts + lateral * np.stack([-np.sin(yaw), np.cos(yaw)], -1)
                 for s_cross, j in stop_crossings(pts, lights):
                     code = int(lights[j].code_at(state.time_s))
-                    if code == RED or (code == YELLOW and s_cross >= speeds[k] ** 2 / (2.0 * self.decel_comfort)):
+                    if must_stop(code, s_cross, speeds[k], self.decel_comfort):
                         ok[k, t * max(speeds[k], 0.1) > s_cross] = False  # waits at the line, out of the junction
                         break
             elif not simulated[k]:
